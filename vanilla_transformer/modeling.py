@@ -1,0 +1,480 @@
+"""The model classes: the paper's encoder-decoder, a BERT-style encoder and a GPT-style decoder.
+
+All are ``keras.Model`` subclasses built from one :class:`TransformerConfig` and the layers in
+:mod:`vanilla_transformer.layers`. Weights carry stable names (``encoder.layers.0.self_attn.q_proj.kernel``)
+given by the attribute path, which is what ``save_pretrained`` writes to safetensors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from .configuration import TransformerConfig
+from .layers import TokenEmbedding, TransformerDecoder, TransformerEncoder
+from .layers.feed_forward import activation_fn
+from .training import MaskedAccuracy, MaskedSparseCrossEntropy, TransformerSchedule
+
+
+def named_variables(layer: keras.layers.Layer, prefix: str = "") -> dict[str, keras.Variable]:
+    """All weights of ``layer`` keyed by attribute path, e.g. ``decoder.layers.0.fc1.kernel``.
+
+    The walk follows attribute assignment order, so a layer shared by several owners (the token
+    embedding) is named by its first owner only. Keras' auto-generated ``layers_0`` names become ``0``.
+    """
+    names: dict[str, keras.Variable] = {}
+    seen: set[int] = set()
+
+    def visit(obj, path):
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        for variable in list(obj._trainable_variables) + list(obj._non_trainable_variables):
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                names[f"{path}{variable.name}"] = variable
+        for attr, value in vars(obj).items():
+            if attr.startswith("_"):
+                continue
+            if isinstance(value, keras.layers.Layer):
+                visit(value, f"{path}{attr}.")
+            elif isinstance(value, (list, tuple)) and value and all(
+                isinstance(item, keras.layers.Layer) for item in value
+            ):
+                for i, item in enumerate(value):
+                    visit(item, f"{path}{attr}.{i}.")
+
+    visit(layer, prefix)
+    return names
+
+
+def _as_numpy_if_concrete(x):
+    """The value of ``x`` as numpy when it is concrete (eager), None when it is symbolic (traced)."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.asarray(ops.convert_to_numpy(x))
+    except Exception:  # symbolic tensors inside a traced function have no value
+        return None
+
+
+class TransformerPreTrainedModel(keras.Model):
+    """Base of all model classes: config, input checks, naming, saving/loading and compile defaults."""
+
+    config_class = TransformerConfig
+    #: the ``config.architecture`` values this class accepts
+    supported_architectures: tuple[str, ...] = ()
+    #: pipeline tag of the Hub model card
+    pipeline_tag: str | None = None
+
+    def __init__(self, config: TransformerConfig, **kwargs):
+        if isinstance(config, dict):
+            config = TransformerConfig.from_dict(config)
+        if not isinstance(config, TransformerConfig):
+            raise TypeError(f"config must be a TransformerConfig, got {type(config).__name__}")
+        if self.supported_architectures and config.architecture not in self.supported_architectures:
+            raise ValueError(
+                f"{type(self).__name__} needs config.architecture in {self.supported_architectures}, "
+                f"got {config.architecture!r}")
+        kwargs.setdefault("name", type(self).__name__)
+        super().__init__(**kwargs)
+        self.config = config
+        from transformers import GenerationConfig
+
+        self.generation_config = GenerationConfig.from_model_config(config)
+        self.shared = TokenEmbedding(
+            config.vocab_size, config.d_model, self._embedding_initializer(config), name="shared")
+
+    @staticmethod
+    def _embedding_initializer(config):
+        # With scaled embeddings (section 3.4) N(0, d_model^-0.5) gives the scaled lookup unit variance.
+        stddev = config.d_model ** -0.5 if config.scale_embedding else config.initializer_range
+        return keras.initializers.RandomNormal(stddev=stddev)
+
+    # ---------------------------------------------------------------- Keras serialization
+    def get_config(self):
+        return {"config": self.config.to_dict(), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(TransformerConfig.from_dict(config["config"]), name=config.get("name"))
+
+    # ---------------------------------------------------------------- names and building
+    def named_variables(self) -> dict[str, keras.Variable]:
+        """Weights by stable name (the keys of ``model.safetensors``)."""
+        self.build_weights()
+        return named_variables(self)
+
+    def dummy_inputs(self) -> dict[str, np.ndarray]:
+        ids = np.array([[1, 2]], dtype="int32") % self.config.vocab_size
+        return {name: ids for name in self.input_names}
+
+    def build_weights(self):
+        """Create every weight by running the model once on a tiny input."""
+        if not self.built:
+            self(self.dummy_inputs(), training=False)
+        return self
+
+    def num_parameters(self) -> int:
+        self.build_weights()
+        return int(sum(np.prod(v.shape) for v in self.named_variables().values() if v.trainable))
+
+    # ---------------------------------------------------------------- input checks
+    input_names: tuple[str, ...] = ()
+    optional_input_names: tuple[str, ...] = ()
+
+    def _check_inputs(self, inputs, required: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """Turn the call's inputs into a dict and reject what would be silently wrong.
+
+        Checks keys, dtype (integer ids), rank, length against ``max_position_embeddings``, mask shapes,
+        and (for concrete values) that ids lie in ``[0, vocab_size)``.
+        """
+        if not isinstance(inputs, dict):
+            if len(self.input_names) == 1:
+                inputs = {self.input_names[0]: inputs}
+            else:
+                raise TypeError(f"{type(self).__name__} takes a dict with keys {self.input_names}, "
+                                f"got {type(inputs).__name__}")
+        allowed = set(self.input_names) | set(self.optional_input_names)
+        unknown = set(inputs) - allowed
+        if unknown:
+            raise ValueError(f"Unknown inputs {sorted(unknown)}; expected keys among {sorted(allowed)}")
+        checked = {}
+        for name, value in inputs.items():
+            if value is None:
+                continue
+            if isinstance(value, (list, tuple)):
+                try:
+                    value = np.asarray(value)
+                except ValueError as err:
+                    raise ValueError(f"{name} is ragged; pad the rows to one length ({err})") from None
+                if value.dtype == object:
+                    raise ValueError(f"{name} is ragged; pad the rows to one length")
+            dtype = keras.backend.standardize_dtype(getattr(value, "dtype", type(value)))
+            if "int" not in dtype and dtype != "bool":
+                raise TypeError(f"{name} must hold integer ids, got dtype {dtype}")
+            if len(value.shape) != 2:
+                raise ValueError(f"{name} must have shape (batch, sequence), got {tuple(value.shape)}")
+            length = value.shape[1]
+            if length is not None and length > self.config.max_position_embeddings:
+                raise ValueError(f"{name} has {length} positions, more than max_position_embeddings="
+                                 f"{self.config.max_position_embeddings}")
+            concrete = _as_numpy_if_concrete(value) if name.endswith("input_ids") else None
+            if concrete is not None and concrete.size:
+                low, high = int(concrete.min()), int(concrete.max())
+                if low < 0 or high >= self.config.vocab_size:
+                    raise ValueError(f"{name} holds ids outside [0, vocab_size={self.config.vocab_size}): "
+                                     f"min {low}, max {high}")
+            checked[name] = value
+        for name in self.input_names if required is None else required:
+            if name not in checked:
+                raise ValueError(f"Missing input {name!r}")
+        for name, value in checked.items():
+            if name.endswith("attention_mask") or name == "token_type_ids":
+                ids_name = "decoder_input_ids" if name.startswith("decoder_") else "input_ids"
+                ids = checked.get(ids_name)
+                if ids is not None and tuple(value.shape) != tuple(ids.shape):
+                    raise ValueError(f"{name} has shape {tuple(value.shape)} but {ids_name} has "
+                                     f"{tuple(ids.shape)}")
+        return checked
+
+    # ---------------------------------------------------------------- training defaults
+    def compile(self, optimizer=None, loss=None, metrics=None, jit_compile=True, **kwargs):
+        """Keras ``compile`` with the paper's defaults (section 5.3, 5.4) when arguments are omitted.
+
+        - optimizer: Adam(beta_1=0.9, beta_2=0.98, epsilon=1e-9) on the warmup / inverse-sqrt schedule;
+        - loss: cross-entropy with label smoothing ``config.label_smoothing``, ignoring labels ``-100``;
+        - metrics: token accuracy over labels that are not ``-100``;
+        - ``jit_compile=True`` (XLA) by default.
+        """
+        if optimizer is None:
+            optimizer = keras.optimizers.Adam(
+                learning_rate=TransformerSchedule(self.config.d_model, warmup_steps=4000),
+                beta_1=0.9, beta_2=0.98, epsilon=1e-9)
+        if loss is None:
+            loss = MaskedSparseCrossEntropy(label_smoothing=self.config.label_smoothing)
+        if metrics is None:
+            metrics = [MaskedAccuracy()]
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile, **kwargs)
+
+    # ---------------------------------------------------------------- Hub format (see hub.py)
+    def save_pretrained(self, save_directory, tokenizer=None, **kwargs):
+        """Write the Hugging Face layout: config.json, model.safetensors, generation_config.json, README.md
+        (and the tokenizer when given). See :func:`vanilla_transformer.hub.save_pretrained`."""
+        from .hub import save_pretrained
+
+        return save_pretrained(self, save_directory, tokenizer=tokenizer, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """Load a model saved by :meth:`save_pretrained` from a directory or a Hub repo id."""
+        from .hub import from_pretrained
+
+        return from_pretrained(cls, pretrained_model_name_or_path, **kwargs)
+
+    def push_to_hub(self, repo_id, **kwargs):
+        """Upload everything :meth:`save_pretrained` writes to the Hub in one commit."""
+        from .hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
+    # ---------------------------------------------------------------- shared head helpers
+    def _logits(self, hidden):
+        """Pre-softmax projection, tied to the token embedding (3.4) or a separate matrix."""
+        if self.config.tie_word_embeddings:
+            logits = self.shared.attend(hidden)
+        else:
+            logits = self.lm_head(hidden)
+        logits = ops.cast(logits, "float32")
+        if self.config.final_logits_bias:
+            logits = logits + ops.cast(self.final_logits_bias, "float32")
+        return logits
+
+    def _build_lm_head(self):
+        if not self.config.tie_word_embeddings:
+            self.lm_head = keras.layers.Dense(self.config.vocab_size, use_bias=False, name="lm_head")
+            self.lm_head.build((None, None, self.config.d_model))
+        if self.config.final_logits_bias:
+            self.final_logits_bias = self.add_weight(
+                name="final_logits_bias", shape=(self.config.vocab_size,), initializer="zeros", trainable=False)
+
+
+class _GenerationEntryPoints:
+    """``generate`` and ``translate`` for the models that decode (see generation.py)."""
+
+    def generate(self, input_ids, attention_mask=None, generation_config=None, **kwargs):
+        """Decode token ids; see :func:`vanilla_transformer.generation.generate` for every argument.
+
+        Returns a numpy array ``(batch * num_return_sequences, length)`` of ids in transformers' format.
+        """
+        from .generation import generate
+
+        return generate(self, input_ids, attention_mask=attention_mask, generation_config=generation_config,
+                        **kwargs)
+
+
+class TransformerForSeq2SeqLM(_GenerationEntryPoints, TransformerPreTrainedModel):
+    """The paper's encoder-decoder Transformer with a (tied) language-modelling head.
+
+    Called on ``{"input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask"}`` (masks
+    optional, 1 = token, 0 = padding) it returns logits ``(batch, target_len, vocab_size)`` in float32.
+
+    >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+    >>> import numpy as np
+    >>> config = TransformerConfig(vocab_size=50, d_model=16, num_heads=2, d_ff=32,
+    ...                            num_encoder_layers=1, num_decoder_layers=1)
+    >>> model = TransformerForSeq2SeqLM(config)
+    >>> logits = model({"input_ids": np.array([[5, 6, 2]]), "decoder_input_ids": np.array([[1, 7]])})
+    >>> tuple(logits.shape)
+    (1, 2, 50)
+    """
+
+    supported_architectures = ("encoder-decoder",)
+    pipeline_tag = "translation"
+    input_names = ("input_ids", "decoder_input_ids")
+    optional_input_names = ("attention_mask", "decoder_attention_mask")
+
+    def __init__(self, config, **kwargs):
+        super().__init__(config, **kwargs)
+        self.encoder = TransformerEncoder(config, self.shared, name="encoder")
+        self.decoder = TransformerDecoder(config, self.shared, cross_attention=True, name="decoder")
+
+    def build(self, input_shape=None):
+        self.shared.build()
+        self.encoder.build()
+        self.decoder.build()
+        self._build_lm_head()
+        self.built = True
+
+    def encode(self, input_ids, attention_mask=None, training=False):
+        """Encoder output ``(batch, src, d_model)``."""
+        return self.encoder(input_ids, attention_mask=attention_mask, training=training)
+
+    def call(self, inputs, training=False):
+        inputs = self._check_inputs(inputs)
+        attention_mask = inputs.get("attention_mask")
+        encoder_hidden = self.encode(inputs["input_ids"], attention_mask, training=training)
+        hidden, _ = self.decoder(
+            inputs["decoder_input_ids"], attention_mask=inputs.get("decoder_attention_mask"),
+            encoder_hidden_states=encoder_hidden, encoder_attention_mask=attention_mask, training=training)
+        return self._logits(hidden)
+
+    # decoding protocol used by generation.py
+    def _decoding_context(self, input_ids, attention_mask):
+        return {"encoder_hidden_states": self.encode(input_ids, attention_mask),
+                "encoder_attention_mask": attention_mask}
+
+    def _init_cache(self, context, batch_size, max_length):
+        return self.decoder.init_cache(batch_size, max_length, context["encoder_hidden_states"])
+
+    def _decode_step(self, token_ids, cache, cache_index, context, key_mask=None, position_ids=None):
+        hidden, cache = self.decoder(
+            token_ids, attention_mask=key_mask, encoder_hidden_states=context["encoder_hidden_states"],
+            encoder_attention_mask=context["encoder_attention_mask"], position_ids=position_ids, cache=cache,
+            cache_index=cache_index)
+        return self._logits(hidden), cache
+
+    def translate(self, texts, tokenizer, batch_size: int = 64, **generation_kwargs) -> list[str]:
+        """Translate a list of strings with ``tokenizer``; keyword arguments go to :meth:`generate`."""
+        if isinstance(texts, str):
+            texts = [texts]
+        outputs = []
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(list(texts[start:start + batch_size]), padding=True, return_tensors="np")
+            ids = self.generate(batch["input_ids"].astype("int32"),
+                                attention_mask=batch["attention_mask"].astype("int32"), **generation_kwargs)
+            outputs.extend(tokenizer.batch_decode(ids, skip_special_tokens=True))
+        return outputs
+
+
+class TransformerForCausalLM(_GenerationEntryPoints, TransformerPreTrainedModel):
+    """GPT-style decoder-only Transformer (no cross-attention) with a tied LM head.
+
+    ``{"input_ids", "attention_mask"} -> logits (batch, seq, vocab_size)``; position t sees tokens <= t.
+    """
+
+    supported_architectures = ("decoder",)
+    pipeline_tag = "text-generation"
+    input_names = ("input_ids",)
+    optional_input_names = ("attention_mask", "position_ids")
+
+    def __init__(self, config, **kwargs):
+        super().__init__(config, **kwargs)
+        self.decoder = TransformerDecoder(config, self.shared, cross_attention=False, name="decoder")
+
+    def build(self, input_shape=None):
+        self.shared.build()
+        self.decoder.build()
+        self._build_lm_head()
+        self.built = True
+
+    def call(self, inputs, training=False):
+        inputs = self._check_inputs(inputs)
+        hidden, _ = self.decoder(inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
+                                 position_ids=inputs.get("position_ids"), training=training)
+        return self._logits(hidden)
+
+    def _decoding_context(self, input_ids, attention_mask):
+        return {}
+
+    def _init_cache(self, context, batch_size, max_length):
+        return self.decoder.init_cache(batch_size, max_length)
+
+    def _decode_step(self, token_ids, cache, cache_index, context, key_mask=None, position_ids=None):
+        hidden, cache = self.decoder(token_ids, attention_mask=key_mask, position_ids=position_ids, cache=cache,
+                                     cache_index=cache_index)
+        return self._logits(hidden), cache
+
+
+class _EncoderOnly(TransformerPreTrainedModel):
+    supported_architectures = ("encoder",)
+    input_names = ("input_ids",)
+    optional_input_names = ("attention_mask", "token_type_ids")
+
+    def __init__(self, config, **kwargs):
+        super().__init__(config, **kwargs)
+        self.encoder = TransformerEncoder(config, self.shared, name="encoder")
+        if config.add_pooler:
+            self.pooler = keras.layers.Dense(config.d_model, activation="tanh", name="pooler")
+
+    def build(self, input_shape=None):
+        self.shared.build()
+        self.encoder.build()
+        if self.config.add_pooler:
+            self.pooler.build((None, self.config.d_model))
+        self._build_head()
+        self.built = True
+
+    def _build_head(self):
+        pass
+
+    def _encode(self, inputs, training):
+        inputs = self._check_inputs(inputs)
+        return self.encoder(inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
+                            token_type_ids=inputs.get("token_type_ids"), training=training)
+
+    def _pool(self, hidden):
+        """BERT's pooler: dense + tanh on the first token's hidden state, ``(batch, d_model)``."""
+        first = hidden[:, 0, :]
+        return self.pooler(first) if self.config.add_pooler else first
+
+
+class TransformerEncoderModel(_EncoderOnly):
+    """BERT-style encoder without a head: returns the last hidden states ``(batch, seq, d_model)``."""
+
+    pipeline_tag = "feature-extraction"
+
+    def call(self, inputs, training=False):
+        return self._encode(inputs, training)
+
+
+class TransformerForMaskedLM(_EncoderOnly):
+    """BERT-style encoder + MLM head: dense + activation + LayerNorm + tied projection with its own bias.
+
+    ``{"input_ids", "attention_mask", "token_type_ids"} -> logits (batch, seq, vocab_size)``.
+    """
+
+    pipeline_tag = "fill-mask"
+
+    def __init__(self, config, **kwargs):
+        super().__init__(config, **kwargs)
+        self.mlm_dense = keras.layers.Dense(config.d_model, name="mlm_dense")
+        self.mlm_layer_norm = keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name="mlm_layer_norm")
+        self._mlm_activation = activation_fn(config.activation)
+
+    def _build_head(self):
+        self.mlm_dense.build((None, None, self.config.d_model))
+        self.mlm_layer_norm.build((None, None, self.config.d_model))
+        self.mlm_bias = self.add_weight(name="mlm_bias", shape=(self.config.vocab_size,), initializer="zeros")
+        if not self.config.tie_word_embeddings:
+            self.lm_head = keras.layers.Dense(self.config.vocab_size, use_bias=False, name="lm_head")
+            self.lm_head.build((None, None, self.config.d_model))
+
+    def call(self, inputs, training=False):
+        hidden = self._encode(inputs, training)
+        hidden = self.mlm_layer_norm(self._mlm_activation(self.mlm_dense(hidden)))
+        logits = self.shared.attend(hidden) if self.config.tie_word_embeddings else self.lm_head(hidden)
+        return ops.cast(logits, "float32") + ops.cast(self.mlm_bias, "float32")
+
+
+class TransformerForSequenceClassification(_EncoderOnly):
+    """BERT-style encoder + pooler on the first token + dropout + classifier.
+
+    ``{"input_ids", "attention_mask", "token_type_ids"} -> logits (batch, num_labels)``. Labels come from
+    ``config.num_labels`` / ``config.id2label``.
+    """
+
+    pipeline_tag = "text-classification"
+
+    def __init__(self, config, **kwargs):
+        super().__init__(config, **kwargs)
+        self.classifier_dropout = keras.layers.Dropout(config.dropout)
+        self.classifier = keras.layers.Dense(config.num_labels, name="classifier")
+
+    def _build_head(self):
+        self.classifier.build((None, self.config.d_model))
+
+    def call(self, inputs, training=False):
+        pooled = self._pool(self._encode(inputs, training))
+        return ops.cast(self.classifier(self.classifier_dropout(pooled, training=training)), "float32")
+
+    def compile(self, optimizer=None, loss=None, metrics=None, jit_compile=True, **kwargs):
+        """Adam(2e-5) with sparse categorical cross-entropy and accuracy unless given (fine-tuning)."""
+        super().compile(
+            optimizer=optimizer or keras.optimizers.Adam(2e-5),
+            loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=metrics or [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            jit_compile=jit_compile, **kwargs)
+
+
+MODEL_CLASSES = {
+    cls.__name__: cls
+    for cls in (TransformerForSeq2SeqLM, TransformerForCausalLM, TransformerEncoderModel, TransformerForMaskedLM,
+                TransformerForSequenceClassification)
+}
+for _cls in MODEL_CLASSES.values():
+    keras.saving.register_keras_serializable(package="vanilla_transformer")(_cls)
+del _cls
