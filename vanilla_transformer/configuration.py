@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 
 ARCHITECTURES = ("encoder-decoder", "encoder", "decoder")
 POSITION_EMBEDDINGS = ("sinusoidal", "learned")
+SINUSOIDAL_LAYOUTS = ("interleaved", "halves")
 ACTIVATIONS = ("relu", "gelu", "gelu_new", "swish", "silu")
 
 # Table 3 of the paper. "base" and "big" share everything not listed; vocab 37,000 is the shared
@@ -113,6 +114,8 @@ class TransformerConfig(PretrainedConfig):
         activation_dropout: dropout after the feed-forward activation.
         max_position_embeddings: longest sequence the model accepts.
         position_embedding: ``"sinusoidal"`` (section 3.5) or ``"learned"``.
+        sinusoidal_layout: ``"interleaved"`` (sin on even, cos on odd dimensions, as the formula is
+            written) or ``"halves"`` (all sines then all cosines, as tensor2tensor, fairseq and Marian do).
         norm_first: ``False`` = post-LN, LayerNorm(x + Sublayer(x)) as in the paper; ``True`` = pre-LN.
         final_layer_norm: LayerNorm after the last layer of each stack (pre-LN models need it).
         embedding_layer_norm: LayerNorm on the embedding sum (BERT).
@@ -150,6 +153,7 @@ class TransformerConfig(PretrainedConfig):
         activation_dropout: float = 0.0,
         max_position_embeddings: int = 1024,
         position_embedding: str = "sinusoidal",
+        sinusoidal_layout: str = "interleaved",
         norm_first: bool = False,
         final_layer_norm: bool = False,
         embedding_layer_norm: bool = False,
@@ -181,6 +185,7 @@ class TransformerConfig(PretrainedConfig):
         self.activation_dropout = activation_dropout
         self.max_position_embeddings = max_position_embeddings
         self.position_embedding = position_embedding
+        self.sinusoidal_layout = sinusoidal_layout
         self.norm_first = norm_first
         self.final_layer_norm = final_layer_norm
         self.embedding_layer_norm = embedding_layer_norm
@@ -247,6 +252,8 @@ class TransformerConfig(PretrainedConfig):
             fail("layer_norm_eps", "must be a positive number")
         if self.position_embedding not in POSITION_EMBEDDINGS:
             fail("position_embedding", f"must be one of {POSITION_EMBEDDINGS}")
+        if self.sinusoidal_layout not in SINUSOIDAL_LAYOUTS:
+            fail("sinusoidal_layout", f"must be one of {SINUSOIDAL_LAYOUTS}")
         if self.activation not in ACTIVATIONS:
             fail("activation", f"must be one of {ACTIVATIONS}")
         for field in ("norm_first", "final_layer_norm", "embedding_layer_norm", "scale_embedding",

@@ -9,18 +9,27 @@ import numpy as np
 from keras import ops
 
 
-def sinusoidal_table(length: int, d_model: int) -> np.ndarray:
+def sinusoidal_table(length: int, d_model: int, layout: str = "interleaved") -> np.ndarray:
     """The paper's positional encoding as a ``(length, d_model)`` float32 array.
 
     PE(pos, 2i) = sin(pos / 10000^(2i/d_model)),  PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)).
-    Sines fill the even dimensions and cosines the odd ones, interleaved as the formula is written.
+    ``layout="interleaved"``: sines on even and cosines on odd dimensions, as the formula is written.
+    ``layout="halves"``: the same frequencies, all sines first then all cosines (tensor2tensor, fairseq,
+    Marian); a fixed permutation of the dimensions, equivalent for a model trained with it.
     """
     position = np.arange(length, dtype=np.float64)[:, None]
     two_i = np.arange(0, d_model, 2, dtype=np.float64)[None, :]
     angle = position / np.power(10000.0, two_i / d_model)
     table = np.zeros((length, d_model), dtype=np.float64)
-    table[:, 0::2] = np.sin(angle)
-    table[:, 1::2] = np.cos(angle[:, : d_model // 2])
+    if layout == "interleaved":
+        table[:, 0::2] = np.sin(angle)
+        table[:, 1::2] = np.cos(angle[:, : d_model // 2])
+    elif layout == "halves":
+        half = (d_model + 1) // 2
+        table[:, :half] = np.sin(angle)
+        table[:, half:] = np.cos(angle[:, : d_model - half])
+    else:
+        raise ValueError(f"layout must be 'interleaved' or 'halves', got {layout!r}")
     return table.astype("float32")
 
 
@@ -70,11 +79,12 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
     The table is a constant, not a weight, so checkpoints carry nothing for it.
     """
 
-    def __init__(self, max_length: int, d_model: int, **kwargs):
+    def __init__(self, max_length: int, d_model: int, layout: str = "interleaved", **kwargs):
         super().__init__(**kwargs)
         self.max_length = max_length
         self.d_model = d_model
-        self._table = sinusoidal_table(max_length, d_model)
+        self.layout = layout
+        self._table = sinusoidal_table(max_length, d_model, layout)
 
     def build(self, input_shape=None):
         self.built = True
@@ -83,7 +93,8 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
         return ops.take(ops.convert_to_tensor(self._table, dtype=self.compute_dtype), position_ids, axis=0)
 
     def get_config(self):
-        return {**super().get_config(), "max_length": self.max_length, "d_model": self.d_model}
+        return {**super().get_config(), "max_length": self.max_length, "d_model": self.d_model,
+                "layout": self.layout}
 
 
 @keras.saving.register_keras_serializable(package="vanilla_transformer")
@@ -131,6 +142,7 @@ class TransformerEmbedding(keras.layers.Layer):
         max_length: int,
         position_embedding: str = "sinusoidal",
         scale_embedding: bool = True,
+        sinusoidal_layout: str = "interleaved",
         type_vocab_size: int = 0,
         embedding_layer_norm: bool = False,
         layer_norm_eps: float = 1e-6,
@@ -143,6 +155,7 @@ class TransformerEmbedding(keras.layers.Layer):
         self.d_model = d_model
         self.max_length = max_length
         self.position_embedding = position_embedding
+        self.sinusoidal_layout = sinusoidal_layout
         self.scale_embedding = scale_embedding
         self.type_vocab_size = type_vocab_size
         self.embedding_layer_norm = embedding_layer_norm
@@ -151,7 +164,8 @@ class TransformerEmbedding(keras.layers.Layer):
         self.initializer_range = initializer_range
         self.embed_scale = math.sqrt(d_model) if scale_embedding else 1.0
         if position_embedding == "sinusoidal":
-            self.embed_positions = SinusoidalPositionalEncoding(max_length, d_model, name="embed_positions")
+            self.embed_positions = SinusoidalPositionalEncoding(max_length, d_model, sinusoidal_layout,
+                                                               name="embed_positions")
         else:
             self.embed_positions = LearnedPositionEmbedding(
                 max_length, d_model, initializer_range, name="embed_positions"
@@ -195,6 +209,7 @@ class TransformerEmbedding(keras.layers.Layer):
             max_length=self.max_length,
             position_embedding=self.position_embedding,
             scale_embedding=self.scale_embedding,
+            sinusoidal_layout=self.sinusoidal_layout,
             type_vocab_size=self.type_vocab_size,
             embedding_layer_norm=self.embedding_layer_norm,
             layer_norm_eps=self.layer_norm_eps,

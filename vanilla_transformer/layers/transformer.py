@@ -168,7 +168,7 @@ def _layer_kwargs(config):
 def _embedding(config, token_embedding):
     return TransformerEmbedding(
         token_embedding, config.d_model, config.max_position_embeddings, config.position_embedding,
-        config.scale_embedding, config.type_vocab_size, config.embedding_layer_norm, config.layer_norm_eps,
+        config.scale_embedding, config.sinusoidal_layout, config.type_vocab_size, config.embedding_layer_norm, config.layer_norm_eps,
         config.dropout, config.initializer_range, name="embed")
 
 

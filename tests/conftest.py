@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny configs and models (d_model 32, 1-2 layers) built once per session."""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM  # noqa: E402
+
+TINY = dict(vocab_size=40, d_model=32, num_heads=4, d_ff=64, num_encoder_layers=2, num_decoder_layers=2,
+            dropout=0.0, max_position_embeddings=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    return TransformerConfig(**TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_seq2seq(tiny_config):
+    """A randomly initialised encoder-decoder (dropout 0), shared by tests that only read it."""
+    import keras
+
+    keras.utils.set_random_seed(1234)
+    return TransformerForSeq2SeqLM(tiny_config).build_weights()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
