@@ -44,7 +44,7 @@ def train_number_words(args) -> int:
     targets = tokenizer([de for _, de in train_pairs])["input_ids"]
     collator = Seq2SeqCollator(config.pad_token_id, config.decoder_start_token_id, config.vocab_size)
     batches = seq2seq_batches(sources, targets, collator, batch_size=args.batch_size, seed=args.seed)
-    dataset = batches_to_tf_dataset(batches)
+    dataset = batches_to_tf_dataset(batches, seed=args.seed)
     print(f"number words: {len(train_pairs)} training pairs, {len(test_pairs)} held out; vocabulary "
           f"{len(tokenizer)}; model {model.num_parameters():,} parameters "
           f"(d_model {config.d_model}, {config.num_encoder_layers}+{config.num_decoder_layers} layers)")
@@ -53,7 +53,7 @@ def train_number_words(args) -> int:
     model.compile(optimizer=keras.optimizers.Adam(
         TransformerSchedule(config.d_model, warmup_steps=warmup, scale=args.lr_scale), beta_1=0.9, beta_2=0.98,
         epsilon=1e-9))
-    model.fit(dataset, epochs=args.epochs, verbose=1 if sys.stdout.isatty() else 2)
+    model.fit(dataset, epochs=args.epochs, shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
 
     sources_test = [en for en, _ in test_pairs]
     references = [de for _, de in test_pairs]

@@ -189,13 +189,30 @@ def seq2seq_batches(sources: Sequence[Sequence[int]], targets: Sequence[Sequence
     return [collator([sources[i] for i in b], [targets[i] for i in b]) for b in batches]
 
 
-def batches_to_tf_dataset(batches: Iterable[tuple[dict, np.ndarray]]):
-    """A ``tf.data.Dataset`` yielding precomputed ``(inputs, labels)`` batches of varying shapes."""
+def batches_to_tf_dataset(batches: Iterable[tuple[dict, np.ndarray]], shuffle: bool = True, seed: int = 0):
+    """A ``tf.data.Dataset`` of precomputed ``(inputs, labels)`` batches of varying shapes.
+
+    With ``shuffle`` the order of whole batches changes every epoch (reproducibly from ``seed``); the
+    dataset has a known length, so Keras progress bars show it.
+    """
     import tensorflow as tf
 
     batches = list(batches)
+    if not batches:
+        raise ValueError("no batches")
     signature = (
         {key: tf.TensorSpec((None, None), tf.int32) for key in batches[0][0]},
         tf.TensorSpec((None, None), tf.int32),
     )
-    return tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=signature).prefetch(2)
+    epoch = [0]
+
+    def generate():
+        order = np.arange(len(batches))
+        if shuffle:
+            np.random.default_rng([seed, epoch[0]]).shuffle(order)
+        epoch[0] += 1
+        for i in order:
+            yield batches[i]
+
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    return dataset.apply(tf.data.experimental.assert_cardinality(len(batches))).prefetch(2)
