@@ -203,9 +203,9 @@ class TransformerConfig(PretrainedConfig):
         self.decoder_start_token_id = decoder_start_token_id
         self.mask_token_id = mask_token_id
         self.tie_word_embeddings = tie_word_embeddings
+        self._check()  # before the base class, whose own checks would trip over bad values
         kwargs.setdefault("is_encoder_decoder", architecture == "encoder-decoder")
         super().__init__(**kwargs)
-        self._check()
 
     # ----------------------------------------------------------------------------------------------
     @property

@@ -123,6 +123,10 @@ class TransformerPreTrainedModel(keras.Model):
         return int(sum(np.prod(v.shape) for v in self.named_variables().values() if v.trainable))
 
     # ---------------------------------------------------------------- input checks
+    def __call__(self, inputs, *args, **kwargs):
+        # Check before Keras converts the inputs, so ragged lists and bad dtypes get our clear errors.
+        return super().__call__(self._check_inputs(inputs), *args, **kwargs)
+
     input_names: tuple[str, ...] = ()
     optional_input_names: tuple[str, ...] = ()
 
@@ -368,6 +372,23 @@ class TransformerForCausalLM(_GenerationEntryPoints, TransformerPreTrainedModel)
                                      cache_index=cache_index)
         return self._logits(hidden), cache
 
+    def compile(self, optimizer=None, loss=None, metrics=None, jit_compile=True, learning_rate=5e-4,
+                warmup_steps=0, decay_steps=None, **kwargs):
+        """Language-model (pre)training defaults when arguments are omitted.
+
+        - optimizer: Adam (beta_2 0.999, epsilon 1e-6, gradient norm clipped to 1) at ``learning_rate``, with
+          a linear warmup over ``warmup_steps`` and, given ``decay_steps`` (total steps), linear decay to 0;
+        - loss: :class:`~vanilla_transformer.data_collators.CausalLMLoss`: logits at t against the label at
+          t + 1 (labels are the unshifted input ids, -100 ignored), no label smoothing;
+        - metrics: next-token accuracy over the same positions.
+        """
+        from .data_collators import CausalLMAccuracy, CausalLMLoss, language_model_optimizer
+
+        super().compile(
+            optimizer=optimizer or language_model_optimizer(learning_rate, warmup_steps, decay_steps),
+            loss=loss or CausalLMLoss(), metrics=metrics or [CausalLMAccuracy()], jit_compile=jit_compile,
+            **kwargs)
+
 
 class _EncoderOnly(TransformerPreTrainedModel):
     supported_architectures = ("encoder",)
@@ -438,6 +459,22 @@ class TransformerForMaskedLM(_EncoderOnly):
         hidden = self.mlm_layer_norm(self._mlm_activation(self.mlm_dense(hidden)))
         logits = self.shared.attend(hidden) if self.config.tie_word_embeddings else self.lm_head(hidden)
         return ops.cast(logits, "float32") + ops.cast(self.mlm_bias, "float32")
+
+    def compile(self, optimizer=None, loss=None, metrics=None, jit_compile=True, learning_rate=5e-4,
+                warmup_steps=0, decay_steps=None, **kwargs):
+        """Masked-LM (pre)training defaults when arguments are omitted.
+
+        - optimizer: Adam (beta_2 0.999, epsilon 1e-6, gradient norm clipped to 1) at ``learning_rate``, with
+          a linear warmup over ``warmup_steps`` and, given ``decay_steps`` (total steps), linear decay to 0;
+        - loss: cross-entropy over the masked positions only (labels != -100), no label smoothing;
+        - metrics: accuracy over the masked positions.
+        """
+        from .data_collators import language_model_optimizer
+
+        super().compile(
+            optimizer=optimizer or language_model_optimizer(learning_rate, warmup_steps, decay_steps),
+            loss=loss or MaskedSparseCrossEntropy(label_smoothing=0.0), metrics=metrics or [MaskedAccuracy()],
+            jit_compile=jit_compile, **kwargs)
 
 
 class TransformerForSequenceClassification(_EncoderOnly):

@@ -1,0 +1,114 @@
+"""The paper's sections against their formulas: positions (3.5), attention (3.2), layers' configs."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from vanilla_transformer.layers import (
+    DecoderLayer,
+    EncoderLayer,
+    LearnedPositionEmbedding,
+    MultiHeadAttention,
+    PositionwiseFeedForward,
+    SinusoidalPositionalEncoding,
+    TokenEmbedding,
+    TransformerEmbedding,
+    scaled_dot_product_attention,
+    sinusoidal_table,
+)
+
+
+def test_sinusoid_equals_the_formula():
+    length, d_model = 50, 16
+    table = sinusoidal_table(length, d_model)
+    for pos in range(length):
+        for i in range(d_model // 2):
+            angle = pos / 10000 ** (2 * i / d_model)
+            assert table[pos, 2 * i] == pytest.approx(math.sin(angle), abs=1e-6)
+            assert table[pos, 2 * i + 1] == pytest.approx(math.cos(angle), abs=1e-6)
+
+
+def test_sinusoid_halves_layout_is_a_permutation_of_the_same_values():
+    interleaved = sinusoidal_table(20, 8)
+    halves = sinusoidal_table(20, 8, layout="halves")
+    np.testing.assert_allclose(halves[:, :4], interleaved[:, 0::2])
+    np.testing.assert_allclose(halves[:, 4:], interleaved[:, 1::2])
+    with pytest.raises(ValueError, match="layout"):
+        sinusoidal_table(4, 8, layout="zigzag")
+
+
+def test_sinusoidal_layer_looks_up_positions():
+    layer = SinusoidalPositionalEncoding(max_length=30, d_model=8)
+    out = np.asarray(layer(np.array([[0, 5, 29]])))
+    np.testing.assert_allclose(out[0], sinusoidal_table(30, 8)[[0, 5, 29]], atol=1e-6)
+    assert layer.weights == []  # a constant, nothing in the checkpoint
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_scaled_dot_product_attention_matches_numpy(rng):
+    q, k, v = (rng.normal(size=(2, 3, 4, 8)).astype("float32") for _ in range(3))
+    mask = rng.random((2, 1, 4, 4)) > 0.3
+    mask[..., 0] = True
+    expected = _softmax(np.where(mask, q @ k.transpose(0, 1, 3, 2) / math.sqrt(8), -1e9)) @ v
+    got = np.asarray(scaled_dot_product_attention(q, k, v, mask))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_fully_masked_rows_give_no_nan(rng):
+    q, k, v = (rng.normal(size=(1, 2, 3, 4)).astype("float32") for _ in range(3))
+    out = np.asarray(scaled_dot_product_attention(q, k, v, np.zeros((1, 1, 3, 3), bool)))
+    assert np.isfinite(out).all()
+
+
+def test_multi_head_attention_matches_a_per_head_computation(rng):
+    mha = MultiHeadAttention(d_model=8, num_heads=2)
+    x = rng.normal(size=(1, 5, 8)).astype("float32")
+    out, _ = mha(x)
+    wq, bq = (np.asarray(w) for w in mha.q_proj.weights)
+    wk, bk = (np.asarray(w) for w in mha.k_proj.weights)
+    wv, bv = (np.asarray(w) for w in mha.v_proj.weights)
+    wo, bo = (np.asarray(w) for w in mha.o_proj.weights)
+    q, k, v = x[0] @ wq + bq, x[0] @ wk + bk, x[0] @ wv + bv
+    heads = [_softmax(q[:, h * 4:(h + 1) * 4] @ k[:, h * 4:(h + 1) * 4].T / 2.0) @ v[:, h * 4:(h + 1) * 4]
+             for h in range(2)]
+    np.testing.assert_allclose(np.asarray(out)[0], np.concatenate(heads, -1) @ wo + bo, atol=1e-5)
+
+
+def test_feed_forward_is_relu_mlp(rng):
+    ffn = PositionwiseFeedForward(d_model=4, d_ff=8)
+    x = rng.normal(size=(2, 3, 4)).astype("float32")
+    out = np.asarray(ffn(x))
+    w1, b1, w2, b2 = (np.asarray(w) for w in ffn.weights)
+    np.testing.assert_allclose(out, np.maximum(0, x @ w1 + b1) @ w2 + b2, atol=1e-5)
+
+
+def test_bad_activation_and_head_count_are_rejected():
+    with pytest.raises(ValueError, match="activation"):
+        PositionwiseFeedForward(d_model=4, d_ff=8, activation="tanh-ish")
+    with pytest.raises(ValueError, match="divisible"):
+        MultiHeadAttention(d_model=10, num_heads=3)
+
+
+@pytest.mark.parametrize("layer", [
+    lambda: TokenEmbedding(10, 4),
+    lambda: SinusoidalPositionalEncoding(16, 4, layout="halves"),
+    lambda: LearnedPositionEmbedding(16, 4),
+    lambda: MultiHeadAttention(8, 2, attention_dropout=0.1),
+    lambda: PositionwiseFeedForward(8, 16, activation="gelu"),
+    lambda: EncoderLayer(d_model=8, num_heads=2, d_ff=16, norm_first=True),
+    lambda: DecoderLayer(d_model=8, num_heads=2, d_ff=16, cross_attention=False),
+    lambda: TransformerEmbedding(TokenEmbedding(10, 4), 4, 16, position_embedding="learned", type_vocab_size=2),
+])
+def test_every_layer_round_trips_through_get_config(layer):
+    original = layer()
+    config = original.get_config()
+    clone = type(original).from_config(config)
+    assert clone.get_config() == config
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(original))
+    assert type(restored) is type(original)
