@@ -1,0 +1,358 @@
+"""Shared pieces of ``run_mlm.py``, ``run_clm.py`` and ``run_classification.py``.
+
+The command-line flags follow transformers' example scripts (``--model_name_or_path``, ``--train_file``,
+``--validation_file``, ``--dataset_name``, ``--output_dir``, ``--num_train_epochs``,
+``--per_device_train_batch_size``, ``--learning_rate``, ``--max_seq_length``, ``--push_to_hub``,
+``--hub_model_id``), plus size overrides (``--d_model``, ``--num_layers``, ...) for pretraining a small
+model from scratch from a preset.
+
+Run as a script it prepares the language-identification data of the README from Multi30k::
+
+    python examples/_common.py langid --data_dir ../shared/data/multi30k --output_dir /tmp/langid
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+logger = logging.getLogger("vanilla_transformer.examples")
+
+SPECIAL_TEMPLATE = ("<s>", "</s>")  # every sequence is "<s> tokens </s>": <s> is the [CLS]-like first token
+
+
+# ------------------------------------------------------------------------------------------ arguments
+def build_parser(description: str, default_model: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    model = parser.add_argument_group("model")
+    model.add_argument("--model_name_or_path", default=default_model,
+                       help="a preset name (pretrain from scratch: bert-base, gpt, gpt2, ...), a directory written "
+                            "by save_pretrained, or a Hub repo id")
+    model.add_argument("--tokenizer_name", default=None,
+                       help="tokenizer directory or Hub id (default: the one saved with the model; trained on "
+                            "the training data when pretraining from a preset)")
+    model.add_argument("--vocab_size", type=int, default=8000, help="BPE vocabulary trained from scratch")
+    model.add_argument("--d_model", type=int, default=None, help="override the preset's d_model")
+    model.add_argument("--num_layers", type=int, default=None, help="override the preset's number of layers")
+    model.add_argument("--num_heads", type=int, default=None,
+                       help="override the preset's heads (default with --d_model: d_model / 32)")
+    model.add_argument("--d_ff", type=int, default=None, help="override d_ff (default with --d_model: 4 d_model)")
+    model.add_argument("--max_position_embeddings", type=int, default=None,
+                       help="positions of a model built from a preset (default: --max_seq_length)")
+    model.add_argument("--dropout", type=float, default=None, help="override dropout and attention dropout")
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset_name", default=None, help="a dataset on the Hub (datasets.load_dataset)")
+    data.add_argument("--dataset_config_name", default=None)
+    data.add_argument("--train_file", default=None, help="local .txt/.json/.jsonl/.csv file (optionally .gz)")
+    data.add_argument("--validation_file", default=None, help="same formats as --train_file")
+    data.add_argument("--validation_split_percentage", type=int, default=5,
+                      help="share of the training data held out when there is no validation set")
+    data.add_argument("--text_column_name", default=None, help="column holding the text (default: text)")
+    data.add_argument("--max_seq_length", type=int, default=128, help="truncate tokenized sequences to this")
+    data.add_argument("--max_train_samples", type=int, default=None)
+    data.add_argument("--max_eval_samples", type=int, default=None)
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--output_dir", required=True)
+    train.add_argument("--do_train", action="store_true", help="(both train and eval run when neither is given)")
+    train.add_argument("--do_eval", action="store_true")
+    train.add_argument("--num_train_epochs", type=int, default=3)
+    train.add_argument("--per_device_train_batch_size", type=int, default=32)
+    train.add_argument("--per_device_eval_batch_size", type=int, default=64)
+    train.add_argument("--learning_rate", type=float, default=5e-4)
+    train.add_argument("--warmup_ratio", type=float, default=0.05, help="share of the steps spent warming up")
+    train.add_argument("--weight_decay", type=float, default=0.0)
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--jit_compile", action=argparse.BooleanOptionalAction, default=True,
+                       help="XLA-compile the training step (--no-jit_compile starts faster on tiny runs)")
+    train.add_argument("--push_to_hub", action="store_true")
+    train.add_argument("--hub_model_id", default=None, help="repo id to push to (default: output_dir's name)")
+    train.add_argument("--hub_token", default=None)
+    return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if args.dataset_name is None and args.train_file is None and args.validation_file is None:
+        parser.error("give --dataset_name or --train_file / --validation_file")
+    if not args.do_train and not args.do_eval:
+        args.do_train = args.do_eval = True
+    return args
+
+
+def setup(args) -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
+                        force=True)
+    for noisy in ("absl", "tensorflow", "datasets", "httpx", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    import keras
+
+    keras.utils.set_random_seed(args.seed)
+
+
+# ------------------------------------------------------------------------------------------ data
+def _builder(path: str) -> str:
+    name = path[:-3] if path.endswith(".gz") else path
+    extension = name.rsplit(".", 1)[-1].lower()
+    if extension in ("json", "jsonl"):
+        return "json"
+    if extension in ("csv", "tsv"):
+        return "csv"
+    return "text"
+
+
+def load_raw_datasets(args):
+    """A ``DatasetDict`` with ``train`` and ``validation`` (split off ``train`` when none is given)."""
+    import datasets
+
+    if args.dataset_name is not None:
+        raw = datasets.load_dataset(args.dataset_name, args.dataset_config_name)
+    else:
+        files = {split: path for split, path in (("train", args.train_file), ("validation", args.validation_file))
+                 if path}
+        builders = {_builder(path) for path in files.values()}
+        if len(builders) > 1:
+            raise ValueError(f"--train_file and --validation_file must have the same format, got {sorted(builders)}")
+        builder = builders.pop()
+        kwargs = {"delimiter": "\t"} if builder == "csv" and any(
+            p.removesuffix(".gz").endswith(".tsv") for p in files.values()) else {}
+        raw = datasets.load_dataset(builder, data_files=files, **kwargs)
+    if "validation" not in raw and "train" in raw and args.validation_split_percentage:
+        split = raw["train"].train_test_split(test_size=args.validation_split_percentage / 100, seed=args.seed)
+        raw = datasets.DatasetDict(train=split["train"], validation=split["test"])
+    for split, limit in (("train", args.max_train_samples), ("validation", args.max_eval_samples)):
+        if limit is not None and split in raw:
+            raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
+    return raw
+
+
+def text_column(dataset, requested: str | None) -> str:
+    if requested:
+        if requested not in dataset.column_names:
+            raise ValueError(f"--text_column_name {requested!r} is not a column of {dataset.column_names}")
+        return requested
+    for name in ("text", "sentence", "content"):
+        if name in dataset.column_names:
+            return name
+    strings = [name for name, feature in dataset.features.items() if getattr(feature, "dtype", None) == "string"]
+    if not strings:
+        raise ValueError(f"no text column among {dataset.column_names}; pass --text_column_name")
+    return strings[0]
+
+
+def nonempty_texts(dataset, column: str) -> list[str]:
+    return [text for text in dataset[column] if text and text.strip()]
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    """Token ids of each text (with the tokenizer's special tokens), truncated to ``max_length``."""
+    ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    return [list(row) for row in ids]
+
+
+# ------------------------------------------------------------------------------------------ model
+def is_preset(name: str) -> bool:
+    from vanilla_transformer.configuration import PRESETS
+
+    return name in PRESETS and not os.path.isdir(name)
+
+
+def new_tokenizer(texts: list[str], vocab_size: int):
+    """A BPE tokenizer trained on ``texts``, encoding every sequence as ``<s> ... </s>``."""
+    from tokenizers import processors
+
+    from vanilla_transformer.tokenization import train_bpe_tokenizer
+
+    tokenizer = train_bpe_tokenizer(texts, vocab_size=vocab_size)
+    bos, eos = SPECIAL_TEMPLATE
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} $B {eos}",
+        special_tokens=[(bos, tokenizer.convert_tokens_to_ids(bos)), (eos, tokenizer.convert_tokens_to_ids(eos))])
+    return tokenizer
+
+
+def load_or_train_tokenizer(args, train_texts: list[str]):
+    from transformers import AutoTokenizer
+
+    from vanilla_transformer.hub import load_tokenizer
+
+    if args.tokenizer_name:
+        return AutoTokenizer.from_pretrained(args.tokenizer_name)
+    if not is_preset(args.model_name_or_path):
+        tokenizer = load_tokenizer(args.model_name_or_path)
+        if tokenizer is None:
+            raise ValueError(f"{args.model_name_or_path} has no tokenizer; pass --tokenizer_name")
+        return tokenizer
+    started = time.time()
+    tokenizer = new_tokenizer(train_texts, args.vocab_size)
+    logger.info("trained a BPE tokenizer of %d tokens on %d texts in %.1fs", len(tokenizer), len(train_texts),
+                time.time() - started)
+    return tokenizer
+
+
+def preset_config(args, tokenizer, **extra):
+    """The preset's config with the tokenizer's vocabulary and special ids and the size overrides."""
+    from vanilla_transformer import TransformerConfig
+    from vanilla_transformer.configuration import PRESETS
+
+    preset = PRESETS[args.model_name_or_path]
+    overrides = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                     max_position_embeddings=args.max_position_embeddings or args.max_seq_length)
+    if preset["architecture"] == "decoder":
+        overrides.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    else:
+        overrides.update(mask_token_id=tokenizer.mask_token_id)
+    if args.d_model is not None:
+        overrides.update(d_model=args.d_model, num_heads=args.num_heads or max(1, args.d_model // 32),
+                         d_ff=args.d_ff or 4 * args.d_model)
+    else:
+        overrides.update({k: v for k, v in (("num_heads", args.num_heads), ("d_ff", args.d_ff)) if v})
+    if args.num_layers is not None:
+        key = "num_decoder_layers" if preset["architecture"] == "decoder" else "num_encoder_layers"
+        overrides[key] = args.num_layers
+    if args.dropout is not None:
+        overrides.update(dropout=args.dropout, attention_dropout=args.dropout)
+    overrides.update(extra)
+    return TransformerConfig.from_preset(args.model_name_or_path, **overrides)
+
+
+def load_model(cls, args, tokenizer, **config_overrides):
+    """A model built from a preset (from scratch) or loaded with ``from_pretrained`` (reporting what did not
+    match, as transformers does when a checkpoint of another head type is loaded)."""
+    if is_preset(args.model_name_or_path):
+        model = cls(preset_config(args, tokenizer, **config_overrides))
+        model.build_weights()
+        logger.info("new %s from preset %r: %s parameters", cls.__name__, args.model_name_or_path,
+                    f"{model.num_parameters():,}")
+        return model
+    sizes = [flag for flag in ("d_model", "num_layers", "num_heads", "d_ff") if getattr(args, flag) is not None]
+    if sizes:
+        logger.warning("ignoring %s: the sizes come from %s", ", ".join(f"--{s}" for s in sizes),
+                       args.model_name_or_path)
+    model = cls.from_pretrained(args.model_name_or_path, **config_overrides)
+    info = getattr(model, "loading_info", None) or {}
+    if info.get("missing_keys"):
+        logger.warning("Some weights of %s were not initialized from the checkpoint at %s and are newly "
+                       "initialized: %s", cls.__name__, args.model_name_or_path, info["missing_keys"])
+    if info.get("unexpected_keys"):
+        logger.warning("Some weights of the checkpoint at %s were not used when initializing %s: %s",
+                       args.model_name_or_path, cls.__name__, info["unexpected_keys"])
+    logger.info("loaded %s from %s: %s parameters", cls.__name__, args.model_name_or_path,
+                f"{model.num_parameters():,}")
+    return model
+
+
+def schedule_steps(args, num_examples: int) -> tuple[int, int]:
+    """(warmup steps, total steps) of the linear warmup / linear decay schedule."""
+    total = max(1, math.ceil(num_examples / args.per_device_train_batch_size)) * args.num_train_epochs
+    return int(total * args.warmup_ratio), total
+
+
+def fit(model, args, train_dataset, eval_dataset):
+    verbose = 1 if sys.stdout.isatty() else 2
+    started = time.time()
+    history = model.fit(train_dataset, validation_data=eval_dataset, epochs=args.num_train_epochs, verbose=verbose,
+                        shuffle=False)  # make_tf_dataset shuffles (by length groups) itself
+    logger.info("trained %d epochs in %.1fs", args.num_train_epochs, time.time() - started)
+    return history
+
+
+def evaluate_tokens(model, dataset, shift: bool) -> tuple[float, float, int]:
+    """Token-weighted mean cross-entropy, accuracy and count of the labels != -100 of ``dataset``.
+
+    ``shift`` compares logits at t with labels at t + 1 (causal LM). Keras' ``evaluate`` averages the
+    per-batch means instead, so this is the exact figure for a perplexity.
+    """
+    import numpy as np
+
+    total, correct, count = 0.0, 0, 0
+    for inputs, labels in dataset:
+        logits = np.asarray(model(inputs, training=False), dtype="float64")
+        labels = np.asarray(labels)
+        if shift:
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        keep = labels != -100
+        logits, labels = logits[keep], labels[keep]
+        logits -= logits.max(axis=-1, keepdims=True)
+        log_norm = np.log(np.exp(logits).sum(axis=-1))
+        total += float((log_norm - logits[np.arange(len(labels)), labels]).sum())
+        correct += int((logits.argmax(axis=-1) == labels).sum())
+        count += int(keep.sum())
+    return total / max(count, 1), correct / max(count, 1), count
+
+
+def save(model, tokenizer, args, results: dict, description: str, dataset_label: str) -> None:
+    """save_pretrained (with tokenizer and a model card), results JSON, and push to the Hub if asked."""
+    card = {
+        "description": description,
+        "hyperparameters": {"epochs": args.num_train_epochs, "batch size": args.per_device_train_batch_size,
+                            "learning rate": args.learning_rate, "warmup ratio": args.warmup_ratio,
+                            "max sequence length": args.max_seq_length, "seed": args.seed},
+        "results": {k: round(float(v), 4) for k, v in results.items() if k.startswith("eval_")},
+        "dataset_name": dataset_label,
+    }
+    if not is_preset(args.model_name_or_path):
+        card["base_model"] = args.model_name_or_path if not os.path.isdir(args.model_name_or_path) else None
+    model.model_card_info = card
+    output = Path(args.output_dir)
+    model.save_pretrained(output, tokenizer=tokenizer)
+    (output / "all_results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    logger.info("saved to %s: %s", output, ", ".join(sorted(os.listdir(output))))
+    if args.push_to_hub:
+        repo_id = args.hub_model_id or output.name
+        info = model.push_to_hub(repo_id, tokenizer=tokenizer, token=args.hub_token, model_card=card)
+        logger.info("pushed to %s (%s)", repo_id, getattr(info, "commit_url", info))
+
+
+def dataset_label(args) -> str:
+    if args.dataset_name:
+        return args.dataset_name
+    return os.path.basename(args.train_file or args.validation_file)
+
+
+# ------------------------------------------------------------------------------------------ langid data
+def write_language_id_files(data_dir: str, output_dir: str, languages=("en", "de"),
+                            splits=(("train", "train"), ("val", "validation"))) -> dict[str, str]:
+    """``{output_dir}/{train,validation}.jsonl.gz`` with ``{"text", "label"}`` rows, label i = languages[i],
+    from Multi30k's ``{split}.{lang}.gz`` files (one sentence per line)."""
+    import random
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for source_split, target_split in splits:
+        rows = []
+        for label, language in enumerate(languages):
+            with gzip.open(Path(data_dir) / f"{source_split}.{language}.gz", "rt", encoding="utf-8") as handle:
+                rows.extend({"text": line.strip(), "label": label} for line in handle if line.strip())
+        random.Random(0).shuffle(rows)
+        path = out / f"{target_split}.jsonl.gz"
+        with gzip.open(path, "wt", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        written[target_split] = str(path)
+    return written
+
+
+if __name__ == "__main__":
+    cli = argparse.ArgumentParser(description="data preparation for the examples")
+    sub = cli.add_subparsers(dest="command", required=True)
+    langid = sub.add_parser("langid", help="English-vs-German sentence identification files from Multi30k")
+    langid.add_argument("--data_dir", required=True)
+    langid.add_argument("--output_dir", required=True)
+    langid.add_argument("--languages", nargs="+", default=["en", "de"])
+    options = cli.parse_args()
+    for split, path in write_language_id_files(options.data_dir, options.output_dir, options.languages).items():
+        print(f"{split}: {path}")

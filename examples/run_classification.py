@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""Sentence classification with a TransformerForSequenceClassification, usually fine-tuned from an MLM checkpoint.
+
+Data are JSON lines or CSV files (optionally gzipped) with a text column and a label column::
+
+    python examples/run_classification.py --model_name_or_path /tmp/mlm-multi30k \\
+        --train_file /tmp/langid/train.jsonl.gz --validation_file /tmp/langid/validation.jsonl.gz \\
+        --label_names en de --num_train_epochs 1 --output_dir /tmp/langid-classifier
+
+Loading an MLM checkpoint keeps the encoder (and pooler) and initialises the classifier; the missing and
+unused weights are logged. Integer labels index ``--label_names``; string labels are sorted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common  # noqa: E402
+from _common import logger  # noqa: E402
+
+
+def main(argv=None) -> dict:
+    parser = _common.build_parser(__doc__.splitlines()[0], default_model="bert-base")
+    parser.add_argument("--label_column_name", default="label")
+    parser.add_argument("--label_names", nargs="+", default=None,
+                        help="names of the integer labels 0, 1, ... (id2label); default: LABEL_i or the strings")
+    parser.set_defaults(learning_rate=1e-4)
+    args = _common.parse_args(parser, argv)
+    _common.setup(args)
+
+    import numpy as np
+
+    from vanilla_transformer import TransformerForSequenceClassification
+    from vanilla_transformer.data_collators import (DataCollatorForSequenceClassification,
+                                                    language_model_optimizer, make_tf_dataset)
+
+    raw = _common.load_raw_datasets(args)
+    first = next(iter(raw.values()))
+    column = _common.text_column(first, args.text_column_name)
+    if args.label_column_name not in first.column_names:
+        parser.error(f"--label_column_name {args.label_column_name!r} is not a column of {first.column_names}")
+    values = sorted({value for split in raw.values() for value in split[args.label_column_name]})
+    if all(isinstance(v, (int, np.integer)) for v in values):
+        num_labels = max(values) + 1
+        names = args.label_names or [f"LABEL_{i}" for i in range(num_labels)]
+        if len(names) < num_labels:
+            parser.error(f"{len(names)} --label_names for labels up to {max(values)}")
+        label_of = {value: int(value) for value in values}
+    else:
+        names = args.label_names or [str(v) for v in values]
+        label_of = {value: names.index(str(value)) for value in values}
+    id2label = dict(enumerate(names))
+    label2id = {name: i for i, name in id2label.items()}
+
+    data = {}
+    for split, dataset in raw.items():
+        rows = [(t, label_of[y]) for t, y in zip(dataset[column], dataset[args.label_column_name]) if t and t.strip()]
+        data[split] = ([t for t, _ in rows], [y for _, y in rows])
+    tokenizer = _common.load_or_train_tokenizer(args, (data.get("train") or data["validation"])[0])
+    model = _common.load_model(TransformerForSequenceClassification, args, tokenizer, id2label=id2label,
+                               label2id=label2id)
+    max_length = min(args.max_seq_length, model.config.max_position_embeddings)
+    ids = {split: (_common.tokenize(tokenizer, texts, max_length), labels) for split, (texts, labels) in data.items()}
+    collator = DataCollatorForSequenceClassification(tokenizer.pad_token_id, max_length=max_length)
+
+    def eval_dataset():
+        if "validation" not in ids:
+            return None
+        rows, labels = ids["validation"]
+        return make_tf_dataset(rows, collator, args.per_device_eval_batch_size, labels=labels, shuffle=False)
+
+    results = {}
+    if args.do_train:
+        warmup, total = _common.schedule_steps(args, len(ids["train"][0]))
+        model.compile(optimizer=language_model_optimizer(args.learning_rate, warmup, total, args.weight_decay),
+                      jit_compile=args.jit_compile)
+        logger.info("%d training sentences, %d labels %s, %d steps (%d warmup)", len(ids["train"][0]),
+                    len(id2label), names, total, warmup)
+        rows, labels = ids["train"]
+        train = make_tf_dataset(rows, collator, args.per_device_train_batch_size, labels=labels, seed=args.seed)
+        history = _common.fit(model, args, train, eval_dataset())
+        results["train_loss"] = float(history.history["loss"][-1])
+    else:
+        model.compile(jit_compile=args.jit_compile)
+    if args.do_eval and "validation" in ids:
+        loss, accuracy = model.evaluate(eval_dataset(), verbose=0)
+        results.update(eval_loss=float(loss), eval_accuracy=float(accuracy), eval_samples=len(ids["validation"][0]))
+        logger.info("validation loss %.4f, accuracy %.4f on %d sentences", loss, accuracy, len(ids["validation"][0]))
+    results["loading_info"] = getattr(model, "loading_info", None)
+    _common.save(model, tokenizer, args, {k: v for k, v in results.items() if k != "loading_info"},
+                 f"A sentence classifier ({', '.join(names)}) trained by examples/run_classification.py.",
+                 _common.dataset_label(args))
+    return results
+
+
+if __name__ == "__main__":
+    print(main())
