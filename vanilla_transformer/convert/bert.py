@@ -1,0 +1,207 @@
+"""BERT (``BertModel``, ``BertForMaskedLM``, ``BertForSequenceClassification``) <-> our encoder classes.
+
+BERT is a post-LN encoder with learned absolute positions, token-type embeddings, a LayerNorm on the
+embedding sum, exact (erf) GELU, a configurable LayerNorm epsilon (1e-12), a pooler (dense + tanh on the
+first token) and an MLM head (dense + activation + LayerNorm + the tied word embeddings + its own bias).
+"""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import numpy as np
+
+from .common import (
+    WeightMap,
+    check_choice,
+    dense,
+    fold_embedding_scale,
+    layer_norm,
+    linear,
+    model_state,
+    position_table,
+    require,
+    same,
+    unsupported,
+)
+
+logger = logging.getLogger(__name__)
+
+MODEL_TYPE = "bert"
+ARCHITECTURES = {
+    "BertModel": "TransformerEncoderModel",
+    "BertForMaskedLM": "TransformerForMaskedLM",
+    "BertForSequenceClassification": "TransformerForSequenceClassification",
+}
+DEFAULT_CLASS = "TransformerEncoderModel"
+SUPPORTED_CLASSES = ("TransformerEncoderModel", "TransformerForMaskedLM", "TransformerForSequenceClassification")
+EXPORT_ARCHITECTURES = {value: key for key, value in ARCHITECTURES.items()}
+
+_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_new", "gelu_pytorch_tanh": "gelu_new", "relu": "relu",
+                "swish": "swish", "silu": "silu"}
+_EXPORT_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_new", "relu": "relu", "swish": "swish", "silu": "silu"}
+
+
+def _has_pooler(tensors) -> bool:
+    return any(name.endswith("pooler.dense.weight") for name in tensors)
+
+
+# ------------------------------------------------------------------------------------------ config
+def config_from_transformers(hf, model_class, tensors) -> dict:
+    require(not getattr(hf, "is_decoder", False), "is_decoder", True,
+            "a causal BERT decoder is not an encoder model; only bidirectional BERT is supported")
+    require(not getattr(hf, "add_cross_attention", False), "add_cross_attention", True,
+            "BERT with cross-attention is not supported")
+    position_type = getattr(hf, "position_embedding_type", "absolute") or "absolute"
+    require(position_type == "absolute", "position_embedding_type", position_type,
+            "only absolute (learned) positions are supported")
+    activation = check_choice("hidden_act", hf.hidden_act, _ACTIVATIONS, "TransformerConfig")
+    name = model_class.__name__
+    # BertForMaskedLM has no pooler; BertForSequenceClassification always has one.
+    add_pooler = name == "TransformerForSequenceClassification" or (
+        name != "TransformerForMaskedLM" and _has_pooler(tensors))
+    fields = dict(
+        architecture="encoder",
+        vocab_size=hf.vocab_size,
+        d_model=hf.hidden_size,
+        num_heads=hf.num_attention_heads,
+        d_ff=hf.intermediate_size,
+        num_encoder_layers=hf.num_hidden_layers,
+        num_decoder_layers=0,
+        dropout=float(hf.hidden_dropout_prob),
+        attention_dropout=float(hf.attention_probs_dropout_prob),
+        activation_dropout=0.0,
+        max_position_embeddings=hf.max_position_embeddings,
+        position_embedding="learned",
+        norm_first=False,
+        final_layer_norm=False,
+        embedding_layer_norm=True,
+        activation=activation,
+        layer_norm_eps=float(hf.layer_norm_eps),
+        scale_embedding=False,
+        tie_word_embeddings=bool(hf.tie_word_embeddings),
+        final_logits_bias=False,
+        type_vocab_size=hf.type_vocab_size,
+        add_pooler=add_pooler,
+        initializer_range=float(hf.initializer_range),
+        pad_token_id=hf.pad_token_id,
+        bos_token_id=hf.bos_token_id,
+        eos_token_id=hf.eos_token_id,
+        decoder_start_token_id=None,
+        mask_token_id=getattr(hf, "mask_token_id", None),
+    )
+    if name == "TransformerForSequenceClassification":
+        fields.update(id2label=dict(hf.id2label), label2id=dict(hf.label2id))
+        if getattr(hf, "problem_type", None):
+            fields["problem_type"] = hf.problem_type
+    return fields
+
+
+# ------------------------------------------------------------------------------------------ weights
+def weight_map(config, model_class, prefix: str | None = None) -> WeightMap:
+    name = model_class if isinstance(model_class, str) else model_class.__name__
+    if prefix is None:
+        prefix = "" if name == "TransformerEncoderModel" else "bert."
+    entries = [same("shared.embeddings", "embeddings.word_embeddings.weight"),
+               same("encoder.embed.embed_positions.embeddings", "embeddings.position_embeddings.weight"),
+               same("encoder.embed.token_type_embeddings.embeddings", "embeddings.token_type_embeddings.weight"),
+               *layer_norm("encoder.embed.layer_norm", "embeddings.LayerNorm")]
+    for i in range(config.num_encoder_layers):
+        ours, source = f"encoder.layers.{i}", f"encoder.layer.{i}"
+        entries += [*dense(f"{ours}.self_attn.q_proj", f"{source}.attention.self.query"),
+                    *dense(f"{ours}.self_attn.k_proj", f"{source}.attention.self.key"),
+                    *dense(f"{ours}.self_attn.v_proj", f"{source}.attention.self.value"),
+                    *dense(f"{ours}.self_attn.o_proj", f"{source}.attention.output.dense"),
+                    *layer_norm(f"{ours}.self_attn_layer_norm", f"{source}.attention.output.LayerNorm"),
+                    *dense(f"{ours}.feed_forward.fc1", f"{source}.intermediate.dense"),
+                    *dense(f"{ours}.feed_forward.fc2", f"{source}.output.dense"),
+                    *layer_norm(f"{ours}.feed_forward_layer_norm", f"{source}.output.LayerNorm")]
+    if config.add_pooler and name != "TransformerForMaskedLM":
+        entries += dense("pooler", "pooler.dense")
+    if name == "TransformerForMaskedLM":
+        tied = config.tie_word_embeddings
+        entries += [*dense("mlm_dense", "cls.predictions.transform.dense"),
+                    *layer_norm("mlm_layer_norm", "cls.predictions.transform.LayerNorm"),
+                    same("mlm_bias", "cls.predictions.bias", aliases=("cls.predictions.decoder.bias",))]
+        if tied:
+            # the decoder weight is the word-embedding table itself: accept a stored copy, never write it
+            entries[0] = same("shared.embeddings", "embeddings.word_embeddings.weight",
+                              aliases=("cls.predictions.decoder.weight",))
+        else:
+            entries.append(linear("lm_head.kernel", "cls.predictions.decoder.weight"))
+    if name == "TransformerForSequenceClassification":
+        entries += dense("classifier", "classifier")
+    return WeightMap(entries, prefix=prefix, strip_prefixes=("bert.",), top_level=("cls", "classifier"),
+                     ignore=(r"embeddings\.position_ids", r"embeddings\.token_type_ids",
+                             r"cls\.predictions\.decoder\.bias"))
+
+
+# ------------------------------------------------------------------------------------------ export
+def export(model, allow_inexact: bool = False):
+    from transformers import BertConfig
+
+    config = model.config
+    name = type(model).__name__
+    if name not in EXPORT_ARCHITECTURES:
+        raise unsupported("model class", name, f"BERT export supports {sorted(EXPORT_ARCHITECTURES)}")
+    require(not config.norm_first, "norm_first", config.norm_first, "BERT is post-LN only")
+    require(not config.final_layer_norm, "final_layer_norm", config.final_layer_norm,
+            "BERT has no LayerNorm after the last layer")
+    require(config.embedding_layer_norm, "embedding_layer_norm", config.embedding_layer_norm,
+            "BERT always normalises the embedding sum")
+    activation = check_choice("activation", config.activation, _EXPORT_ACTIVATIONS, "BERT")
+    state = model_state(model)
+    position_table(state, config, "encoder.embed.embed_positions.embeddings")
+    type_vocab_size = config.type_vocab_size
+    if type_vocab_size == 0:
+        # BERT always adds token-type embedding 0: a single zero row adds nothing.
+        type_vocab_size = 1
+        state["encoder.embed.token_type_embeddings.embeddings"] = np.zeros((1, config.d_model), np.float32)
+    head = "lm_head.kernel" if name == "TransformerForMaskedLM" else None
+    tied = fold_embedding_scale(state, config, head)
+    if name == "TransformerEncoderModel" and not config.add_pooler:
+        # BertModel always has a pooler; the source had none, so pooler_output is left at zero.
+        logger.warning("%s has no pooler (add_pooler=False) but BertModel always has one: writing a zero pooler, "
+                       "so the exported model's pooler_output is all zeros (last_hidden_state is exact)", name)
+        state["pooler.kernel"] = np.zeros((config.d_model, config.d_model), np.float32)
+        state["pooler.bias"] = np.zeros((config.d_model,), np.float32)
+    if name == "TransformerForSequenceClassification":
+        require(config.add_pooler, "add_pooler", config.add_pooler,
+                "BertForSequenceClassification always classifies the pooler output (dense + tanh)")
+    if name == "TransformerForMaskedLM" and config.add_pooler:
+        logger.info("BertForMaskedLM has no pooler: the (unused) pooler weights are not exported")
+    layout = SimpleNamespace(num_encoder_layers=config.num_encoder_layers, tie_word_embeddings=tied,
+                             add_pooler=name != "TransformerForMaskedLM")
+    eos = config.eos_token_id
+    kwargs = dict(
+        vocab_size=config.vocab_size,
+        hidden_size=config.d_model,
+        num_hidden_layers=config.num_encoder_layers,
+        num_attention_heads=config.num_heads,
+        intermediate_size=config.d_ff,
+        hidden_act=activation,
+        hidden_dropout_prob=config.dropout,
+        attention_probs_dropout_prob=config.attention_dropout,
+        max_position_embeddings=config.max_position_embeddings,
+        type_vocab_size=type_vocab_size,
+        initializer_range=config.initializer_range,
+        layer_norm_eps=config.layer_norm_eps,
+        pad_token_id=config.pad_token_id,
+        bos_token_id=config.bos_token_id,
+        eos_token_id=list(eos) if isinstance(eos, (list, tuple)) else eos,
+        tie_word_embeddings=tied,
+    )
+    if config.mask_token_id is not None:
+        kwargs["mask_token_id"] = config.mask_token_id
+    if name == "TransformerForSequenceClassification":
+        kwargs.update(id2label={int(k): v for k, v in config.id2label.items()},
+                      label2id={k: int(v) for k, v in config.label2id.items()})
+        if getattr(config, "problem_type", None):
+            kwargs["problem_type"] = config.problem_type
+    hf = BertConfig(**kwargs)
+    tensors = weight_map(layout, name).to_source(state)
+    if name == "TransformerForMaskedLM" and not tied:
+        # transformers writes the (tied) decoder bias beside the head's own bias when untied
+        tensors["cls.predictions.decoder.bias"] = tensors["cls.predictions.bias"].copy()
+    return hf, tensors, EXPORT_ARCHITECTURES[name]

@@ -1,0 +1,186 @@
+"""GPT (``OpenAIGPTLMHeadModel``) and GPT-2 (``GPT2LMHeadModel``) <-> :class:`TransformerForCausalLM`.
+
+Both are decoder-only stacks with learned positions and a tied LM head, and store their projections as
+``Conv1D`` (weights already ``(in, out)``, like a Keras kernel) with query, key and value fused into one
+``c_attn`` of width 3 * d_model.
+
+- GPT: post-LN (``ln_1`` after attention, ``ln_2`` after the MLP), no final LayerNorm, MLP width fixed at
+  4 * d_model, ``afn="gelu"`` meaning the tanh approximation (``gelu_new``).
+- GPT-2: pre-LN (``ln_1``/``ln_2`` before each sub-layer) with a final ``ln_f``, ``n_inner`` MLP width,
+  ``activation_function`` from ``ACT2FN`` (``gelu_new`` by default).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from .common import (
+    WeightMap,
+    check_choice,
+    conv1d,
+    fold_embedding_scale,
+    fused,
+    layer_norm,
+    linear,
+    model_state,
+    position_table,
+    require,
+    same,
+    unsupported,
+)
+
+
+class _GptFamily:
+    """What differs between GPT and GPT-2 (names, normalisation, activations, config class)."""
+
+    DEFAULT_CLASS = "TransformerForCausalLM"
+    SUPPORTED_CLASSES = ("TransformerForCausalLM",)
+
+    def __init__(self, model_type, architectures, export_architecture, norm_first, token_embedding,
+                 position_embedding, activations, export_activations, activation_field):
+        self.MODEL_TYPE = model_type
+        self.ARCHITECTURES = {name: "TransformerForCausalLM" for name in architectures}
+        self.EXPORT_ARCHITECTURE = export_architecture
+        self.norm_first = norm_first
+        self.token_embedding = token_embedding
+        self.position_embedding = position_embedding
+        self.activations = activations
+        self.export_activations = export_activations
+        self.activation_field = activation_field
+
+    # -------------------------------------------------------------------------------------- config
+    def config_from_transformers(self, hf, model_class, tensors) -> dict:
+        if self.norm_first:
+            require(not getattr(hf, "add_cross_attention", False), "add_cross_attention", True,
+                    "GPT-2 with cross-attention is not supported")
+            require(getattr(hf, "scale_attn_weights", True), "scale_attn_weights", False,
+                    "attention without the 1/sqrt(d_k) scaling is not supported")
+            require(not getattr(hf, "scale_attn_by_inverse_layer_idx", False), "scale_attn_by_inverse_layer_idx",
+                    True, "per-layer attention scaling is not supported")
+            d_ff = hf.n_inner if hf.n_inner is not None else 4 * hf.n_embd
+        else:
+            d_ff = 4 * hf.n_embd
+        activation = check_choice(self.activation_field, getattr(hf, self.activation_field), self.activations,
+                                  "TransformerConfig")
+        return dict(
+            architecture="decoder",
+            vocab_size=hf.vocab_size,
+            d_model=hf.n_embd,
+            num_heads=hf.n_head,
+            d_ff=d_ff,
+            num_encoder_layers=0,
+            num_decoder_layers=hf.n_layer,
+            dropout=float(hf.resid_pdrop),
+            attention_dropout=float(hf.attn_pdrop),
+            activation_dropout=0.0,
+            max_position_embeddings=hf.n_positions,
+            position_embedding="learned",
+            norm_first=self.norm_first,
+            final_layer_norm=self.norm_first,
+            embedding_layer_norm=False,
+            activation=activation,
+            layer_norm_eps=float(hf.layer_norm_epsilon),
+            scale_embedding=False,
+            tie_word_embeddings=bool(hf.tie_word_embeddings),
+            final_logits_bias=False,
+            type_vocab_size=0,
+            add_pooler=False,
+            initializer_range=float(hf.initializer_range),
+            pad_token_id=hf.pad_token_id,
+            bos_token_id=hf.bos_token_id,
+            eos_token_id=hf.eos_token_id,
+            decoder_start_token_id=None,
+        )
+
+    # -------------------------------------------------------------------------------------- weights
+    def weight_map(self, config, model_class=None, prefix: str = "transformer.") -> WeightMap:
+        tied = config.tie_word_embeddings
+        entries = [same("shared.embeddings", f"{self.token_embedding}.weight",
+                        aliases=("lm_head.weight",) if tied else ()),
+                   same("decoder.embed.embed_positions.embeddings", f"{self.position_embedding}.weight")]
+        for i in range(config.num_decoder_layers):
+            ours, source = f"decoder.layers.{i}", f"h.{i}"
+            attn = f"{ours}.self_attn"
+            entries += [fused((f"{attn}.q_proj.kernel", f"{attn}.k_proj.kernel", f"{attn}.v_proj.kernel"),
+                              f"{source}.attn.c_attn.weight", axis=1),
+                        fused((f"{attn}.q_proj.bias", f"{attn}.k_proj.bias", f"{attn}.v_proj.bias"),
+                              f"{source}.attn.c_attn.bias", axis=0),
+                        *conv1d(f"{attn}.o_proj", f"{source}.attn.c_proj"),
+                        *layer_norm(f"{ours}.self_attn_layer_norm", f"{source}.ln_1"),
+                        *conv1d(f"{ours}.feed_forward.fc1", f"{source}.mlp.c_fc"),
+                        *conv1d(f"{ours}.feed_forward.fc2", f"{source}.mlp.c_proj"),
+                        *layer_norm(f"{ours}.feed_forward_layer_norm", f"{source}.ln_2")]
+        if self.norm_first:
+            entries += layer_norm("decoder.layer_norm", "ln_f")
+        if not tied:
+            entries.append(linear("lm_head.kernel", "lm_head.weight"))
+        return WeightMap(entries, prefix=prefix, strip_prefixes=("transformer.",), top_level=("lm_head",),
+                         ignore=(r"h\.\d+\.attn\.(bias|masked_bias)", r"h\.\d+\.crossattention\.bias",
+                                 r"position_ids"))
+
+    # -------------------------------------------------------------------------------------- export
+    def check_exportable(self, config) -> None:
+        target = self.EXPORT_ARCHITECTURE
+        require(config.norm_first == self.norm_first, "norm_first", config.norm_first,
+                f"{target} is {'pre' if self.norm_first else 'post'}-LN")
+        require(config.final_layer_norm == self.norm_first, "final_layer_norm", config.final_layer_norm,
+                f"{target} {'always has' if self.norm_first else 'has no'} LayerNorm after the last layer")
+        require(not config.embedding_layer_norm, "embedding_layer_norm", config.embedding_layer_norm,
+                f"{target} has no LayerNorm on the embeddings")
+        if not self.norm_first:
+            require(config.d_ff == 4 * config.d_model, "d_ff", config.d_ff,
+                    f"OpenAIGPTLMHeadModel's MLP width is fixed at 4 * d_model = {4 * config.d_model}")
+        check_choice("activation", config.activation, self.export_activations, target)
+
+    def export(self, model, allow_inexact: bool = False):
+        from transformers import GPT2Config, OpenAIGPTConfig
+
+        config = model.config
+        self.check_exportable(config)
+        state = model_state(model)
+        if config.final_logits_bias:
+            bias = state.pop("final_logits_bias")
+            if np.any(bias):
+                raise unsupported("final_logits_bias", True,
+                                  f"{self.EXPORT_ARCHITECTURE} has no output bias (this one is non-zero)")
+        position_table(state, config, "decoder.embed.embed_positions.embeddings")
+        if config.type_vocab_size:
+            # the decoder adds token-type embedding 0 to every position: fold it into the position table
+            state["decoder.embed.embed_positions.embeddings"] = (
+                state["decoder.embed.embed_positions.embeddings"]
+                + state.pop("decoder.embed.token_type_embeddings.embeddings")[0][None, :])
+        tied = fold_embedding_scale(state, config, "lm_head.kernel")
+        eos = config.eos_token_id
+        common = dict(
+            vocab_size=config.vocab_size, n_positions=config.max_position_embeddings, n_embd=config.d_model,
+            n_layer=config.num_decoder_layers, n_head=config.num_heads, resid_pdrop=config.dropout,
+            embd_pdrop=config.dropout, attn_pdrop=config.attention_dropout, layer_norm_epsilon=config.layer_norm_eps,
+            initializer_range=config.initializer_range, pad_token_id=config.pad_token_id,
+            bos_token_id=config.bos_token_id, eos_token_id=list(eos) if isinstance(eos, (list, tuple)) else eos,
+            tie_word_embeddings=tied)
+        activation = self.export_activations[config.activation]
+        if self.norm_first:
+            hf = GPT2Config(n_inner=config.d_ff, activation_function=activation, **common)
+        else:
+            hf = OpenAIGPTConfig(afn=activation, **common)
+        layout = SimpleNamespace(num_decoder_layers=config.num_decoder_layers, tie_word_embeddings=tied)
+        return hf, self.weight_map(layout).to_source(state), self.EXPORT_ARCHITECTURE
+
+
+_GPT2_ACTIVATIONS = {"gelu_new": "gelu_new", "gelu_pytorch_tanh": "gelu_new", "gelu": "gelu", "relu": "relu",
+                     "swish": "swish", "silu": "silu"}
+_OPENAI_ACTIVATIONS = {"gelu": "gelu_new", "relu": "relu", "swish": "swish", "silu": "silu"}
+
+GPT = _GptFamily(
+    "openai-gpt", ("OpenAIGPTLMHeadModel", "OpenAIGPTModel"), "OpenAIGPTLMHeadModel",
+    norm_first=False, token_embedding="tokens_embed", position_embedding="positions_embed",
+    activations=_OPENAI_ACTIVATIONS,
+    export_activations={"gelu_new": "gelu", "relu": "relu", "swish": "swish", "silu": "silu"},
+    activation_field="afn")
+GPT2 = _GptFamily(
+    "gpt2", ("GPT2LMHeadModel", "GPT2Model"), "GPT2LMHeadModel",
+    norm_first=True, token_embedding="wte", position_embedding="wpe", activations=_GPT2_ACTIVATIONS,
+    export_activations={"gelu_new": "gelu_new", "gelu": "gelu", "relu": "relu", "swish": "swish", "silu": "silu"},
+    activation_field="activation_function")
