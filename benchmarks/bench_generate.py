@@ -1,0 +1,130 @@
+"""Decoding speed: our compiled cached generate vs our uncached path vs transformers' PyTorch Marian.
+
+Same CPU, same thread count, same model size (d_model 256, 3+3 layers, 4 heads, d_ff 1024, vocab 8000),
+random weights. Every hypothesis is forced to full length (``min_new_tokens = max_new_tokens``) so all
+three do the same number of steps. Prints new tokens per second (batch x new tokens / wall time, beams
+not counted) for greedy and beam-4 at batch 1 and 32, with 24 and 64 new tokens, and the ratios.
+
+    python benchmarks/bench_generate.py [--repeats 3] [--threads 2] [--quick]
+
+Needs torch (``pip install torch==2.13.0``, the CPU build). Writes benchmarks/results/generate.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SIZE = dict(vocab_size=8000, d_model=256, num_heads=4, d_ff=1024, layers=3)
+SOURCE_LENGTH = 24
+
+
+def build_ours(seed=0):
+    import keras
+
+    from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+
+    keras.utils.set_random_seed(seed)
+    config = TransformerConfig(vocab_size=SIZE["vocab_size"], d_model=SIZE["d_model"], num_heads=SIZE["num_heads"],
+                               d_ff=SIZE["d_ff"], num_encoder_layers=SIZE["layers"],
+                               num_decoder_layers=SIZE["layers"], dropout=0.0, max_position_embeddings=256)
+    return TransformerForSeq2SeqLM(config).build_weights()
+
+
+def build_marian(seed=0):
+    import torch
+    from transformers import MarianConfig, MarianMTModel
+
+    torch.manual_seed(seed)
+    config = MarianConfig(vocab_size=SIZE["vocab_size"], d_model=SIZE["d_model"], encoder_layers=SIZE["layers"],
+                          decoder_layers=SIZE["layers"], encoder_attention_heads=SIZE["num_heads"],
+                          decoder_attention_heads=SIZE["num_heads"], encoder_ffn_dim=SIZE["d_ff"],
+                          decoder_ffn_dim=SIZE["d_ff"], max_position_embeddings=256, pad_token_id=0,
+                          eos_token_id=2, decoder_start_token_id=1, forced_eos_token_id=None, dropout=0.0,
+                          activation_function="relu", scale_embedding=True)
+    return MarianMTModel(config).eval()
+
+
+def timed(fn, repeats):
+    fn()  # warm-up: compilation / allocator
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--quick", action="store_true", help="batch 1 and 32 with 24 new tokens only")
+    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "generate.json"))
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    import tensorflow as tf
+    import torch
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    torch.set_num_threads(args.threads)
+
+    ours = build_ours()
+    marian = build_marian()
+    rng = np.random.default_rng(0)
+    rows = []
+    new_token_counts = (24,) if args.quick else (24, 64)
+    for batch in (1, 32):
+        source = rng.integers(4, SIZE["vocab_size"], size=(batch, SOURCE_LENGTH)).astype("int32")
+        source[:, -1] = 2
+        source_torch = torch.tensor(source, dtype=torch.long)
+        for new_tokens in new_token_counts:
+            for method, beams in (("greedy", 1), ("beam-4", 4)):
+                kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, num_beams=beams,
+                              eos_token_id=2, pad_token_id=0)
+                row = {"method": method, "batch": batch, "new_tokens": new_tokens}
+                row["ours_cached"] = timed(lambda: ours.generate(source, **kwargs), args.repeats)
+                if new_tokens == 64 or batch == 1 or args.quick:
+                    row["ours_uncached"] = timed(lambda: ours.generate(source, use_cache=False, **kwargs),
+                                                 max(1, args.repeats - 1))
+
+                def run_marian():
+                    with torch.inference_mode():
+                        marian.generate(source_torch, do_sample=False, **kwargs)
+
+                row["transformers"] = timed(run_marian, args.repeats)
+                tokens = batch * new_tokens
+                for key in ("ours_cached", "ours_uncached", "transformers"):
+                    if key in row:
+                        row[f"{key}_tok_s"] = tokens / row[key]
+                row["ratio_vs_transformers"] = row["ours_cached_tok_s"] / row["transformers_tok_s"]
+                if "ours_uncached_tok_s" in row:
+                    row["cached_vs_uncached"] = row["ours_cached_tok_s"] / row["ours_uncached_tok_s"]
+                rows.append(row)
+                print(_format_row(row), flush=True)
+
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps({"size": SIZE, "source_length": SOURCE_LENGTH,
+                                             "threads": args.threads, "rows": rows}, indent=2))
+    print(f"\nwrote {args.output}")
+
+
+def _format_row(row):
+    uncached = f"{row['ours_uncached_tok_s']:9.0f}" if "ours_uncached_tok_s" in row else f"{'-':>9}"
+    cache_ratio = f"{row['cached_vs_uncached']:6.1f}x" if "cached_vs_uncached" in row else f"{'-':>7}"
+    return (f"{row['method']:>7} batch {row['batch']:>2} new {row['new_tokens']:>2} | ours cached "
+            f"{row['ours_cached_tok_s']:9.0f} tok/s | uncached {uncached} | transformers "
+            f"{row['transformers_tok_s']:9.0f} | ours/transformers {row['ratio_vs_transformers']:5.2f}x | "
+            f"cached/uncached {cache_ratio}")
+
+
+if __name__ == "__main__":
+    main()
