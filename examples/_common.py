@@ -61,6 +61,9 @@ def build_parser(description: str, default_model: str) -> argparse.ArgumentParse
                       help="share of the training data held out when there is no validation set")
     data.add_argument("--text_column_name", default=None, help="column holding the text (default: text)")
     data.add_argument("--max_seq_length", type=int, default=128, help="truncate tokenized sequences to this")
+    data.add_argument("--pad_to_max_length", action="store_true",
+                      help="pad every batch to --max_seq_length (one shape: a single compilation) instead of the "
+                           "longest row rounded up to a multiple of 8")
     data.add_argument("--max_train_samples", type=int, default=None)
     data.add_argument("--max_eval_samples", type=int, default=None)
 
@@ -93,8 +96,8 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
 
 
 def setup(args) -> None:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
-                        force=True)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # no-op if already set up
+    logger.setLevel(logging.INFO)
     for noisy in ("absl", "tensorflow", "datasets", "httpx", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import keras
@@ -252,6 +255,11 @@ def load_model(cls, args, tokenizer, **config_overrides):
     logger.info("loaded %s from %s: %s parameters", cls.__name__, args.model_name_or_path,
                 f"{model.num_parameters():,}")
     return model
+
+
+def pad_multiple(args, max_length: int) -> int:
+    """The collators' ``pad_to_multiple_of``: 8, or ``max_length`` itself with ``--pad_to_max_length``."""
+    return max_length if args.pad_to_max_length else 8
 
 
 def schedule_steps(args, num_examples: int) -> tuple[int, int]:

@@ -64,7 +64,8 @@ def main(argv=None) -> dict:
                                label2id=label2id)
     max_length = min(args.max_seq_length, model.config.max_position_embeddings)
     ids = {split: (_common.tokenize(tokenizer, texts, max_length), labels) for split, (texts, labels) in data.items()}
-    collator = DataCollatorForSequenceClassification(tokenizer.pad_token_id, max_length=max_length)
+    collator = DataCollatorForSequenceClassification(tokenizer.pad_token_id, max_length=max_length,
+                                                     pad_to_multiple_of=_common.pad_multiple(args, max_length))
 
     def eval_dataset():
         if "validation" not in ids:

@@ -41,7 +41,8 @@ def main(argv=None) -> dict:
     model = _common.load_model(TransformerForCausalLM, args, tokenizer)
     max_length = min(args.max_seq_length, model.config.max_position_embeddings)
     ids = {split: _common.tokenize(tokenizer, rows, max_length) for split, rows in texts.items()}
-    collator = DataCollatorForCausalLM(tokenizer.pad_token_id, max_length=max_length)
+    collator = DataCollatorForCausalLM(tokenizer.pad_token_id, max_length=max_length,
+                                       pad_to_multiple_of=_common.pad_multiple(args, max_length))
 
     def eval_dataset():
         if "validation" not in ids:

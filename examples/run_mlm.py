@@ -46,6 +46,7 @@ def main(argv=None) -> dict:
     def collator(seed):
         return DataCollatorForMaskedLM.from_tokenizer(tokenizer, vocab_size=model.config.vocab_size,
                                                       mlm_probability=args.mlm_probability, max_length=max_length,
+                                                      pad_to_multiple_of=_common.pad_multiple(args, max_length),
                                                       seed=seed)
 
     def eval_dataset():  # the same masks at every evaluation
