@@ -10,6 +10,7 @@ import os as _os
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from .configuration import PRESETS, TransformerConfig  # noqa: E402
+from .hub import AutoModel  # noqa: E402
 from .modeling import (  # noqa: E402
     TransformerEncoderModel,
     TransformerForCausalLM,
@@ -22,6 +23,7 @@ from .modeling import (  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoModel",
     "PRESETS",
     "TransformerConfig",
     "TransformerEncoderModel",

@@ -108,11 +108,22 @@ def translate(args) -> int:
 
 
 def push(args) -> int:
+    """Upload a saved model directory (model, tokenizer, README.md) to the Hub in one commit."""
+    from huggingface_hub.errors import HfHubHTTPError
+
     from .hub import push_folder_to_hub
 
-    info = push_folder_to_hub(args.directory, args.repo_id, private=args.private, revision=args.revision,
-                              commit_message=args.commit_message)
-    print(f"pushed {args.directory} to {args.repo_id}: {getattr(info, 'commit_url', info)}")
+    try:
+        info = push_folder_to_hub(args.directory, args.repo_id, private=args.private, revision=args.revision,
+                                  commit_message=args.commit_message, create_pr=args.create_pr)
+    except HfHubHTTPError as err:  # no token, no write access, ...: one line, no traceback
+        status = getattr(getattr(err, "response", None), "status_code", "?")
+        print(f"error: the Hub refused the push to {args.repo_id} (HTTP {status}): "
+              f"{str(err).strip().splitlines()[0]}. Is HF_TOKEN set to a token with write access?",
+              file=sys.stderr)
+        return 2
+    url = info.pr_url or info.commit_url
+    print(f"pushed {args.directory} to {args.repo_id} (commit {info.oid}): {url}")
     return 0
 
 
@@ -153,12 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="*", help="sentences (read from stdin when none)")
     p.set_defaults(func=translate)
 
-    p = commands.add_parser("push", help="upload a saved model directory to the Hub")
-    p.add_argument("directory")
-    p.add_argument("repo_id")
-    p.add_argument("--private", action="store_true")
-    p.add_argument("--revision", default=None)
+    p = commands.add_parser("push", help="upload a saved model directory to the Hub (one commit)",
+                            description="Upload a directory written by save_pretrained to the Hub in one commit, "
+                                        "creating the repo if needed. The token is HF_TOKEN (or the saved "
+                                        "login), the Hub HF_ENDPOINT.")
+    p.add_argument("directory", help="a directory written by save_pretrained")
+    p.add_argument("repo_id", help="the Hub repo, e.g. user/my-model")
+    p.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps its "
+                                                          "visibility)")
+    p.add_argument("--revision", default=None, help="branch to commit to (created from main when missing)")
     p.add_argument("--commit-message", default=None)
+    p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
     p.set_defaults(func=push)
 
     p = commands.add_parser("convert", help="convert between our format and transformers checkpoints")

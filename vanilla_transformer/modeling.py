@@ -96,11 +96,17 @@ class TransformerPreTrainedModel(keras.Model):
 
     # ---------------------------------------------------------------- Keras serialization
     def get_config(self):
-        return {"config": self.config.to_dict(), "name": self.name}
+        return {"config": self.config.to_dict(), "name": self.name,
+                "generation_config": self.generation_config.to_diff_dict()}
 
     @classmethod
     def from_config(cls, config):
-        return cls(TransformerConfig.from_dict(config["config"]), name=config.get("name"))
+        model = cls(TransformerConfig.from_dict(config["config"]), name=config.get("name"))
+        if config.get("generation_config"):
+            from transformers import GenerationConfig
+
+            model.generation_config = GenerationConfig.from_dict(config["generation_config"])
+        return model
 
     # ---------------------------------------------------------------- names and building
     def named_variables(self) -> dict[str, keras.Variable]:
