@@ -97,13 +97,25 @@ def load_transformers_checkpoint(cls, name, raw_config: dict, hub_kwargs: dict |
         tensors, shapes, strict=strict, source=str(name), target=f"{model_class.__name__} (from {saved})")
     assign_weights(model, converted, strict=strict, source=str(name))
     model.loading_info = report
+    from transformers import GenerationConfig
+
     gen_path = _resolve(name, GENERATION_CONFIG_NAME, required=False, hub_kwargs=hub_kwargs)
     if gen_path is not None:
-        from transformers import GenerationConfig
-
         model.generation_config = GenerationConfig.from_pretrained(os.path.dirname(gen_path))
+    else:  # what transformers itself falls back to
+        model.generation_config = GenerationConfig.from_model_config(hf_config)
+    ignored = {key: getattr(model.generation_config, key) for key in _UNSUPPORTED_GENERATION_SETTINGS
+               if getattr(model.generation_config, key, None) is not None}
+    if ignored:
+        logger.warning("%s: generation settings %s are not implemented by vanilla_transformer.generation and are "
+                       "ignored by model.generate (transformers applies them)", name, ignored)
     model.name_or_path = os.fspath(name)
     return model
+
+
+# GenerationConfig fields that transformers' generate applies but vanilla_transformer.generation does not read
+_UNSUPPORTED_GENERATION_SETTINGS = ("bad_words_ids", "forced_bos_token_id", "forced_eos_token_id", "suppress_tokens",
+                                    "begin_suppress_tokens", "sequence_bias", "exponential_decay_length_penalty")
 
 
 def _family_of(model):

@@ -55,7 +55,6 @@ def config_from_transformers(hf, model_class, tensors) -> dict:
     decoder_vocab = getattr(hf, "decoder_vocab_size", None) or hf.vocab_size
     require(decoder_vocab == hf.vocab_size, "decoder_vocab_size", decoder_vocab,
             f"differs from vocab_size={hf.vocab_size}")
-    require(not getattr(hf, "normalize_before", False), "normalize_before", True, "pre-LN Marian is not supported")
     activation = check_choice("activation_function", hf.activation_function, _ACTIVATIONS, "TransformerConfig")
     decoder_start = hf.decoder_start_token_id
     if decoder_start is None:
