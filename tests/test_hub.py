@@ -133,6 +133,13 @@ def test_push_then_load_identical_model_and_tokenizer(hub_server, tokenizer, tmp
     np.testing.assert_array_equal(
         loaded.generate(inputs["input_ids"], attention_mask=inputs["attention_mask"], max_new_tokens=5), expected)
 
+    start = len(hub_server.requests)  # cached: nothing is downloaded again, unless forced
+    TransformerForSeq2SeqLM.from_pretrained("alice/translator", cache_dir=tmp_path / "cache")
+    assert downloads(hub_server, "alice/translator", start) == []
+    TransformerForSeq2SeqLM.from_pretrained("alice/translator", cache_dir=tmp_path / "cache", force_download=True)
+    assert downloads(hub_server, "alice/translator", start) == ["config.json", "generation_config.json",
+                                                                 "model.safetensors"]
+
     start = len(hub_server.requests)
     pulled = hub.load_tokenizer("alice/translator", cache_dir=tmp_path / "cache")
     assert "model.safetensors" not in downloads(hub_server, "alice/translator", start)
@@ -316,6 +323,18 @@ def test_index_names_must_stay_inside_the_checkpoint(hub_server, tmp_path, bad_n
 
 
 # ------------------------------------------------------------------------------------------ keras native
+def test_every_layer_and_model_is_registered():
+    import vanilla_transformer.layers as layers
+    from vanilla_transformer.modeling import MODEL_CLASSES
+
+    classes = [getattr(layers, name) for name in layers.__all__]
+    classes = [c for c in classes if isinstance(c, type) and issubclass(c, keras.layers.Layer)]
+    classes += list(MODEL_CLASSES.values())
+    assert len(classes) >= 14
+    for cls in classes:
+        assert keras.saving.get_registered_object(f"vanilla_transformer>{cls.__name__}") is cls, cls
+
+
 @pytest.mark.parametrize("cls", [TransformerForSeq2SeqLM, TransformerForCausalLM, TransformerEncoderModel,
                                  TransformerForMaskedLM, TransformerForSequenceClassification])
 def test_keras_native_save_and_load_model(cls, tmp_path):
