@@ -189,30 +189,201 @@ def seq2seq_batches(sources: Sequence[Sequence[int]], targets: Sequence[Sequence
     return [collator([sources[i] for i in b], [targets[i] for i in b]) for b in batches]
 
 
-def batches_to_tf_dataset(batches: Iterable[tuple[dict, np.ndarray]], shuffle: bool = True, seed: int = 0):
-    """A ``tf.data.Dataset`` of precomputed ``(inputs, labels)`` batches of varying shapes.
+class EpochShuffledBatches:
+    """Precomputed ``(inputs, labels)`` batches as a ``tf.data.Dataset`` whose order depends only on the epoch.
 
-    With ``shuffle`` the order of whole batches changes every epoch (reproducibly from ``seed``); the
-    dataset has a known length, so Keras progress bars show it.
+    The order of whole batches in epoch ``e`` is a permutation drawn from ``(seed, e)``, so a run resumed
+    at epoch ``e`` (and ``skip`` batches into it) sees exactly the batches an uninterrupted run would.
+    Keep the object and pass :meth:`callback` to ``fit`` so the dataset knows the epoch.
     """
-    import tensorflow as tf
 
-    batches = list(batches)
-    if not batches:
-        raise ValueError("no batches")
-    signature = (
-        {key: tf.TensorSpec((None, None), tf.int32) for key in batches[0][0]},
-        tf.TensorSpec((None, None), tf.int32),
-    )
-    epoch = [0]
+    def __init__(self, batches: Iterable[tuple[dict, np.ndarray]], shuffle: bool = True, seed: int = 0):
+        self.batches = list(batches)
+        if not self.batches:
+            raise ValueError("no batches")
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self):
+        return len(self.batches)
+
+    def order(self, epoch: int) -> np.ndarray:
+        order = np.arange(len(self.batches))
+        if self.shuffle:
+            np.random.default_rng([self.seed, epoch]).shuffle(order)
+        return order
+
+    def _generate(self, skip=0):
+        for i in self.order(self.epoch)[skip:]:
+            yield self.batches[i]
+
+    def dataset(self, skip: int = 0):
+        """The dataset; ``skip`` drops the first batches of the (current) epoch, for a resumed epoch."""
+        import tensorflow as tf
+
+        inputs, labels = self.batches[0]
+        signature = ({key: tf.TensorSpec((None, None), tf.int32) for key in inputs},
+                     tf.TensorSpec((None,) * np.ndim(labels), tf.int32))
+        dataset = tf.data.Dataset.from_generator(lambda: self._generate(skip), output_signature=signature)
+        return dataset.apply(tf.data.experimental.assert_cardinality(len(self.batches) - skip)).prefetch(2)
+
+    def callback(self):
+        """A Keras callback that tells the dataset which epoch is starting."""
+        batches = self
+
+        class _SetEpoch(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                batches.epoch = epoch
+
+        return _SetEpoch()
+
+
+def batches_to_tf_dataset(batches: Iterable[tuple[dict, np.ndarray]], shuffle: bool = True, seed: int = 0):
+    """A ``tf.data.Dataset`` of precomputed ``(inputs, labels)`` batches of varying shapes, reshuffled
+    (as whole batches) every epoch. For exactly resumable runs use :class:`EpochShuffledBatches`."""
+    batches = EpochShuffledBatches(batches, shuffle=shuffle, seed=seed)
+    epoch_counter = [0]
+    original = batches._generate
 
     def generate():
-        order = np.arange(len(batches))
-        if shuffle:
-            np.random.default_rng([seed, epoch[0]]).shuffle(order)
-        epoch[0] += 1
-        for i in order:
-            yield batches[i]
+        batches.epoch = epoch_counter[0]
+        epoch_counter[0] += 1
+        return original()
 
-    dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    return dataset.apply(tf.data.experimental.assert_cardinality(len(batches))).prefetch(2)
+    batches._generate = generate
+    return batches.dataset()
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stop training at the first non-finite loss, saying where, instead of training on garbage."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+        self.stopped_at = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            self.stopped_at = {"epoch": self.epoch, "batch": int(batch), "loss": float(loss)}
+            print(f"\nStopping: the loss became {float(loss)} at epoch {self.epoch + 1}, batch {batch + 1}. "
+                  f"Lower the learning rate or use bf16 instead of fp16; the last backup is kept for --resume.")
+            self.model.stop_training = True
+
+
+class ResumableBackup(keras.callbacks.Callback):
+    """Backs up weights, optimizer state and the exact training position, surviving SIGKILL at any moment.
+
+    Weights (``model.save_weights``, optimizer included) and the position (epoch, batches done in it) are
+    written together into a fresh directory that is then renamed into place, so a kill mid-save leaves
+    the previous complete backup. Used by :func:`fit_resumable`, which restores and continues from the
+    exact batch.
+    """
+
+    def __init__(self, backup_dir, save_freq: int | str = "epoch"):
+        import os
+
+        super().__init__()
+        if save_freq != "epoch" and (not isinstance(save_freq, int) or save_freq < 1):
+            raise ValueError(f"save_freq must be 'epoch' or a positive integer, got {save_freq!r}")
+        self.backup_dir = os.fspath(backup_dir)
+        self.save_freq = save_freq
+        self.current = os.path.join(self.backup_dir, "current")
+        self.epoch = 0
+        self.batches_done = 0
+
+    @staticmethod
+    def _rng_states(model):
+        """State variables of every dropout seed generator: restoring them makes dropout masks match too."""
+        states = []
+        for layer in model._flatten_layers(include_self=True):
+            states.extend(generator.state for generator in getattr(layer, "_seed_generators", []))
+        return states
+
+    def restore(self, model) -> tuple[int, int]:
+        """Load the latest backup into ``model`` (and its optimizer); return ``(epoch, batches_done)``."""
+        import json
+        import os
+
+        retired = self.current + ".old"
+        if not os.path.exists(self.current) and os.path.exists(retired):
+            os.replace(retired, self.current)  # killed between the two renames of a save
+        metadata_path = os.path.join(self.current, "training_metadata.json")
+        if not os.path.exists(metadata_path):
+            return 0, 0
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(os.path.join(self.current, "latest.weights.h5"))
+        rng_path = os.path.join(self.current, "rng_states.npz")
+        if os.path.exists(rng_path):
+            saved = np.load(rng_path)
+            states = self._rng_states(model)
+            if len(saved.files) == len(states):
+                for i, state in enumerate(states):
+                    state.assign(saved[f"s{i}"])
+        with open(metadata_path) as f:
+            metadata = json.load(f)
+        self.epoch, self.batches_done = int(metadata["epoch"]), int(metadata["batches_done"])
+        return self.epoch, self.batches_done
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch != self.epoch:
+            self.batches_done = 0
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches_done += 1
+        if self.save_freq != "epoch" and self.batches_done % self.save_freq == 0:
+            self.save(self.epoch, self.batches_done)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch, self.batches_done = epoch + 1, 0
+        self.save(epoch + 1, 0)
+
+    def save(self, epoch: int, batches_done: int):
+        import json
+        import os
+        import shutil
+        import tempfile
+
+        os.makedirs(self.backup_dir, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=".staging-", dir=self.backup_dir)
+        self.model.save_weights(os.path.join(staging, "latest.weights.h5"), overwrite=True)
+        np.savez(os.path.join(staging, "rng_states.npz"),
+                 **{f"s{i}": np.asarray(state.numpy()) for i, state in enumerate(self._rng_states(self.model))})
+        with open(os.path.join(staging, "training_metadata.json"), "w") as f:
+            json.dump({"epoch": epoch, "batches_done": batches_done}, f)
+        retired = self.current + ".old"
+        shutil.rmtree(retired, ignore_errors=True)
+        if os.path.exists(self.current):
+            os.replace(self.current, retired)
+        os.replace(staging, self.current)
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def fit_resumable(model, batches: EpochShuffledBatches, epochs: int, backup_dir, save_freq: int | str = "epoch",
+                  callbacks=(), verbose="auto", validation_data=None):
+    """``model.fit`` over ``batches`` that resumes exactly where a killed run stopped.
+
+    On start it restores the backup in ``backup_dir`` if there is one (weights, optimizer state, epoch
+    and batches done), finishes the interrupted epoch with its remaining batches, then runs the remaining
+    epochs. With the same seed the result equals an uninterrupted run's. Returns the list of History
+    objects (one per ``fit`` call).
+    """
+    backup = ResumableBackup(backup_dir, save_freq)
+    model.build_weights() if hasattr(model, "build_weights") else None
+    epoch, done = backup.restore(model)
+    all_callbacks = [batches.callback(), backup, *callbacks]
+    histories = []
+    if done and epoch < epochs:
+        histories.append(model.fit(batches.dataset(skip=done), initial_epoch=epoch, epochs=epoch + 1, shuffle=False,
+                                   callbacks=all_callbacks, verbose=verbose, validation_data=validation_data))
+        epoch += 1
+    if epoch < epochs and not model.stop_training:
+        histories.append(model.fit(batches.dataset(), initial_epoch=epoch, epochs=epochs, shuffle=False,
+                                   callbacks=all_callbacks, verbose=verbose, validation_data=validation_data))
+    return histories
