@@ -14,6 +14,7 @@ import logging
 import numpy as np
 
 from .common import (
+    Entry,
     WeightMap,
     check_choice,
     dense,
@@ -24,7 +25,6 @@ from .common import (
     same,
     unsupported,
 )
-from .common import Entry
 
 logger = logging.getLogger(__name__)
 
@@ -141,8 +141,7 @@ def permute_residual(state: dict[str, np.ndarray], perm: np.ndarray) -> dict[str
     """
     out = {}
     for name, value in state.items():
-        leaf = name.rsplit(".", 2)
-        tail = ".".join(leaf[-2:])
+        tail = ".".join(name.split(".")[-2:])  # e.g. "q_proj.kernel"
         if name == "shared.embeddings":
             value = value[:, perm]
         elif name == "lm_head.kernel" or tail in ("q_proj.kernel", "k_proj.kernel", "v_proj.kernel", "fc1.kernel"):
@@ -171,14 +170,14 @@ def export(model, allow_inexact: bool = False):
             "MarianMTModel has no token-type embeddings")
     activation = check_choice("activation", config.activation, _EXPORT_ACTIVATIONS, "MarianMTModel")
     if abs(config.layer_norm_eps - LAYER_NORM_EPS) > 1e-12:
-        message = (f"layer_norm_eps={config.layer_norm_eps!r}: MarianMTModel's LayerNorms use a fixed epsilon of "
-                   f"{LAYER_NORM_EPS}; build the model with layer_norm_eps={LAYER_NORM_EPS} for an exact export")
+        reason = (f"MarianMTModel's LayerNorms use a fixed epsilon of {LAYER_NORM_EPS}; build the model with "
+                  f"layer_norm_eps={LAYER_NORM_EPS} for an exact export")
         if not allow_inexact:
             raise unsupported("layer_norm_eps", config.layer_norm_eps,
-                              f"MarianMTModel's LayerNorms use a fixed epsilon of {LAYER_NORM_EPS}; build the model "
-                              f"with layer_norm_eps={LAYER_NORM_EPS} for an exact export, or pass "
-                              "allow_inexact=True to export_to_transformers to accept the (small) difference")
-        logger.warning("%s; exporting anyway (allow_inexact=True): outputs will differ slightly", message)
+                              f"{reason}, or pass allow_inexact=True to export_to_transformers to accept the "
+                              "(small) difference")
+        logger.warning("layer_norm_eps=%r: %s; exporting anyway (allow_inexact=True), outputs will differ slightly",
+                       config.layer_norm_eps, reason)
     state = model_state(model)
     if config.sinusoidal_layout == "interleaved":
         state = permute_residual(state, interleaved_to_halves(config.d_model))
