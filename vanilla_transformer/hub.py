@@ -270,10 +270,10 @@ class Checkpoint:
         except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError: test it first)
             if not required and self.offline:
                 return None
-            raise CheckpointError(
-                f"{filename} of {self.describe()} is not in the local Hugging Face cache and cannot be downloaded"
-                f"{' (offline mode: HF_HUB_OFFLINE or local_files_only=True)' if self.offline else ' (is the Hub reachable?)'}"
-            ) from None
+            why = " (offline mode: HF_HUB_OFFLINE or local_files_only=True)" if self.offline else (
+                " (is the Hub reachable?)")
+            raise CheckpointError(f"{filename} of {self.describe()} is not in the local Hugging Face cache and "
+                                  f"cannot be downloaded{why}") from None
         except EntryNotFoundError:
             if required:
                 raise CheckpointError(f"The {self.describe()} has no {filename}") from None
@@ -289,7 +289,8 @@ class Checkpoint:
         except HfHubHTTPError as err:
             status = getattr(getattr(err, "response", None), "status_code", "?")
             message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise CheckpointError(f"The Hub refused {filename} of {self.describe()} (HTTP {status}): {message}") from None
+            raise CheckpointError(f"The Hub refused {filename} of {self.describe()} (HTTP {status}): "
+                                  f"{message}") from None
         except ValueError as err:  # e.g. force_download together with offline mode
             raise CheckpointError(f"Cannot fetch {filename} of {self.describe()}: {err}") from None
         if self.commit_hash is None:
@@ -511,7 +512,8 @@ def from_pretrained(cls, pretrained_model_name_or_path, *, revision=None, cache_
         try:
             model = model_class(config)
         except ValueError as err:
-            raise CheckpointError(f"{checkpoint.describe()} cannot be loaded as {model_class.__name__}: {err}") from None
+            raise CheckpointError(f"{checkpoint.describe()} cannot be loaded as {model_class.__name__}: "
+                                  f"{err}") from None
         if strict is None:
             strict = saved_class in (None, model_class.__name__)
         model.loading_info = assign_weights(model.build_weights(), read_weights(checkpoint), strict=strict,
@@ -523,7 +525,8 @@ def from_pretrained(cls, pretrained_model_name_or_path, *, revision=None, cache_
             try:
                 model.generation_config = GenerationConfig.from_pretrained(os.path.dirname(gen_path))
             except (OSError, ValueError) as err:
-                raise CheckpointError(f"{GENERATION_CONFIG_NAME} of {checkpoint.describe()} is invalid: {err}") from None
+                raise CheckpointError(f"{GENERATION_CONFIG_NAME} of {checkpoint.describe()} is invalid: "
+                                      f"{err}") from None
     except (not_found, gated) as err:  # raised by other code paths (conversion); fetch() translates its own
         raise CheckpointError(f"{name!r} is not a model repo you can read (missing, private or gated; "
                               f"pass token= for private repos): {type(err).__name__}") from None
