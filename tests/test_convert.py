@@ -542,6 +542,35 @@ def test_cli_round_trip_keeps_tokenizer(tmp_path):
     _record("BertForMaskedLM via CLI", _max_diff(got, expected, batch["attention_mask"]))
 
 
+# ------------------------------------------------------------------------------------------ from a Hub repo
+def test_marian_from_a_hub_repo(marian_dir, tmp_path, monkeypatch):
+    """A transformers checkpoint by repo id (the local Hub of tests/hub_server.py, as for Helsinki-NLP/opus-mt-*)."""
+    from huggingface_hub import HfApi, constants
+    from hub_server import HubServer
+
+    server = HubServer(tmp_path / "store", tokens={"hf_helsinki": "Helsinki-NLP"}).start()
+    try:
+        monkeypatch.setattr(constants, "ENDPOINT", server.url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            server.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-login" / "token"))
+        monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-login" / "stored_tokens"))
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setenv("HF_TOKEN", "hf_helsinki")
+        api = HfApi(token="hf_helsinki")
+        api.create_repo("Helsinki-NLP/opus-mt-tiny")
+        commit = api.upload_folder(repo_id="Helsinki-NLP/opus-mt-tiny", folder_path=marian_dir)
+        ours = hub.AutoModel.from_pretrained("Helsinki-NLP/opus-mt-tiny")
+    finally:
+        server.stop()
+    assert isinstance(ours, TransformerForSeq2SeqLM) and ours.name_or_path == "Helsinki-NLP/opus-mt-tiny"
+    assert ours.commit_hash == commit.oid
+    assert ours.generation_config.decoder_start_token_id == PAD
+    reference = MarianMTModel.from_pretrained(marian_dir).eval()
+    _record("marian from Hub repo", _max_diff(_our_seq2seq_logits(ours), _marian_logits(reference), TGT_MASK))
+
+
 # ------------------------------------------------------------------------------------------ real checkpoint
 SENTENCES = ["A man is playing a guitar.", "Someone is playing the guitar.",
              "The stock market fell sharply today.", "Cats like to sleep in the sun."]

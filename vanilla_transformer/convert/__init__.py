@@ -80,13 +80,14 @@ def load_transformers_checkpoint(cls, name, raw_config: dict, hub_kwargs: dict |
     ``config_overrides`` set fields of the converted :class:`TransformerConfig` (``dropout=0.0``, ...).
     """
     from ..configuration import TransformerConfig
-    from ..hub import GENERATION_CONFIG_NAME, _resolve, assign_weights, read_weights
+    from ..hub import GENERATION_CONFIG_NAME, Checkpoint, CheckpointError, assign_weights, read_weights
 
-    hub_kwargs = hub_kwargs or {}
+    # one Checkpoint for every file, so that a Hub repo is read at a single commit
+    checkpoint = Checkpoint(name, **(hub_kwargs or {}))
     family = FAMILIES[raw_config["model_type"]]
     model_class, strict = _resolve_class(cls, family, raw_config.get("architectures") or [], name)
     hf_config = transformers_config(raw_config)
-    tensors = read_weights(name, hub_kwargs)
+    tensors = read_weights(checkpoint)
     fields = family.config_from_transformers(hf_config, model_class, tensors)
     fields.update(config_overrides)
     config = TransformerConfig(**fields, architectures=[model_class.__name__])
@@ -94,14 +95,17 @@ def load_transformers_checkpoint(cls, name, raw_config: dict, hub_kwargs: dict |
     shapes = {key: tuple(variable.shape) for key, variable in model.named_variables().items()}
     saved = (raw_config.get("architectures") or [family.MODEL_TYPE])[0]
     converted, report = family.weight_map(config, model_class).to_ours(
-        tensors, shapes, strict=strict, source=str(name), target=f"{model_class.__name__} (from {saved})")
-    assign_weights(model, converted, strict=strict, source=str(name))
+        tensors, shapes, strict=strict, source=checkpoint.describe(), target=f"{model_class.__name__} (from {saved})")
+    assign_weights(model, converted, strict=strict, source=checkpoint.describe())
     model.loading_info = report
     from transformers import GenerationConfig
 
-    gen_path = _resolve(name, GENERATION_CONFIG_NAME, required=False, hub_kwargs=hub_kwargs)
+    gen_path = checkpoint.fetch(GENERATION_CONFIG_NAME)
     if gen_path is not None:
-        model.generation_config = GenerationConfig.from_pretrained(os.path.dirname(gen_path))
+        try:
+            model.generation_config = GenerationConfig.from_pretrained(os.path.dirname(gen_path))
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{GENERATION_CONFIG_NAME} of {name} is invalid: {err}") from None
     else:  # what transformers itself falls back to
         model.generation_config = GenerationConfig.from_model_config(hf_config)
     ignored = {key: getattr(model.generation_config, key) for key in _UNSUPPORTED_GENERATION_SETTINGS
@@ -110,6 +114,7 @@ def load_transformers_checkpoint(cls, name, raw_config: dict, hub_kwargs: dict |
         logger.warning("%s: generation settings %s are not implemented by vanilla_transformer.generation and are "
                        "ignored by model.generate (transformers applies them)", name, ignored)
     model.name_or_path = os.fspath(name)
+    model.commit_hash = checkpoint.commit_hash
     return model
 
 
