@@ -80,6 +80,7 @@ def _torch(x):
 def _max_diff(a, b, mask=None):
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
     assert a.shape == b.shape, (a.shape, b.shape)
+    assert np.abs(b).max() > 0.5, "outputs too small for a meaningful comparison: use larger weights"
     diff = np.abs(a - b)
     return float(diff[mask.astype(bool)].max() if mask is not None else diff.max())
 
@@ -240,7 +241,7 @@ BERT_CLASSES = {
 def _bert_config(**overrides):
     values = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                   max_position_embeddings=64, type_vocab_size=2, hidden_dropout_prob=0.0,
-                  attention_probs_dropout_prob=0.0, pad_token_id=PAD, num_labels=3,
+                  attention_probs_dropout_prob=0.0, pad_token_id=PAD, num_labels=3, initializer_range=0.3,
                   id2label={0: "neg", 1: "neutral", 2: "pos"}, label2id={"neg": 0, "neutral": 1, "pos": 2})
     values.update(overrides)
     return BertConfig(**values)
@@ -315,7 +316,7 @@ def _gpt2_config(**overrides):
 
 def _openai_config(**overrides):
     values = dict(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64, resid_pdrop=0.0, embd_pdrop=0.0,
-                  attn_pdrop=0.0)
+                  attn_pdrop=0.0, initializer_range=0.3)
     values.update(overrides)
     return OpenAIGPTConfig(**values)
 
