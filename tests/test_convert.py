@@ -367,6 +367,17 @@ def test_gpt_logits_and_export(model_type, tmp_path, gpt2_pair):
     _record(f"{model_type} export", _max_diff(_causal_logits(reloaded.eval()), expected, SRC_MASK))
 
 
+def test_half_precision_checkpoints_load(gpt2_dir, tmp_path):
+    """bfloat16 / float16 safetensors are widened to float32 exactly."""
+    for dtype in (torch.bfloat16, torch.float16):
+        GPT2LMHeadModel.from_pretrained(gpt2_dir, dtype=dtype).save_pretrained(tmp_path / str(dtype))
+        stored = hub.read_weights(tmp_path / str(dtype))["transformer.wte.weight"].dtype
+        assert np.dtype(stored).name == str(dtype).split(".")[1], stored
+        reference = GPT2LMHeadModel.from_pretrained(tmp_path / str(dtype), dtype=torch.float32).eval()
+        ours = TransformerForCausalLM.from_pretrained(tmp_path / str(dtype))
+        _record(f"gpt2 {dtype}", _max_diff(_our_causal_logits(ours), _causal_logits(reference), SRC_MASK))
+
+
 PROMPTS = np.array([[PAD, PAD, 5, 6, 7], [8, 9, 10, 11, 12]], dtype="int32")  # left-padded
 PROMPT_MASK = (PROMPTS != PAD).astype("int32")
 

@@ -94,6 +94,11 @@ def conv1d(ours: str, source: str) -> list[Entry]:
     return [same(f"{ours}.kernel", f"{source}.weight"), same(f"{ours}.bias", f"{source}.bias")]
 
 
+def _is_float(dtype) -> bool:
+    """float16/32/64, and bfloat16 (an ``ml_dtypes`` type numpy does not count as floating)."""
+    return np.issubdtype(dtype, np.floating) or "float" in np.dtype(dtype).name
+
+
 # ------------------------------------------------------------------------------------------ the map
 @dataclass
 class WeightMap:
@@ -170,10 +175,10 @@ class WeightMap:
             if tuple(tensor.shape) != tuple(expected):
                 mismatched.append(f"{found}: checkpoint {tuple(tensor.shape)} vs expected {tuple(expected)}")
                 continue
-            if not np.issubdtype(tensor.dtype, np.floating):
+            if not _is_float(tensor.dtype):
                 mismatched.append(f"{found}: dtype {tensor.dtype} is not floating point")
                 continue
-            converted.update(zip(entry.ours, entry.to_ours(np.asarray(tensor, np.float32))))
+            converted.update(zip(entry.ours, entry.to_ours(np.asarray(tensor).astype(np.float32))))
         unexpected = sorted(original for original in tensors
                             if original not in used and not self.ignored(self.normalise(original)))
         problems = []
