@@ -308,8 +308,10 @@ def save(model, tokenizer, args, results: dict, description: str, dataset_label:
         "hyperparameters": {"epochs": args.num_train_epochs, "batch size": args.per_device_train_batch_size,
                             "learning rate": args.learning_rate, "warmup ratio": args.warmup_ratio,
                             "max sequence length": args.max_seq_length, "seed": args.seed},
-        "results": {k: round(float(v), 4) for k, v in results.items() if k.startswith("eval_")},
+        "results": {name: round(float(results[key]), 4) for key, name in (
+            ("eval_loss", "loss"), ("eval_accuracy", "accuracy"), ("perplexity", "perplexity")) if key in results},
         "dataset_name": dataset_label,
+        "repo_id": args.hub_model_id or Path(args.output_dir).name,
     }
     if not is_preset(args.model_name_or_path):
         card["base_model"] = args.model_name_or_path if not os.path.isdir(args.model_name_or_path) else None
@@ -327,7 +329,8 @@ def save(model, tokenizer, args, results: dict, description: str, dataset_label:
 def dataset_label(args) -> str:
     if args.dataset_name:
         return args.dataset_name
-    return os.path.basename(args.train_file or args.validation_file)
+    path = Path(args.train_file or args.validation_file)
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
 # ------------------------------------------------------------------------------------------ langid data

@@ -342,3 +342,38 @@ def test_example_scripts_end_to_end(tmp_path, caplog):
     saved = json.loads((tmp_path / "cls" / "config.json").read_text())
     assert saved["architectures"] == ["TransformerForSequenceClassification"]
     assert saved["id2label"] == {"0": "en", "1": "de"}
+
+
+def test_example_push_to_hub(tmp_path, monkeypatch):
+    """``--push_to_hub --hub_model_id`` uploads what the example saves (against tests/hub_server.py's local Hub)."""
+    hub_server = pytest.importorskip("hub_server")
+    from huggingface_hub import constants
+
+    server = hub_server.HubServer(tmp_path / "store", tokens={"hf_alice": "alice"}).start()
+    try:
+        monkeypatch.setattr(constants, "ENDPOINT", server.url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            server.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-login" / "token"))
+        monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-login" / "stored_tokens"))
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        sys.path.insert(0, str(EXAMPLES))
+        try:
+            import _common
+        finally:
+            sys.path.remove(str(EXAMPLES))
+        args = _common.parse_args(_common.build_parser("test", "bert-base"), [
+            "--train_file", "unused.txt", "--output_dir", str(tmp_path / "out"), "--push_to_hub",
+            "--hub_model_id", "alice/tiny-mlm", "--hub_token", "hf_alice"])
+        tokenizer = _common.new_tokenizer(["a man runs", "two dogs play", "a woman sits"] * 5, vocab_size=40)
+        model = TransformerForMaskedLM(encoder_config(vocab_size=len(tokenizer))).build_weights()
+        _common.save(model, tokenizer, args, {"eval_loss": 1.5, "eval_accuracy": 0.5}, "test", "corpus.txt")
+        assert set(server.files("alice/tiny-mlm")) >= {"config.json", "model.safetensors", "tokenizer.json",
+                                                       "README.md"}
+        loaded = TransformerForMaskedLM.from_pretrained("alice/tiny-mlm")
+        for name, variable in model.named_variables().items():
+            np.testing.assert_array_equal(variable.numpy(), loaded.named_variables()[name].numpy())
+        assert "accuracy" in server.files("alice/tiny-mlm")["README.md"].decode()
+    finally:
+        server.stop()
