@@ -275,3 +275,20 @@ def test_translate_helper(tmp_path):
     model = TransformerForSeq2SeqLM(config)
     out = model.translate(["a b", "x y z"], tokenizer, max_new_tokens=4, num_beams=2)
     assert len(out) == 2 and all(isinstance(text, str) for text in out)
+
+
+def test_banned_suppressed_and_forced_tokens(peaked_model):
+    free = peaked_model.generate(SRC, MASK, max_new_tokens=6, eos_token_id=None)
+    common = int(np.bincount(free[:, 1:].ravel()).argmax())
+    for kwargs in (dict(bad_words_ids=[[common]]), dict(suppress_tokens=[common])):
+        out = peaked_model.generate(SRC, MASK, max_new_tokens=6, eos_token_id=None, **kwargs)
+        assert common not in out[:, 1:]
+    first = int(free[0, 1])
+    out = peaked_model.generate(SRC, MASK, max_new_tokens=6, eos_token_id=None, begin_suppress_tokens=[first])
+    assert out[0, 1] != first
+    out = peaked_model.generate(SRC, MASK, max_new_tokens=6, eos_token_id=3, forced_eos_token_id=3)
+    assert (out[:, -1] == 3).all() or all(3 in row for row in out)
+    out = peaked_model.generate(SRC, MASK, max_new_tokens=6, forced_bos_token_id=7, eos_token_id=None)
+    assert (out[:, 1] == 7).all()
+    with pytest.raises(ValueError, match="bad_words_ids"):
+        peaked_model.generate(SRC, MASK, max_new_tokens=3, bad_words_ids=[[4, 5]])

@@ -78,13 +78,21 @@ def test_collator_pads_masks_and_validates():
         collator([[5, 25]], [[2]])
 
 
-def test_length_batching_respects_the_token_budget():
-    collator = Seq2SeqCollator(0, 1, pad_to_multiple_of=1)
-    sources = [[3] * n for n in range(1, 30)]
-    batches = seq2seq_batches(sources, sources, collator, max_tokens=40)
-    assert sum(len(b[1]) for b in batches) == 29
-    for inputs, _ in batches:
-        assert inputs["input_ids"].size <= 40 or len(inputs["input_ids"]) == 1
+def test_length_batching_respects_the_token_budget_with_few_shapes():
+    collator = Seq2SeqCollator(0, 1, pad_to_multiple_of=8)
+    rng = np.random.default_rng(0)
+    sources = [[3] * int(n) for n in rng.integers(1, 30, size=300)]
+    targets = [[4] * int(n) for n in rng.integers(1, 30, size=300)]
+    batches = seq2seq_batches(sources, targets, collator, max_tokens=256)
+    real_rows = sum(int((labels != -100).any(axis=1).sum()) for _, labels in batches)
+    assert real_rows == 300
+    shapes = {inputs["input_ids"].shape for inputs, _ in batches}
+    assert shapes == {(32, 8), (16, 16), (10, 24), (8, 32)}  # one shape per length bucket
+    for inputs, labels in batches:
+        assert inputs["input_ids"].size <= 256
+        assert inputs["decoder_input_ids"].shape == labels.shape == inputs["input_ids"].shape
+        empty = (labels == -100).all(axis=1)
+        assert (inputs["attention_mask"][empty] == 0).all()
 
 
 def test_compile_defaults_are_the_papers(tiny_config):

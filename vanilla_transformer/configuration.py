@@ -158,7 +158,7 @@ class TransformerConfig(PretrainedConfig):
         final_layer_norm: bool = False,
         embedding_layer_norm: bool = False,
         activation: str = "relu",
-        layer_norm_eps: float = 1e-6,
+        layer_norm_eps: float = 1e-5,
         scale_embedding: bool = True,
         tie_word_embeddings: bool = True,
         final_logits_bias: bool = False,

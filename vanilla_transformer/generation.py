@@ -59,6 +59,10 @@ class _Plan:
     repetition_penalty: float
     no_repeat_ngram_size: int
     use_cache: bool
+    banned_tokens: tuple[int, ...] = ()  # bad_words_ids (single tokens) and suppress_tokens
+    begin_suppress_tokens: tuple[int, ...] = ()
+    forced_bos_token_id: int | None = None
+    forced_eos_token_id: tuple[int, ...] = ()
 
 
 def _plan(config: GenerationConfig, prompt_length: int, use_cache: bool) -> _Plan:
@@ -106,10 +110,22 @@ def _plan(config: GenerationConfig, prompt_length: int, use_cache: bool) -> _Pla
     pad = config.pad_token_id
     if pad is None:
         pad = eos[0] if eos else 0
+    banned = list(config.suppress_tokens or [])
+    for words in config.bad_words_ids or []:
+        if len(words) != 1:
+            raise ValueError(f"bad_words_ids: only single-token entries are supported, got {words}")
+        banned.extend(words)
+    forced_eos = config.forced_eos_token_id
+    forced_eos = () if forced_eos is None else tuple(
+        int(e) for e in (forced_eos if isinstance(forced_eos, (list, tuple)) else [forced_eos]))
+    extras = dict(banned_tokens=tuple(sorted(set(int(t) for t in banned))),
+                  begin_suppress_tokens=tuple(int(t) for t in config.begin_suppress_tokens or []),
+                  forced_bos_token_id=None if config.forced_bos_token_id is None else int(config.forced_bos_token_id),
+                  forced_eos_token_id=forced_eos)
     mode = "beam" if num_beams > 1 else ("sample" if do_sample else "greedy")
     return _Plan(mode, max_new, min_new, num_beams, num_return, eos, int(pad), float(get("length_penalty")),
                  get("early_stopping"), temperature if do_sample else 1.0, top_k if do_sample else 0,
-                 top_p if do_sample else 1.0, repetition_penalty, ngram, bool(use_cache))
+                 top_p if do_sample else 1.0, repetition_penalty, ngram, bool(use_cache), **extras)
 
 
 # ------------------------------------------------------------------------------------------ processors
@@ -137,19 +153,37 @@ def _banned_ngram_tokens(sequences, cur, n, vocab_size):
     return _scatter_mask(candidates, valid, vocab_size)
 
 
-def _process_logits(plan: _Plan, logits, sequences, cur, prompt_length, presence):
-    """transformers' logits processors in their order: repetition penalty, n-gram ban, min length."""
+def _token_mask(tokens, vocab_size):
+    """Boolean ``(vocab,)``: True at the given token ids."""
+    vocab = ops.arange(vocab_size)
+    return ops.any(ops.stack([vocab == t for t in tokens]), axis=0)
+
+
+def _process_logits(plan: _Plan, logits, sequences, cur, prompt_length, presence, max_length):
+    """transformers' logits processors in their order: repetition penalty, n-gram ban, banned tokens,
+    min length, suppression at the first step, forced BOS / EOS."""
     if plan.repetition_penalty != 1.0:
         penalised = ops.where(logits < 0, logits * plan.repetition_penalty, logits / plan.repetition_penalty)
         logits = ops.where(presence, penalised, logits)
     if plan.no_repeat_ngram_size:
         banned = _banned_ngram_tokens(sequences, cur, plan.no_repeat_ngram_size, ops.shape(logits)[-1])
         logits = ops.where(banned, NEG_INF, logits)
+    vocab_size = ops.shape(logits)[-1]
+    if plan.banned_tokens:
+        logits = ops.where(_token_mask(plan.banned_tokens, vocab_size)[None, :], NEG_INF, logits)
     if plan.min_new_tokens and plan.eos_token_ids:
-        vocab = ops.arange(ops.shape(logits)[-1])
-        is_eos = ops.any(ops.stack([vocab == e for e in plan.eos_token_ids]), axis=0)
         too_short = cur - prompt_length < plan.min_new_tokens
-        logits = ops.where(ops.logical_and(is_eos[None, :], too_short), NEG_INF, logits)
+        logits = ops.where(ops.logical_and(_token_mask(plan.eos_token_ids, vocab_size)[None, :], too_short),
+                           NEG_INF, logits)
+    if plan.begin_suppress_tokens:
+        first = cur == prompt_length
+        logits = ops.where(ops.logical_and(_token_mask(plan.begin_suppress_tokens, vocab_size)[None, :], first),
+                           NEG_INF, logits)
+    for tokens, when in ((() if plan.forced_bos_token_id is None else (plan.forced_bos_token_id,), cur == 1),
+                         (plan.forced_eos_token_id, cur == max_length - 1)):
+        if tokens:
+            forced = ops.where(_token_mask(tokens, vocab_size)[None, :], 0.0, NEG_INF)
+            logits = ops.where(when, forced, logits)
     return logits
 
 
@@ -273,7 +307,7 @@ def _greedy_or_sample(model, plan, context, prefix_ids, prefix_mask, prefix_posi
         return ops.logical_and(cur < max_length, ops.logical_not(ops.all(finished)))
 
     def body(cur, sequences, logits, cache_state, finished, scores, presence):
-        processed = _process_logits(plan, logits, sequences, cur, prompt_length, presence)
+        processed = _process_logits(plan, logits, sequences, cur, prompt_length, presence, max_length)
         if plan.mode == "sample":
             processed = _warp_logits(plan, processed)
             next_tokens = ops.argmax(processed + _gumbel(ops.shape(processed), seed, cur), axis=-1)
@@ -332,7 +366,7 @@ def _beam_search(model, plan, context, prefix_ids, prefix_mask, prefix_positions
         cur = s["cur"]
         flat_running = ops.reshape(s["running"], (rows, max_length))
         log_probs = ops.log_softmax(s["logits"], axis=-1)
-        log_probs = _process_logits(plan, log_probs, flat_running, cur, prompt_length, s["presence"])
+        log_probs = _process_logits(plan, log_probs, flat_running, cur, prompt_length, s["presence"], max_length)
         if plan.temperature != 1.0 or plan.top_k or plan.top_p < 1.0:
             log_probs = _warp_logits(plan, log_probs)
         accumulated = ops.reshape(ops.reshape(log_probs, (batch, num_beams, vocab)) + s["running_scores"][..., None],

@@ -422,6 +422,11 @@ def read_weights(name_or_path, hub_kwargs: dict | None = None) -> dict[str, np.n
     return tensors
 
 
+def _is_float(dtype) -> bool:
+    """numpy floats and ml_dtypes' bfloat16 (what safetensors gives for bf16 checkpoints)."""
+    return np.issubdtype(dtype, np.floating) or str(dtype) == "bfloat16"
+
+
 def assign_weights(model: TransformerPreTrainedModel, tensors: dict[str, np.ndarray], strict: bool = True,
                    source: str = "checkpoint") -> dict[str, list[str]]:
     """Copy named tensors into the model; report missing / unexpected / mismatched names.
@@ -436,7 +441,7 @@ def assign_weights(model: TransformerPreTrainedModel, tensors: dict[str, np.ndar
                   for name in sorted(set(variables) & set(tensors))
                   if tuple(tensors[name].shape) != tuple(variables[name].shape)]
     bad_dtype = [f"{name}: {tensors[name].dtype}" for name in sorted(set(variables) & set(tensors))
-                 if not np.issubdtype(tensors[name].dtype, np.floating)]
+                 if not _is_float(tensors[name].dtype)]
     problems = []
     if mismatched:
         problems.append("shape mismatch: " + "; ".join(mismatched))

@@ -137,7 +137,9 @@ class Seq2SeqCollator:
         self.vocab_size = vocab_size
         self.pad_to_multiple_of = pad_to_multiple_of
 
-    def __call__(self, sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]):
+    def __call__(self, sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], length: int | None = None,
+                 num_rows: int | None = None):
+        """Collate pairs; ``length`` fixes both padded lengths, ``num_rows`` adds empty rows up to that many."""
         if len(sources) != len(targets):
             raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
         if self.vocab_size is not None:
@@ -145,8 +147,11 @@ class Seq2SeqCollator:
                 for row in rows:
                     if len(row) and (min(row) < 0 or max(row) >= self.vocab_size):
                         raise ValueError(f"{name} ids outside [0, vocab_size={self.vocab_size}): {list(row)}")
-        src_len = bucket_length(max(len(s) for s in sources), self.pad_to_multiple_of)
-        tgt_len = bucket_length(max(len(t) for t in targets), self.pad_to_multiple_of)
+        if num_rows is not None and num_rows > len(sources):
+            extra = num_rows - len(sources)
+            sources, targets = list(sources) + [[]] * extra, list(targets) + [[]] * extra
+        src_len = length or bucket_length(max(len(s) for s in sources), self.pad_to_multiple_of)
+        tgt_len = length or bucket_length(max(len(t) for t in targets), self.pad_to_multiple_of)
         input_ids = pad_batch(sources, self.pad_token_id, src_len)
         labels = pad_batch(targets, IGNORE_INDEX, tgt_len)
         decoder_input_ids = shift_tokens_right(labels, self.decoder_start_token_id, self.pad_token_id)
@@ -164,29 +169,34 @@ class Seq2SeqCollator:
 
 def seq2seq_batches(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], collator: Seq2SeqCollator,
                     max_tokens: int | None = None, batch_size: int | None = None, shuffle: bool = True,
-                    seed: int = 0) -> list[tuple[dict, np.ndarray]]:
-    """Group pairs of similar length into batches (by a token budget or a fixed batch size).
+                    seed: int = 0, static_shapes: bool = True) -> list[tuple[dict, np.ndarray]]:
+    """Group pairs of similar length into batches, by a token budget or a fixed number of sentences.
 
-    Sorting by length keeps padding small and, with lengths bucketed by the collator, few shapes.
+    Pairs are bucketed by their longer side rounded up to ``collator.pad_to_multiple_of``; every batch
+    of a bucket has the same shape ``(rows, L)`` for source and target alike, ``rows = max_tokens // L``
+    (or ``batch_size``). With ``static_shapes`` the last batch of a bucket is filled up with empty rows
+    (all padding, labels -100, so they add nothing to loss or metrics), so XLA compiles one program per
+    bucket instead of one per odd batch size.
     """
     if not sources:
         raise ValueError("no examples to batch")
-    order = sorted(range(len(sources)), key=lambda i: (len(sources[i]) + len(targets[i]), i))
-    batches, current, longest = [], [], 0
-    for i in order:
-        longest_next = max(longest, len(sources[i]), len(targets[i]))
-        too_many = (max_tokens and current and (len(current) + 1) * longest_next > max_tokens) or (
-            batch_size and len(current) >= batch_size)
-        if too_many:
-            batches.append(current)
-            current, longest_next = [], max(len(sources[i]), len(targets[i]))
-        current.append(i)
-        longest = longest_next
-    if current:
-        batches.append(current)
+    if (max_tokens is None) == (batch_size is None):
+        raise ValueError("give exactly one of max_tokens or batch_size")
+    buckets: dict[int, list[int]] = {}
+    for i in range(len(sources)):
+        length = bucket_length(max(len(sources[i]), len(targets[i]), 1), collator.pad_to_multiple_of)
+        buckets.setdefault(length, []).append(i)
+    batches = []
+    for length, members in sorted(buckets.items()):
+        members.sort(key=lambda i: (len(sources[i]) + len(targets[i]), i))
+        rows = batch_size or max(1, max_tokens // length)
+        for start in range(0, len(members), rows):
+            chunk = members[start:start + rows]
+            batches.append(collator([sources[i] for i in chunk], [targets[i] for i in chunk], length=length,
+                                    num_rows=rows if static_shapes else None))
     if shuffle:
         np.random.default_rng(seed).shuffle(batches)
-    return [collator([sources[i] for i in b], [targets[i] for i in b]) for b in batches]
+    return batches
 
 
 class EpochShuffledBatches:
@@ -197,13 +207,15 @@ class EpochShuffledBatches:
     Keep the object and pass :meth:`callback` to ``fit`` so the dataset knows the epoch.
     """
 
-    def __init__(self, batches: Iterable[tuple[dict, np.ndarray]], shuffle: bool = True, seed: int = 0):
+    def __init__(self, batches: Iterable[tuple[dict, np.ndarray]], shuffle: bool = True, seed: int = 0,
+                 count_passes: bool = False):
         self.batches = list(batches)
         if not self.batches:
             raise ValueError("no batches")
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
+        self.count_passes = count_passes  # without the callback: each pass over the data is an epoch
 
     def __len__(self):
         return len(self.batches)
@@ -215,7 +227,10 @@ class EpochShuffledBatches:
         return order
 
     def _generate(self, skip=0):
-        for i in self.order(self.epoch)[skip:]:
+        order = self.order(self.epoch)[skip:]
+        if self.count_passes:
+            self.epoch += 1
+        for i in order:
             yield self.batches[i]
 
     def dataset(self, skip: int = 0):
@@ -240,19 +255,9 @@ class EpochShuffledBatches:
 
 
 def batches_to_tf_dataset(batches: Iterable[tuple[dict, np.ndarray]], shuffle: bool = True, seed: int = 0):
-    """A ``tf.data.Dataset`` of precomputed ``(inputs, labels)`` batches of varying shapes, reshuffled
-    (as whole batches) every epoch. For exactly resumable runs use :class:`EpochShuffledBatches`."""
-    batches = EpochShuffledBatches(batches, shuffle=shuffle, seed=seed)
-    epoch_counter = [0]
-    original = batches._generate
-
-    def generate():
-        batches.epoch = epoch_counter[0]
-        epoch_counter[0] += 1
-        return original()
-
-    batches._generate = generate
-    return batches.dataset()
+    """A ``tf.data.Dataset`` of precomputed ``(inputs, labels)`` batches, reshuffled (as whole batches) at
+    every pass. For exactly resumable runs use :class:`EpochShuffledBatches` with its callback."""
+    return EpochShuffledBatches(batches, shuffle=shuffle, seed=seed, count_passes=True).dataset()
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -375,8 +380,12 @@ def fit_resumable(model, batches: EpochShuffledBatches, epochs: int, backup_dir,
     objects (one per ``fit`` call).
     """
     backup = ResumableBackup(backup_dir, save_freq)
-    model.build_weights() if hasattr(model, "build_weights") else None
+    if hasattr(model, "build_weights"):
+        model.build_weights()
     epoch, done = backup.restore(model)
+    if epoch or done:
+        print(f"Resuming from the backup in {backup_dir}: epoch {epoch + 1}, after {done} of its {len(batches)} "
+              f"batches", flush=True)
     all_callbacks = [batches.callback(), backup, *callbacks]
     histories = []
     if done and epoch < epochs:

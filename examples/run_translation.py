@@ -1,0 +1,403 @@
+"""Train a translation Transformer with the paper's recipe, evaluate with beam search and sacreBLEU.
+
+Conventions follow transformers' ``run_translation.py``. Local data is a pair of aligned files given by
+their common prefix (``--train_file data/train`` reads ``data/train.en[.gz]`` and ``data/train.de[.gz]``),
+or a jsonl (``{"en": ..., "de": ...}`` or ``{"translation": {...}}``) or tsv (source<TAB>target) file.
+
+Multi30k En->De, the README's recipe:
+
+    python examples/run_translation.py --train_file ../shared/data/multi30k/train \\
+        --validation_file ../shared/data/multi30k/val --test_file ../shared/data/multi30k/test_2016_flickr \\
+        --source_lang en --target_lang de --output_dir runs/multi30k
+
+Writes to ``--output_dir``: the final model (Hub layout, tokenizer included), ``best/`` (best validation
+BLEU), ``results.json``, ``history.json``, ``learning_curves.png``, TensorBoard logs in ``logs/`` and the
+backup in ``backup/`` that ``--resume`` continues from (also after SIGKILL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_name_or_path", default="transformer-base",
+                   help="a preset (trained from scratch), a saved directory or a Hub repo id")
+    p.add_argument("--dataset_name", default=None, help="a datasets-loadable dataset, e.g. bentrevett/multi30k")
+    p.add_argument("--train_file", default=None)
+    p.add_argument("--validation_file", default=None)
+    p.add_argument("--test_file", default=None)
+    p.add_argument("--source_lang", default="en")
+    p.add_argument("--target_lang", default="de")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--vocab_size", type=int, default=8000, help="shared BPE vocabulary trained on the train split")
+    p.add_argument("--d_model", type=int, default=None)
+    p.add_argument("--num_layers", type=int, default=None)
+    p.add_argument("--num_heads", type=int, default=None)
+    p.add_argument("--d_ff", type=int, default=None)
+    p.add_argument("--dropout", type=float, default=None)
+    p.add_argument("--attention_dropout", type=float, default=None)
+    p.add_argument("--num_train_epochs", type=int, default=10)
+    p.add_argument("--max_tokens_per_batch", type=int, default=4096,
+                   help="token budget per batch (padded source or target tokens x sentences)")
+    p.add_argument("--per_device_train_batch_size", type=int, default=None,
+                   help="sentences per batch (instead of --max_tokens_per_batch)")
+    p.add_argument("--learning_rate", type=float, default=None,
+                   help="peak learning rate; default: the paper's schedule d_model^-0.5 * warmup^-0.5")
+    p.add_argument("--lr_scale", type=float, default=1.0, help="multiplier of the paper's schedule")
+    p.add_argument("--warmup_steps", type=int, default=4000)
+    p.add_argument("--label_smoothing", type=float, default=0.1)
+    p.add_argument("--max_source_length", type=int, default=128)
+    p.add_argument("--max_target_length", type=int, default=128)
+    p.add_argument("--num_beams", type=int, default=4)
+    p.add_argument("--length_penalty", type=float, default=0.6)
+    p.add_argument("--eval_every", type=int, default=1, help="evaluate BLEU on validation every N epochs")
+    p.add_argument("--max_eval_samples", type=int, default=None)
+    p.add_argument("--average_last_k", type=int, default=0,
+                   help="average the weights of the last k epoch checkpoints at the end (paper: 5 or 20)")
+    p.add_argument("--max_train_minutes", type=float, default=None,
+                   help="stop after the epoch that would make the next one overrun this wall-time budget")
+    p.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default="no")
+    p.add_argument("--strategy", choices=["default", "mirrored", "multi_worker"], default="default")
+    p.add_argument("--backup_every", type=int, default=200, help="back up the training state every N batches")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--resume", action="store_true", help="continue from the backup in --output_dir")
+    p.add_argument("--push_to_hub", action="store_true")
+    p.add_argument("--hub_model_id", default=None)
+    p.add_argument("--verbose", type=int, default=None, help="Keras verbosity (default: bars on a terminal)")
+    args = p.parse_args(argv)
+    if not (args.dataset_name or args.train_file):
+        p.error("give --train_file or --dataset_name")
+    return args
+
+
+# ------------------------------------------------------------------------------------------ data
+def _read_lines(path: Path) -> list[str]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def _side(prefix: str, lang: str) -> Path:
+    for candidate in (Path(f"{prefix}.{lang}.gz"), Path(f"{prefix}.{lang}")):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"neither {prefix}.{lang}.gz nor {prefix}.{lang} exists")
+
+
+def load_split(spec: str, source_lang: str, target_lang: str):
+    """A ``datasets.Dataset`` with ``source`` and ``target`` columns from a file pair, jsonl or tsv."""
+    import datasets
+
+    name = spec[:-3] if spec.endswith(".gz") else spec
+    if name.endswith((".jsonl", ".json")):
+        ds = datasets.load_dataset("json", data_files=spec, split="train")
+        if "translation" in ds.column_names:
+            ds = ds.map(lambda ex: {"source": ex["translation"][source_lang], "target": ex["translation"][target_lang]},
+                        remove_columns=ds.column_names)
+        else:
+            ds = ds.rename_columns({source_lang: "source", target_lang: "target"})
+        return ds.select_columns(["source", "target"])
+    if name.endswith(".tsv"):
+        lines = _read_lines(Path(spec))
+        pairs = [line.split("\t") for line in lines if line.strip()]
+        return datasets.Dataset.from_dict({"source": [p[0] for p in pairs], "target": [p[1] for p in pairs]})
+    sources, targets = _read_lines(_side(spec, source_lang)), _read_lines(_side(spec, target_lang))
+    if len(sources) != len(targets):
+        raise ValueError(f"{spec}: {len(sources)} {source_lang} lines but {len(targets)} {target_lang} lines")
+    return datasets.Dataset.from_dict({"source": sources, "target": targets})
+
+
+def load_data(args):
+    splits = {}
+    if args.dataset_name:
+        import datasets
+
+        raw = datasets.load_dataset(args.dataset_name)
+        for split in raw:
+            ds = raw[split]
+            if "translation" in ds.column_names:
+                ds = ds.map(lambda ex: {"source": ex["translation"][args.source_lang],
+                                        "target": ex["translation"][args.target_lang]})
+            else:
+                ds = ds.rename_columns({args.source_lang: "source", args.target_lang: "target"})
+            splits[split] = ds.select_columns(["source", "target"])
+    for split, spec in (("train", args.train_file), ("validation", args.validation_file), ("test", args.test_file)):
+        if spec:
+            splits[split] = load_split(spec, args.source_lang, args.target_lang)
+    return splits
+
+
+# ------------------------------------------------------------------------------------------ model
+def _strategy(name: str):
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return None
+
+
+def build_model_and_tokenizer(args, train):
+    from vanilla_transformer import PRESETS, TransformerConfig, TransformerForSeq2SeqLM
+    from vanilla_transformer.hub import load_tokenizer
+    from vanilla_transformer.tokenization import train_bpe_tokenizer
+
+    if args.model_name_or_path in PRESETS:
+        tokenizer = train_bpe_tokenizer(list(train["source"]) + list(train["target"]), vocab_size=args.vocab_size)
+        overrides = {key: value for key, value in dict(
+            d_model=args.d_model, num_heads=args.num_heads, d_ff=args.d_ff, dropout=args.dropout,
+            attention_dropout=args.attention_dropout, num_encoder_layers=args.num_layers,
+            num_decoder_layers=args.num_layers).items() if value is not None}
+        config = TransformerConfig.from_preset(
+            args.model_name_or_path, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.bos_token_id, label_smoothing=args.label_smoothing,
+            max_position_embeddings=max(args.max_source_length, args.max_target_length) + 2, **overrides)
+        return TransformerForSeq2SeqLM(config), tokenizer
+    model = TransformerForSeq2SeqLM.from_pretrained(args.model_name_or_path)
+    tokenizer = load_tokenizer(args.model_name_or_path)
+    if tokenizer is None:
+        raise SystemExit(f"{args.model_name_or_path} has no tokenizer saved with it")
+    return model, tokenizer
+
+
+def tokenize(dataset, tokenizer, args):
+    def encode(batch):
+        return {"input_ids": tokenizer(batch["source"], truncation=True, max_length=args.max_source_length)["input_ids"],
+                "labels": tokenizer(batch["target"], truncation=True, max_length=args.max_target_length)["input_ids"]}
+
+    return dataset.map(encode, batched=True, desc="tokenizing")
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+def evaluate_bleu(model, tokenizer, dataset, args, limit=None):
+    """Beam-search translations of ``dataset`` scored with sacreBLEU (case-sensitive BLEU and chrF)."""
+    import sacrebleu
+
+    sources, references = list(dataset["source"]), list(dataset["target"])
+    if limit:
+        sources, references = sources[:limit], references[:limit]
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))  # similar lengths together
+    hypotheses = [None] * len(sources)
+    translations = model.translate([sources[i] for i in order], tokenizer, batch_size=128, num_beams=args.num_beams,
+                                   length_penalty=args.length_penalty, max_new_tokens=args.max_target_length)
+    for i, text in zip(order, translations):
+        hypotheses[i] = text
+    bleu = sacrebleu.corpus_bleu(hypotheses, [references])
+    chrf = sacrebleu.corpus_chrf(hypotheses, [references])
+    return {"bleu": round(bleu.score, 2), "chrf": round(chrf.score, 2), "signature": str(bleu.format(signature=True)),
+            "samples": [{"source": s, "reference": r, "hypothesis": h}
+                        for s, r, h in list(zip(sources, references, hypotheses))[:3]]}
+
+
+def plot_history(history, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no learning-curve plot")
+        return
+    epochs = [h["epoch"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(epochs, [h["loss"] for h in history], label="train loss")
+    if any("val_loss" in h for h in history):
+        left.plot([h["epoch"] for h in history if "val_loss" in h], [h["val_loss"] for h in history if "val_loss" in h],
+                  label="validation loss")
+    left.set_xlabel("epoch"), left.set_ylabel("label-smoothed cross-entropy"), left.legend()
+    scored = [h for h in history if "val_bleu" in h]
+    right.plot([h["epoch"] for h in scored], [h["val_bleu"] for h in scored], marker="o", label="validation BLEU")
+    right.set_xlabel("epoch"), right.set_ylabel("BLEU"), right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def make_epoch_callback(model, tokenizer, splits, args, output_dir: Path, state: dict):
+    import keras
+    import numpy as np
+
+    from vanilla_transformer.hub import _state_dict, write_weights
+
+    class EpochEnd(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
+                      "time_s": round(time.time() - state["started"] + state.get("time_before", 0.0), 1)}
+            if "validation" in splits and (epoch + 1) % args.eval_every == 0:
+                scores = evaluate_bleu(model, tokenizer, splits["validation"], args, args.max_eval_samples)
+                record["val_bleu"], record["val_chrf"] = scores["bleu"], scores["chrf"]
+                print(f"\nepoch {epoch + 1}: validation BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f}")
+                if scores["bleu"] > state.get("best_bleu", -1.0):
+                    state["best_bleu"], state["best_epoch"] = scores["bleu"], epoch + 1
+                    model.save_pretrained(output_dir / "best", tokenizer=tokenizer, model_card=card_info(args, state))
+            if args.average_last_k:
+                checkpoints = output_dir / "checkpoints"
+                checkpoints.mkdir(exist_ok=True)
+                epoch_dir = checkpoints / f"epoch-{epoch + 1:03d}"
+                epoch_dir.mkdir(exist_ok=True)
+                write_weights(_state_dict(model), epoch_dir)
+                for old in sorted(checkpoints.iterdir())[:-args.average_last_k]:
+                    import shutil
+
+                    shutil.rmtree(old, ignore_errors=True)
+            state["history"] = [h for h in state["history"] if h["epoch"] != epoch + 1] + [record]
+            if args.max_train_minutes:
+                per_epoch = record["time_s"] / max(1, len(state["history"]))
+                if record["time_s"] + per_epoch > args.max_train_minutes * 60:
+                    print(f"stopping: another epoch (~{per_epoch:.0f} s) would pass the {args.max_train_minutes} min "
+                          f"budget")
+                    self.model.stop_training = True
+            (output_dir / "history.json").write_text(json.dumps(state, indent=2))
+            plot_history(state["history"], output_dir / "learning_curves.png")
+            if not np.isfinite(record.get("loss", 0.0)):
+                self.model.stop_training = True
+
+    return EpochEnd()
+
+
+def card_info(args, state):
+    return {"description": f"A Transformer trained with vanilla-transformer's examples/run_translation.py "
+                           f"({args.source_lang}->{args.target_lang}).",
+            "language": [args.source_lang, args.target_lang],
+            "hyperparameters": {k: getattr(args, k) for k in (
+                "num_train_epochs", "max_tokens_per_batch", "per_device_train_batch_size", "learning_rate",
+                "lr_scale", "warmup_steps", "label_smoothing", "num_beams", "length_penalty", "seed",
+                "mixed_precision") if getattr(args, k) is not None},
+            "results": {k: v for k, v in (("bleu", state.get("best_bleu")),) if v is not None},
+            "dataset_name": args.dataset_name or "local parallel text"}
+
+
+def average_checkpoints(model, directory: Path, k: int):
+    """Set ``model``'s weights to the mean of the last ``k`` epoch checkpoints (the paper's averaging)."""
+    import numpy as np
+
+    from vanilla_transformer.hub import assign_weights, read_weights
+
+    paths = sorted(directory.iterdir())[-k:]
+    tensors = [read_weights(str(p)) for p in paths]
+    mean = {name: np.mean([t[name] for t in tensors], axis=0) for name in tensors[0]}
+    assign_weights(model, mean)
+    return [p.name for p in paths]
+
+
+# ------------------------------------------------------------------------------------------ main
+def main(argv=None, extra_callbacks=()):
+    """Run the script; ``extra_callbacks`` are added to ``fit`` (tests use one to interrupt a run)."""
+    args = parse_args(argv)
+    import keras
+
+    from vanilla_transformer.training import (
+        EpochShuffledBatches,
+        MaskedAccuracy,
+        MaskedSparseCrossEntropy,
+        Seq2SeqCollator,
+        StopOnNaN,
+        TransformerSchedule,
+        fit_resumable,
+        seq2seq_batches,
+    )
+
+    output_dir = Path(args.output_dir)
+    backup_dir = output_dir / "backup"
+    if backup_dir.exists() and not args.resume:
+        raise SystemExit(f"{output_dir} holds a backup of an earlier run: pass --resume to continue it, or choose "
+                         f"another --output_dir")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(args.seed)
+    if args.mixed_precision != "no":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.mixed_precision == "bf16" else "mixed_float16")
+
+    splits = load_data(args)
+    train = splits["train"]
+    strategy = _strategy(args.strategy)
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model, tokenizer = build_model_and_tokenizer(args, train)
+        config = model.config
+        model.build_weights()
+        learning_rate = TransformerSchedule(config.d_model, args.warmup_steps, args.lr_scale)
+        if args.learning_rate is not None:  # scale the paper's schedule so that its peak is the given rate
+            learning_rate = TransformerSchedule(config.d_model, args.warmup_steps,
+                                                args.learning_rate * (config.d_model * args.warmup_steps) ** 0.5)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.98, epsilon=1e-9),
+                      loss=MaskedSparseCrossEntropy(args.label_smoothing), metrics=[MaskedAccuracy()])
+    tokenized = tokenize(train, tokenizer, args)
+    collator = Seq2SeqCollator(config.pad_token_id, config.decoder_start_token_id, config.vocab_size)
+    batches = EpochShuffledBatches(seq2seq_batches(
+        tokenized["input_ids"], tokenized["labels"], collator, max_tokens=None if args.per_device_train_batch_size
+        else args.max_tokens_per_batch, batch_size=args.per_device_train_batch_size, shuffle=False), seed=args.seed)
+    validation_data = None
+    if "validation" in splits:
+        tokenized_val = tokenize(splits["validation"], tokenizer, args)
+        validation_data = EpochShuffledBatches(seq2seq_batches(
+            tokenized_val["input_ids"], tokenized_val["labels"], collator, max_tokens=args.max_tokens_per_batch,
+            shuffle=False), shuffle=False).dataset()
+    print(f"{len(train)} training pairs in {len(batches)} batches; vocabulary {len(tokenizer)}; model "
+          f"{model.num_parameters():,} parameters (d_model {config.d_model}, {config.num_encoder_layers}+"
+          f"{config.num_decoder_layers} layers, {config.num_heads} heads, d_ff {config.d_ff})", flush=True)
+
+    state_path = output_dir / "history.json"
+    state = {"history": []}
+    if args.resume and state_path.exists():
+        state = json.loads(state_path.read_text())
+        state["time_before"] = state["history"][-1]["time_s"] if state["history"] else 0.0
+    state["started"] = time.time()
+    nan_stop = StopOnNaN()
+    callbacks = [nan_stop, keras.callbacks.TensorBoard(str(output_dir / "logs")),
+                 make_epoch_callback(model, tokenizer, splits, args, output_dir, state), *extra_callbacks]
+    verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    fit_resumable(model, batches, args.num_train_epochs, backup_dir, save_freq=args.backup_every, callbacks=callbacks,
+                  verbose=verbose, validation_data=validation_data)
+    train_time = time.time() - state["started"] + state.get("time_before", 0.0)
+
+    results = {"train_time_s": round(train_time, 1), "parameters": model.num_parameters(),
+               "epochs_completed": len(state["history"]), "best_epoch": state.get("best_epoch"),
+               "best_validation_bleu": state.get("best_bleu")}
+    if nan_stop.stopped_at:
+        results["stopped_on_nan"] = nan_stop.stopped_at
+    if args.average_last_k and (output_dir / "checkpoints").exists():
+        results["averaged"] = average_checkpoints(model, output_dir / "checkpoints", args.average_last_k)
+        if "validation" in splits:
+            averaged = evaluate_bleu(model, tokenizer, splits["validation"], args, args.max_eval_samples)
+            results["averaged_validation_bleu"] = averaged["bleu"]
+            print(f"averaged last {args.average_last_k}: validation BLEU {averaged['bleu']:.2f}")
+            if averaged["bleu"] > (state.get("best_bleu") or -1):
+                state["best_bleu"] = averaged["bleu"]
+                model.save_pretrained(output_dir / "best", tokenizer=tokenizer, model_card=card_info(args, state))
+    final = model
+    if (output_dir / "best").exists():
+        from vanilla_transformer import TransformerForSeq2SeqLM
+
+        final = TransformerForSeq2SeqLM.from_pretrained(output_dir / "best")
+    for split in ("validation", "test"):
+        if split in splits:
+            scores = evaluate_bleu(final, tokenizer, splits[split], args)
+            results[split] = scores
+            print(f"{split}: BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f} ({scores['signature']})")
+    state["test_bleu"] = results.get("test", {}).get("bleu")
+    info = card_info(args, state)
+    if "test" in results:
+        info["results"] = {"bleu": results["test"]["bleu"], "chrf": results["test"]["chrf"]}
+    final.save_pretrained(output_dir / "model", tokenizer=tokenizer, model_card=info)
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"wrote {output_dir / 'results.json'}; model in {output_dir / 'model'}")
+    if args.push_to_hub:
+        final.push_to_hub(args.hub_model_id or output_dir.name, tokenizer=tokenizer, model_card=info)
+    return results
+
+
+if __name__ == "__main__":
+    main()

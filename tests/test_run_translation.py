@@ -1,0 +1,85 @@
+"""examples/run_translation.py end to end on a few hundred generated pairs: files, BLEU, resume, reload."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import keras
+import pytest
+
+from vanilla_transformer import TransformerForSeq2SeqLM
+from vanilla_transformer.hub import load_tokenizer
+from vanilla_transformer.number_words import make_splits
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "run_translation.py"
+
+
+@pytest.fixture(scope="module")
+def run_translation():
+    spec = importlib.util.spec_from_file_location("run_translation", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("pairs")
+    train, val = make_splits(num_train=240, num_test=24, max_number=999, seed=1)
+    for name, pairs in (("train", train), ("val", val)):
+        (directory / f"{name}.en").write_text("\n".join(en for en, _ in pairs) + "\n")
+        (directory / f"{name}.de").write_text("\n".join(de for _, de in pairs) + "\n")
+    return directory
+
+
+def _argv(data_dir, output_dir, epochs):
+    return ["--train_file", str(data_dir / "train"), "--validation_file", str(data_dir / "val"),
+            "--test_file", str(data_dir / "val"), "--output_dir", str(output_dir), "--d_model", "32",
+            "--num_heads", "4", "--d_ff", "64", "--num_layers", "1", "--vocab_size", "120",
+            "--num_train_epochs", str(epochs), "--per_device_train_batch_size", "24", "--backup_every", "3",
+            "--warmup_steps", "20", "--num_beams", "2", "--max_target_length", "24", "--verbose", "0",
+            "--average_last_k", "2"]
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Stands for a crash: raises after a number of batches, leaving only what the backups saved."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.after, self.seen = after, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.after:
+            raise KeyboardInterrupt
+
+
+def test_end_to_end_with_interruption_resume_and_reload(run_translation, data_dir, tmp_path, capsys):
+    output = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_translation.main(_argv(data_dir, output, 2), extra_callbacks=[Interrupt(after=14)])
+    position = json.loads((output / "backup" / "current" / "training_metadata.json").read_text())
+    assert position == {"epoch": 1, "batches_done": 3}  # 10 batches an epoch, backups every 3 batches
+
+    with pytest.raises(SystemExit, match="--resume"):
+        run_translation.main(_argv(data_dir, output, 2))
+    capsys.readouterr()
+    results = run_translation.main(_argv(data_dir, output, 2) + ["--resume"])
+    out = capsys.readouterr().out
+    assert "Resuming from the backup" in out and "epoch 2, after 3 of its 10 batches" in out
+
+    for name in ("results.json", "history.json", "learning_curves.png"):
+        assert (output / name).is_file(), name
+    assert any((output / "logs").rglob("events.out.tfevents.*"))
+    history = json.loads((output / "history.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2] and all("val_bleu" in h for h in history)
+    saved = json.loads((output / "results.json").read_text())
+    assert 0.0 <= saved["test"]["bleu"] <= 100.0 and "chrf" in saved["test"] and saved["epochs_completed"] == 2
+    assert saved["averaged"] == ["epoch-001", "epoch-002"]
+
+    model = TransformerForSeq2SeqLM.from_pretrained(output / "model")
+    tokenizer = load_tokenizer(output / "model")
+    samples = results["test"]["samples"]
+    again = model.translate([s["source"] for s in samples], tokenizer, num_beams=2, length_penalty=0.6,
+                            max_new_tokens=24)
+    assert again == [s["hypothesis"] for s in samples]
