@@ -98,6 +98,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _known_base_keys() -> set[str]:
+    """Keys that transformers' base config (and the generation parameters it strips) understand."""
+    import dataclasses
+
+    from transformers import GenerationConfig
+
+    keys = {field.name for field in dataclasses.fields(PretrainedConfig)}
+    keys |= set(GenerationConfig._get_default_generation_params())
+    keys |= {"name_or_path", "_name_or_path", "torch_dtype", "transformers_version", "model_type", "num_labels",
+             "_commit_hash", "attn_implementation", "output_attentions", "experts_implementation",
+             "decoder_start_token_id", "use_cache", "is_decoder", "add_cross_attention", "tie_encoder_decoder",
+             "sep_token_id", "per_layer_config"}
+    return keys
+
+
 class TransformerConfig(PretrainedConfig):
     r"""Configuration of a vanilla Transformer (encoder-decoder, encoder-only or decoder-only).
 
@@ -205,6 +220,11 @@ class TransformerConfig(PretrainedConfig):
         self.tie_word_embeddings = tie_word_embeddings
         self._check()  # before the base class, whose own checks would trip over bad values
         kwargs.setdefault("is_encoder_decoder", architecture == "encoder-decoder")
+        unknown = sorted(set(kwargs) - _known_base_keys())
+        if unknown:
+            # A config from a newer version of this package: keep the values, but say they are unused.
+            logger.warning("TransformerConfig: unknown keys %s are kept as attributes but not used by this "
+                           "version of vanilla_transformer", unknown)
         super().__init__(**kwargs)
 
     # ----------------------------------------------------------------------------------------------

@@ -163,7 +163,11 @@ class TransformerPreTrainedModel(keras.Model):
                     raise ValueError(f"{name} is ragged; pad the rows to one length ({err})") from None
                 if value.dtype == object:
                     raise ValueError(f"{name} is ragged; pad the rows to one length")
-            dtype = keras.backend.standardize_dtype(getattr(value, "dtype", type(value)))
+            raw_dtype = getattr(value, "dtype", type(value))
+            try:
+                dtype = keras.backend.standardize_dtype(raw_dtype)
+            except ValueError:  # strings, objects: not a tensor dtype at all
+                dtype = str(raw_dtype)
             if "int" not in dtype and dtype != "bool":
                 raise TypeError(f"{name} must hold integer ids, got dtype {dtype}")
             if len(value.shape) != 2:
@@ -333,7 +337,9 @@ class TransformerForSeq2SeqLM(_GenerationEntryPoints, TransformerPreTrainedModel
             texts = [texts]
         outputs = []
         for start in range(0, len(texts), batch_size):
-            batch = tokenizer(list(texts[start:start + batch_size]), padding=True, return_tensors="np")
+            # Sources longer than the model's positions are cut (with a warning from the tokenizer).
+            batch = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
+                              max_length=self.config.max_position_embeddings, return_tensors="np")
             ids = self.generate(batch["input_ids"].astype("int32"),
                                 attention_mask=batch["attention_mask"].astype("int32"), **generation_kwargs)
             outputs.extend(tokenizer.batch_decode(ids, skip_special_tokens=True))
