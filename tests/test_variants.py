@@ -250,14 +250,17 @@ def synthetic_task(n, rng):
     return rows, labels.astype("int32")
 
 
-def test_classifier_from_mlm_checkpoint(tmp_path):
+def test_classifier_from_mlm_checkpoint(tmp_path, caplog):
     keras.utils.set_random_seed(3)
     rng = np.random.default_rng(3)
     mlm = TransformerForMaskedLM(encoder_config(num_encoder_layers=1)).build_weights()  # (trained: see the
     mlm.save_pretrained(tmp_path / "mlm")  # example-script test, run_mlm -> run_classification)
 
-    classifier = TransformerForSequenceClassification.from_pretrained(
-        tmp_path / "mlm", id2label={0: "low", 1: "high"}, label2id={"low": 0, "high": 1})
+    with caplog.at_level("WARNING", logger="vanilla_transformer.hub"):
+        classifier = TransformerForSequenceClassification.from_pretrained(
+            tmp_path / "mlm", id2label={0: "low", 1: "high"}, label2id={"low": 0, "high": 1})
+    assert "newly initialized: ['classifier.bias', 'classifier.kernel']" in caplog.text
+    assert "were not used when initializing TransformerForSequenceClassification" in caplog.text
     assert classifier.loading_info == {
         "missing_keys": ["classifier.bias", "classifier.kernel"],
         "unexpected_keys": ["mlm_bias", "mlm_dense.bias", "mlm_dense.kernel", "mlm_layer_norm.beta",

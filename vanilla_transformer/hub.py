@@ -17,6 +17,7 @@ readable message.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -29,6 +30,8 @@ from huggingface_hub import ModelCard, ModelCardData, constants, split_state_dic
 
 from .configuration import TransformerConfig
 from .modeling import MODEL_CLASSES, TransformerPreTrainedModel
+
+logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 GENERATION_CONFIG_NAME = "generation_config.json"
@@ -523,6 +526,13 @@ def from_pretrained(cls, pretrained_model_name_or_path, *, revision=None, cache_
             strict = saved_class in (None, model_class.__name__)
         model.loading_info = assign_weights(model.build_weights(), read_weights(checkpoint), strict=strict,
                                             source=checkpoint.describe())
+        if model.loading_info["missing_keys"]:
+            logger.warning("Some weights of %s were not initialized from the checkpoint at %s and are newly "
+                           "initialized: %s", model_class.__name__, checkpoint.describe(),
+                           model.loading_info["missing_keys"])
+        if model.loading_info["unexpected_keys"]:
+            logger.warning("Some weights of the checkpoint at %s were not used when initializing %s: %s",
+                           checkpoint.describe(), model_class.__name__, model.loading_info["unexpected_keys"])
         gen_path = checkpoint.fetch(GENERATION_CONFIG_NAME)
         if gen_path is not None:
             from transformers import GenerationConfig
