@@ -168,7 +168,10 @@ class TransformerPreTrainedModel(keras.Model):
                 dtype = keras.backend.standardize_dtype(raw_dtype)
             except ValueError:  # strings, objects: not a tensor dtype at all
                 dtype = str(raw_dtype)
-            if "int" not in dtype and dtype != "bool":
+            # Concrete inputs (numpy, eager tensors, lists) are checked. Symbolic ones are not: Keras' symbolic
+            # build under tf.distribute describes every input as float64 whatever the data holds.
+            symbolic = isinstance(value, keras.KerasTensor) or _as_numpy_if_concrete(value) is None
+            if "int" not in dtype and dtype != "bool" and not symbolic:
                 raise TypeError(f"{name} must hold integer ids, got dtype {dtype}")
             if len(value.shape) != 2:
                 raise ValueError(f"{name} must have shape (batch, sequence), got {tuple(value.shape)}")

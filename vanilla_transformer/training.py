@@ -14,6 +14,22 @@ from keras import ops
 IGNORE_INDEX = -100  # transformers' convention for label positions excluded from loss and metrics
 
 
+def _per_replica(loss):
+    """Divide a replica's mean loss by the number of replicas in sync.
+
+    Keras scales losses it reduces itself; a loss that returns its own scalar must do it, or gradients
+    summed across ``tf.distribute`` replicas come out ``num_replicas`` times too large. The global loss is
+    then the mean of the replicas' token means (equal to the token mean when replicas count equal tokens).
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:
+            loss = loss / replicas
+    return loss
+
+
 @keras.saving.register_keras_serializable(package="vanilla_transformer")
 class MaskedSparseCrossEntropy(keras.losses.Loss):
     """Cross-entropy with label smoothing over token positions whose label is not ``ignore_index``.
@@ -39,7 +55,7 @@ class MaskedSparseCrossEntropy(keras.losses.Loss):
         smooth = -ops.mean(log_probs, axis=-1)
         eps = self.label_smoothing
         per_token = (1.0 - eps) * nll + eps * smooth
-        return ops.sum(per_token * mask) / ops.maximum(ops.sum(mask), 1.0)
+        return _per_replica(ops.sum(per_token * mask) / ops.maximum(ops.sum(mask), 1.0))
 
     def get_config(self):
         return {**super().get_config(), "label_smoothing": self.label_smoothing, "ignore_index": self.ignore_index}
