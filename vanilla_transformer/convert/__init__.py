@@ -119,8 +119,8 @@ def load_transformers_checkpoint(cls, name, raw_config: dict, hub_kwargs: dict |
 
 
 # GenerationConfig fields that transformers' generate applies but vanilla_transformer.generation does not read
-_UNSUPPORTED_GENERATION_SETTINGS = ("bad_words_ids", "forced_bos_token_id", "forced_eos_token_id", "suppress_tokens",
-                                    "begin_suppress_tokens", "sequence_bias", "exponential_decay_length_penalty")
+# (bad_words_ids, suppress_tokens, begin_suppress_tokens, forced_bos/eos_token_id are applied.)
+_UNSUPPORTED_GENERATION_SETTINGS = ("sequence_bias", "exponential_decay_length_penalty")
 
 
 def _family_of(model):
