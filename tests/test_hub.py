@@ -226,8 +226,9 @@ def test_clear_errors_for_missing_private_and_weightless_repos(hub_server, tmp_p
             AutoModel.from_pretrained("alice/secret", cache_dir=cache)
         # with the token it loads
         AutoModel.from_pretrained("alice/secret", cache_dir=cache, token=TOKEN)
-    with pytest.raises(CheckpointError, match="has no access"):
+    with pytest.raises(CheckpointError, match="has no access") as denied:
         AutoModel.from_pretrained("alice/secret", cache_dir=tmp_path / "other", token=OTHER_TOKEN)
+    assert OTHER_TOKEN not in str(denied.value) and TOKEN not in str(denied.value)  # tokens never in errors
 
     config = make_model(seed=0).config
     config.architectures = ["TransformerForSeq2SeqLM"]
