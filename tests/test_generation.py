@@ -292,3 +292,17 @@ def test_banned_suppressed_and_forced_tokens(peaked_model):
     assert (out[:, 1] == 7).all()
     with pytest.raises(ValueError, match="bad_words_ids"):
         peaked_model.generate(SRC, MASK, max_new_tokens=3, bad_words_ids=[[4, 5]])
+
+
+def test_translate_command_line(tmp_path, capsys):
+    from vanilla_transformer.cli import main
+    from vanilla_transformer.tokenization import train_bpe_tokenizer
+
+    tokenizer = train_bpe_tokenizer(["a b c", "x y z"] * 10, vocab_size=30)
+    config = TransformerConfig(vocab_size=len(tokenizer), d_model=32, num_heads=4, d_ff=64, num_encoder_layers=1,
+                               num_decoder_layers=1, max_position_embeddings=16)
+    model = TransformerForSeq2SeqLM(config)
+    model.save_pretrained(tmp_path / "m", tokenizer=tokenizer)
+    expected = model.translate(["a b", "x y z"], tokenizer, num_beams=2, max_new_tokens=15)
+    assert main(["translate", "--model", str(tmp_path / "m"), "--num-beams", "2", "a b", "x y z"]) == 0
+    assert capsys.readouterr().out.splitlines() == expected

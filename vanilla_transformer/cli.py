@@ -99,7 +99,9 @@ def translate(args) -> int:
         print(f"error: {args.model} has no tokenizer files", file=sys.stderr)
         return 2
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    kwargs = {"num_beams": args.num_beams, "max_new_tokens": args.max_new_tokens}
+    limit = model.config.max_position_embeddings - 1  # the decoder start token takes one position
+    max_new = args.max_new_tokens or model.generation_config.max_new_tokens or min(128, limit)
+    kwargs = {"num_beams": args.num_beams, "max_new_tokens": min(max_new, limit)}
     if args.length_penalty is not None:
         kwargs["length_penalty"] = args.length_penalty
     for line in model.translate(texts, tokenizer, **kwargs):
@@ -160,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="a saved model directory or Hub repo id")
     p.add_argument("--num-beams", type=int, default=4)
     p.add_argument("--length-penalty", type=float, default=None)
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="default: the model's generation config, else 128 (capped by its positions)")
     p.add_argument("texts", nargs="*", help="sentences (read from stdin when none)")
     p.set_defaults(func=translate)
 
