@@ -426,8 +426,24 @@ def read_weights(name_or_path, hub_kwargs: dict | None = None) -> dict[str, np.n
 
 
 def _is_float(dtype) -> bool:
-    """numpy floats and ml_dtypes' bfloat16 (what safetensors gives for bf16 checkpoints)."""
-    return np.issubdtype(dtype, np.floating) or str(dtype) == "bfloat16"
+    """float16/32/64, and bfloat16 (an ``ml_dtypes`` type numpy does not count as floating)."""
+    return np.issubdtype(dtype, np.floating) or "float" in np.dtype(dtype).name
+
+
+def raise_if_mismatched(source: str, target: str, sections: list[tuple[str, list[str]]], missing: list[str],
+                        unexpected: list[str], strict: bool, described_as: str | None = None) -> None:
+    """Raise one :class:`CheckpointError` listing every problem of a checkpoint against ``target``.
+
+    ``sections`` are (label, items) pairs that are always errors (shape or dtype mismatches); missing and
+    unexpected tensors are errors only when ``strict``. Used by native loading and by conversion.
+    """
+    problems = [f"{label}: " + "; ".join(items) for label, items in sections if items]
+    if strict and missing:
+        problems.append(f"missing from the checkpoint: {missing}")
+    if strict and unexpected:
+        problems.append(f"not used by {target}: {unexpected}")
+    if problems:
+        raise CheckpointError(f"{source} does not match {described_as or target}:\n  " + "\n  ".join(problems))
 
 
 def assign_weights(model: TransformerPreTrainedModel, tensors: dict[str, np.ndarray], strict: bool = True,
@@ -445,17 +461,9 @@ def assign_weights(model: TransformerPreTrainedModel, tensors: dict[str, np.ndar
                   if tuple(tensors[name].shape) != tuple(variables[name].shape)]
     bad_dtype = [f"{name}: {tensors[name].dtype}" for name in sorted(set(variables) & set(tensors))
                  if not _is_float(tensors[name].dtype)]
-    problems = []
-    if mismatched:
-        problems.append("shape mismatch: " + "; ".join(mismatched))
-    if bad_dtype:
-        problems.append("non-float tensors: " + "; ".join(bad_dtype))
-    if strict and missing:
-        problems.append(f"missing from the checkpoint: {missing}")
-    if strict and unexpected:
-        problems.append(f"not used by {type(model).__name__}: {unexpected}")
-    if problems:
-        raise CheckpointError(f"{source} does not match {type(model).__name__}'s config:\n  " + "\n  ".join(problems))
+    target = type(model).__name__
+    raise_if_mismatched(source, target, [("shape mismatch", mismatched), ("non-float tensors", bad_dtype)], missing,
+                        unexpected, strict, described_as=f"{target}'s config")
     for name, variable in variables.items():
         if name in tensors:
             variable.assign(tensors[name].astype(variable.dtype))

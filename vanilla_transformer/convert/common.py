@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ..hub import CheckpointError
+from ..hub import CheckpointError, _is_float, raise_if_mismatched
 
 Arrays = tuple[np.ndarray, ...]
 
@@ -93,10 +93,6 @@ def conv1d(ours: str, source: str) -> list[Entry]:
     """A Dense layer <-> GPT's ``Conv1D``, whose weight is already ``(in, out)``."""
     return [same(f"{ours}.kernel", f"{source}.weight"), same(f"{ours}.bias", f"{source}.bias")]
 
-
-def _is_float(dtype) -> bool:
-    """float16/32/64, and bfloat16 (an ``ml_dtypes`` type numpy does not count as floating)."""
-    return np.issubdtype(dtype, np.floating) or "float" in np.dtype(dtype).name
 
 
 # ------------------------------------------------------------------------------------------ the map
@@ -181,18 +177,9 @@ class WeightMap:
             converted.update(zip(entry.ours, entry.to_ours(np.asarray(tensor).astype(np.float32))))
         unexpected = sorted(original for original in tensors
                             if original not in used and not self.ignored(self.normalise(original)))
-        problems = []
-        if differing:
-            problems.append("tensors that must be one shared (tied) table hold different values, which "
-                            f"{target} cannot represent: " + "; ".join(differing))
-        if mismatched:
-            problems.append("shape mismatch: " + "; ".join(mismatched))
-        if strict and missing:
-            problems.append(f"missing from the checkpoint: {sorted(missing)}")
-        if strict and unexpected:
-            problems.append(f"not used by {target}: {unexpected}")
-        if problems:
-            raise CheckpointError(f"{source} does not match {target}:\n  " + "\n  ".join(problems))
+        tied = f"tensors that must be one shared (tied) table hold different values, which {target} cannot represent"
+        raise_if_mismatched(source, target, [(tied, differing), ("shape mismatch", mismatched)], sorted(missing),
+                            unexpected, strict)
         return converted, {"missing_keys": sorted(missing), "unexpected_keys": unexpected}
 
     # -- export
