@@ -22,7 +22,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from .training import IGNORE_INDEX, MaskedAccuracy, MaskedSparseCrossEntropy, bucket_length
+from .training import IGNORE_INDEX, MaskedAccuracy, MaskedSparseCrossEntropy, bucket_length, pad_batch
 
 
 def _rows(examples) -> list[list[int]]:
@@ -44,12 +44,9 @@ def _pad(rows: Sequence[Sequence[int]], pad_token_id: int, pad_to_multiple_of: i
     length = bucket_length(longest, pad_to_multiple_of) if pad_to_multiple_of else max(longest, 1)
     if max_length:
         length = min(length, max_length)
-    input_ids = np.full((len(rows), length), pad_token_id, dtype="int32")
-    attention_mask = np.zeros((len(rows), length), dtype="int32")
-    for i, row in enumerate(rows):
-        input_ids[i, : len(row)] = row
-        attention_mask[i, : len(row)] = 1
-    return input_ids, attention_mask
+    lengths = np.array([min(len(row), length) for row in rows])
+    attention_mask = (np.arange(length)[None, :] < lengths[:, None]).astype("int32")
+    return pad_batch(rows, pad_token_id, length), attention_mask
 
 
 class DataCollatorForMaskedLM:
