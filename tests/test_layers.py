@@ -8,6 +8,7 @@ import pytest
 
 from vanilla_transformer.layers import (
     DecoderLayer,
+    Dropout,
     EncoderLayer,
     LearnedPositionEmbedding,
     MultiHeadAttention,
@@ -15,6 +16,8 @@ from vanilla_transformer.layers import (
     SinusoidalPositionalEncoding,
     TokenEmbedding,
     TransformerEmbedding,
+    random_bits,
+    random_uniform,
     scaled_dot_product_attention,
     sinusoidal_table,
 )
@@ -95,8 +98,40 @@ def test_bad_activation_and_head_count_are_rejected():
         MultiHeadAttention(d_model=10, num_heads=3)
 
 
+def test_dropout_drops_at_its_rate_and_rescales_the_rest():
+    rate, n = 0.1, 200_000
+    layer = Dropout(rate, seed=3)
+    first = np.asarray(layer(np.ones((n,), "float32"), training=True))
+    second = np.asarray(layer(np.ones((n,), "float32"), training=True))
+    for out in (first, second):
+        dropped = np.mean(out == 0.0)
+        assert abs(dropped - rate) < 4 * math.sqrt(rate * (1 - rate) / n)  # within 4 standard errors
+        np.testing.assert_allclose(out[out != 0.0], 1.0 / (1.0 - rate), rtol=1e-6)
+    assert np.mean((first == 0) & (second == 0)) == pytest.approx(rate * rate, abs=0.003)  # independent draws
+    np.testing.assert_array_equal(np.asarray(layer(np.ones((5,), "float32"))), np.ones(5))  # inference: identity
+    again = Dropout(rate, seed=3)
+    np.testing.assert_array_equal(np.asarray(again(np.ones((n,), "float32"), training=True)), first)
+    with pytest.raises(ValueError, match="rate"):
+        Dropout(1.0)
+
+
+def test_counter_based_random_numbers_are_uniform_and_seeded():
+    u = np.asarray(random_uniform((400, 500), (1, 2)))
+    assert u.shape == (400, 500) and u.min() > 0.0 and u.max() < 1.0
+    assert abs(u.mean() - 0.5) < 0.002 and abs(u.var() - 1 / 12) < 0.002
+    counts, _ = np.histogram(u, bins=10, range=(0, 1))
+    assert counts.min() > 0.97 * u.size / 10  # flat
+    np.testing.assert_array_equal(u, np.asarray(random_uniform((400, 500), (1, 2))))
+    other = np.asarray(random_uniform((400, 500), (1, 3)))
+    assert abs(np.corrcoef(u.ravel(), other.ravel())[0, 1]) < 0.01
+    bits = np.asarray(random_bits((1000,), (5, 6))).astype(np.uint64)
+    assert np.asarray(random_bits((1000,), (5, 6))).dtype == np.uint32
+    assert abs(np.mean([(bits >> b) & 1 for b in range(32)]) - 0.5) < 0.01  # every bit balanced
+
+
 @pytest.mark.parametrize("layer", [
     lambda: TokenEmbedding(10, 4),
+    lambda: Dropout(0.3, seed=7),
     lambda: SinusoidalPositionalEncoding(16, 4, layout="halves"),
     lambda: LearnedPositionEmbedding(16, 4),
     lambda: MultiHeadAttention(8, 2, attention_dropout=0.1),

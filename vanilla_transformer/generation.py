@@ -21,6 +21,8 @@ import numpy as np
 from keras import ops
 from transformers import GenerationConfig
 
+from .layers.dropout import random_uniform
+
 NEG_INF = float("-inf")
 LENGTH_MULTIPLE = 8
 
@@ -214,25 +216,11 @@ def top_p_filter(logits, top_p: float):
     return ops.where(logits < threshold, NEG_INF, logits)
 
 
-def _uniform(shape, seed, step):
-    """Counter-based uniform noise in (0, 1) from integer hashing (murmur3's finaliser).
-
-    Stateless and backend-independent: the same (seed, step) gives the same numbers on every backend,
-    inside or outside compiled loops.
-    """
-    count = int(np.prod(shape))
-    x = ops.cast(ops.arange(count), "uint32")
-    x = x * np.uint32(0x9E3779B1) + ops.cast(seed, "uint32") * np.uint32(0x85EBCA77) + ops.cast(
-        step, "uint32") * np.uint32(0xC2B2AE3D)
-    for shift, multiplier in ((16, 0x85EBCA6B), (13, 0xC2B2AE35)):
-        x = ops.bitwise_xor(x, ops.right_shift(x, shift)) * np.uint32(multiplier)
-    x = ops.bitwise_xor(x, ops.right_shift(x, 16))
-    u = (ops.cast(ops.right_shift(x, 8), "float32") + 0.5) * (1.0 / (1 << 24))
-    return ops.reshape(u, shape)
-
-
 def _gumbel(shape, seed, step):
-    return -ops.log(-ops.log(_uniform(shape, seed, step)))
+    """Gumbel noise from the counter-based generator: stateless, so the same (seed, step) gives the same
+    numbers inside or outside the compiled loop, on every backend."""
+    uniform = random_uniform(shape, ops.stack([ops.cast(seed, "uint32"), ops.cast(step, "uint32")]))
+    return -ops.log(-ops.log(uniform))
 
 
 # ------------------------------------------------------------------------------------------ the loop

@@ -14,7 +14,7 @@ import numpy as np
 from keras import ops
 
 from .configuration import TransformerConfig
-from .layers import TokenEmbedding, TransformerDecoder, TransformerEncoder
+from .layers import Dropout, TokenEmbedding, TransformerDecoder, TransformerEncoder
 from .layers.feed_forward import activation_fn
 from .training import MaskedAccuracy, MaskedSparseCrossEntropy, TransformerSchedule
 
@@ -503,7 +503,7 @@ class TransformerForSequenceClassification(_EncoderOnly):
 
     def __init__(self, config, **kwargs):
         super().__init__(config, **kwargs)
-        self.classifier_dropout = keras.layers.Dropout(config.dropout)
+        self.classifier_dropout = Dropout(config.dropout)
         self.classifier = keras.layers.Dense(config.num_labels, name="classifier")
 
     def _build_head(self):

@@ -3,10 +3,12 @@
 - :mod:`.embeddings`: token embeddings shared with the output projection (3.4), positions (3.5)
 - :mod:`.attention`: scaled dot-product and multi-head attention (3.2)
 - :mod:`.feed_forward`: position-wise feed-forward network (3.3)
+- :mod:`.dropout`: dropout with a counter-based random generator (5.4)
 - :mod:`.transformer`: encoder / decoder layers and stacks with residual + LayerNorm (3.1)
 """
 
 from .attention import MultiHeadAttention, scaled_dot_product_attention
+from .dropout import Dropout, random_bits, random_uniform
 from .embeddings import (
     LearnedPositionEmbedding,
     SinusoidalPositionalEncoding,
@@ -19,6 +21,7 @@ from .transformer import DecoderLayer, EncoderLayer, TransformerDecoder, Transfo
 
 __all__ = [
     "DecoderLayer",
+    "Dropout",
     "EncoderLayer",
     "LearnedPositionEmbedding",
     "MultiHeadAttention",
@@ -28,6 +31,8 @@ __all__ = [
     "TransformerDecoder",
     "TransformerEmbedding",
     "TransformerEncoder",
+    "random_bits",
+    "random_uniform",
     "scaled_dot_product_attention",
     "sinusoidal_table",
 ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from .dropout import Dropout
+
 # Added to masked scores before the softmax. Finite (not -inf) so a row with no visible key, such as an
 # all-padding row, gives a uniform distribution instead of NaN; far below any real score in float32.
 MASK_VALUE = -1e9
@@ -70,7 +72,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.k_proj = keras.layers.Dense(d_model, name="k_proj", **dense)
         self.v_proj = keras.layers.Dense(d_model, name="v_proj", **dense)
         self.o_proj = keras.layers.Dense(d_model, name="o_proj", **dense)
-        self.dropout = keras.layers.Dropout(attention_dropout)
+        self.dropout = Dropout(attention_dropout)
 
     def build(self, query_shape=None, key_value_shape=None):
         for proj in (self.q_proj, self.k_proj, self.v_proj, self.o_proj):

@@ -8,6 +8,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from .dropout import Dropout
+
 
 def sinusoidal_table(length: int, d_model: int, layout: str = "interleaved") -> np.ndarray:
     """The paper's positional encoding as a ``(length, d_model)`` float32 array.
@@ -180,7 +182,7 @@ class TransformerEmbedding(keras.layers.Layer):
             if embedding_layer_norm
             else None
         )
-        self.dropout = keras.layers.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def build(self, input_shape=None):
         for layer in (self.embed_positions, self.token_type_embeddings):

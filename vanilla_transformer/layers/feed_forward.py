@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from .dropout import Dropout
+
 
 def activation_fn(name: str):
     """The feed-forward non-linearity by config name (``relu`` in the paper)."""
@@ -43,7 +45,7 @@ class PositionwiseFeedForward(keras.layers.Layer):
         self._activation = activation_fn(activation)
         self.fc1 = keras.layers.Dense(d_ff, name="fc1", kernel_initializer=self.kernel_initializer)
         self.fc2 = keras.layers.Dense(d_model, name="fc2", kernel_initializer=self.kernel_initializer)
-        self.dropout = keras.layers.Dropout(activation_dropout)
+        self.dropout = Dropout(activation_dropout)
 
     def build(self, input_shape=None):
         self.fc1.build((None, None, self.d_model))

@@ -12,6 +12,7 @@ from keras import ops
 from ..configuration import TransformerConfig
 from .attention import MultiHeadAttention
 from .embeddings import TokenEmbedding, TransformerEmbedding
+from .dropout import Dropout
 from .feed_forward import PositionwiseFeedForward
 
 
@@ -30,7 +31,7 @@ class _ResidualBlocks(keras.layers.Layer):
         self.activation = activation
         self.norm_first = norm_first
         self.layer_norm_eps = layer_norm_eps
-        self.dropout = keras.layers.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def _attention(self, name):
         return MultiHeadAttention(self.d_model, self.num_heads, self.attention_dropout, name=name)
