@@ -219,7 +219,8 @@ def marian_generation_pair(tmp_path_factory):
 @pytest.mark.parametrize("settings", GENERATION_CASES, ids=["greedy", "beam4"])
 def test_marian_generation_parity(marian_generation_pair, settings):
     reference, ours = marian_generation_pair
-    generation = GenerationConfig(max_new_tokens=12, do_sample=False, decoder_start_token_id=PAD, pad_token_id=PAD,
+    # 24 new tokens: our cached loop runs two phases (cache of 17 slots, then 25)
+    generation = GenerationConfig(max_new_tokens=24, do_sample=False, decoder_start_token_id=PAD, pad_token_id=PAD,
                                   eos_token_id=2, bad_words_ids=None, forced_eos_token_id=None, **settings)
     with torch.no_grad():
         expected = reference.generate(input_ids=_torch(SRC), attention_mask=_torch(SRC_MASK),
@@ -393,7 +394,7 @@ def gpt2_generation_pair(tmp_path_factory):
 @pytest.mark.parametrize("settings", GENERATION_CASES, ids=["greedy", "beam4"])
 def test_gpt2_generation_parity(gpt2_generation_pair, settings):
     reference, ours = gpt2_generation_pair
-    generation = GenerationConfig(max_new_tokens=10, do_sample=False, pad_token_id=PAD, eos_token_id=2,
+    generation = GenerationConfig(max_new_tokens=20, do_sample=False, pad_token_id=PAD, eos_token_id=2,  # 2 phases
                                   bos_token_id=2, **settings)
     with torch.no_grad():
         expected = reference.generate(input_ids=_torch(PROMPTS), attention_mask=_torch(PROMPT_MASK),

@@ -47,8 +47,11 @@ def test_greedy_equals_a_step_by_step_argmax_loop(peaked_model):
 @pytest.mark.parametrize("kwargs", [dict(), dict(num_beams=3, num_return_sequences=2),
                                     dict(repetition_penalty=1.5, no_repeat_ngram_size=2)])
 def test_cached_decoding_equals_recomputation(peaked_model, kwargs):
-    cached = peaked_model.generate(SRC, MASK, max_new_tokens=10, output_scores=True, **kwargs)
-    full = peaked_model.generate(SRC, MASK, max_new_tokens=10, output_scores=True, use_cache=False, **kwargs)
+    # 40 new tokens without eos: the cached loop runs three phases over a growing cache (17, 33, 41 slots)
+    kwargs = dict(max_new_tokens=40, eos_token_id=None, output_scores=True, **kwargs)
+    cached = peaked_model.generate(SRC, MASK, **kwargs)
+    full = peaked_model.generate(SRC, MASK, use_cache=False, **kwargs)
+    assert cached["sequences"].shape[1] == 41
     np.testing.assert_array_equal(cached["sequences"], full["sequences"])
     np.testing.assert_allclose(cached["sequences_scores"], full["sequences_scores"], atol=1e-5)
 

@@ -25,6 +25,10 @@ from .layers.dropout import random_uniform
 
 NEG_INF = float("-inf")
 LENGTH_MULTIPLE = 8
+# The decode loop runs in phases over a growing self-attention cache: phase p holds the first
+# prompt + p * PHASE_LENGTH slots, so a step reads (and beam search reorders) about as many cache slots as
+# are filled instead of the whole max_length buffer. Each phase is a loop with static shapes.
+PHASE_LENGTH = 16
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -224,8 +228,25 @@ def _gumbel(shape, seed, step):
 
 
 # ------------------------------------------------------------------------------------------ the loop
-def _decode_functions(model, plan: _Plan, context, prefix_mask, prefix_positions, max_length):
-    """``first_logits()`` and ``step(cache, sequences, cur, new_tokens) -> logits, cache`` for one plan."""
+def _phase_bounds(plan: _Plan, prompt_length: int, max_length: int) -> list[int]:
+    """Cache sizes of the decoding phases: prompt + 16, prompt + 32, ..., max_length (one phase uncached)."""
+    if not plan.use_cache:
+        return [max_length]
+    return list(range(prompt_length + PHASE_LENGTH, max_length, PHASE_LENGTH)) + [max_length]
+
+
+def _grow_cache(cache_state, length):
+    """Pad each self-attention ``(k, v)`` of ``(batch, heads, slots, d_k)`` with empty slots up to ``length``."""
+    if not cache_state:  # the uncached path
+        return cache_state
+    return [tuple(ops.pad(t, [(0, 0), (0, 0), (0, length - t.shape[2]), (0, 0)]) for t in kv) for kv in cache_state]
+
+
+def _decode_functions(model, plan: _Plan, context, prefix_mask, prefix_positions, max_length, first_length=None):
+    """``first_logits()`` and ``step(cache, sequences, cur, new_tokens) -> logits, cache`` for one plan.
+
+    The cache starts with ``first_length`` slots (default ``max_length``); ``step`` works on a cache of any
+    size up to ``max_length`` (see :func:`_grow_cache`)."""
     batch = ops.shape(prefix_mask)[0]
     prompt_length = prefix_mask.shape[1]
     key_mask = ops.concatenate(
@@ -236,13 +257,16 @@ def _decode_functions(model, plan: _Plan, context, prefix_mask, prefix_positions
 
     if plan.use_cache:
         def first(prefix_ids):
-            cache = model._init_cache(context, batch, max_length)
-            logits, cache = model._decode_step(prefix_ids, cache, 0, context, key_mask, prefix_positions)
+            length = first_length or max_length
+            cache = model._init_cache(context, batch, length)
+            logits, cache = model._decode_step(prefix_ids, cache, 0, context, key_mask[:, :length], prefix_positions)
             return logits[:, -1, :], cache
 
         def step(cache, sequences, cur, new_tokens):
             positions = ops.take(all_positions, ops.reshape(cur, (1,)), axis=1)
-            logits, cache = model._decode_step(new_tokens[:, None], cache, cur, context, key_mask, positions)
+            length = cache["self"][0][0].shape[2]
+            logits, cache = model._decode_step(new_tokens[:, None], cache, cur, context, key_mask[:, :length],
+                                               positions)
             return logits[:, 0, :], cache
     else:
         # The reference path: recompute every position of the (static-size) buffer at each step.
@@ -281,20 +305,24 @@ def _is_eos(plan, tokens):
 def _greedy_or_sample(model, plan, context, prefix_ids, prefix_mask, prefix_positions, seed):
     batch, prompt_length = prefix_ids.shape[0], prefix_ids.shape[1]
     max_length = prompt_length + plan.max_new_tokens
-    first, step = _decode_functions(model, plan, context, prefix_mask, prefix_positions, max_length)
+    bounds = _phase_bounds(plan, prompt_length, max_length)
+    first, step = _decode_functions(model, plan, context, prefix_mask, prefix_positions, max_length, bounds[0])
     logits, cache = first(prefix_ids)
     vocab = model.config.vocab_size
     sequences = ops.concatenate([prefix_ids, ops.full((batch, plan.max_new_tokens), plan.pad_token_id, "int32")], 1)
-    presence = (_scatter_mask(prefix_ids, ops.ones_like(prefix_ids, dtype="bool"), vocab)
-                if plan.repetition_penalty != 1.0 else ops.zeros((batch, 1), "bool"))
+    # Tokens seen per row, for the repetition penalty. Only in the loop state when used: a loop variable
+    # that passes through unchanged breaks TensorFlow's XLA conversion of consecutive loops (the phases).
+    penalised = plan.repetition_penalty != 1.0
+    presence = (_scatter_mask(prefix_ids, ops.ones_like(prefix_ids, dtype="bool"), vocab),) if penalised else ()
     cache_state, rebuild = _cache_state(cache)
     state = (ops.convert_to_tensor(prompt_length, "int32"), sequences, ops.cast(logits, "float32"), cache_state,
-             ops.zeros((batch,), "bool"), ops.zeros((batch,), "float32"), presence)
+             ops.zeros((batch,), "bool"), ops.zeros((batch,), "float32"), *presence)
 
-    def cond(cur, sequences, logits, cache_state, finished, scores, presence):
+    def cond(cur, sequences, logits, cache_state, finished, scores, *presence):
         return ops.logical_and(cur < max_length, ops.logical_not(ops.all(finished)))
 
-    def body(cur, sequences, logits, cache_state, finished, scores, presence):
+    def body(cur, sequences, logits, cache_state, finished, scores, *presence):
+        presence = presence[0] if penalised else None
         processed = _process_logits(plan, logits, sequences, cur, prompt_length, presence, max_length)
         if plan.mode == "sample":
             processed = _warp_logits(plan, processed)
@@ -306,15 +334,19 @@ def _greedy_or_sample(model, plan, context, prefix_ids, prefix_mask, prefix_posi
         chosen = ops.take_along_axis(log_probs, next_tokens[:, None], axis=-1)[:, 0]
         scores = scores + ops.where(finished, 0.0, chosen)
         sequences = ops.slice_update(sequences, (0, cur), next_tokens[:, None])
-        if plan.repetition_penalty != 1.0:
+        if penalised:
             presence = ops.logical_or(presence, _scatter_mask(next_tokens[:, None], ops.ones_like(
                 next_tokens[:, None], dtype="bool"), vocab))
         finished = ops.logical_or(finished, _is_eos(plan, next_tokens))
         logits, cache = step(rebuild(cache_state), sequences, cur, next_tokens)
         cache_state, _ = _cache_state(cache)
-        return cur + 1, sequences, ops.cast(logits, "float32"), cache_state, finished, scores, presence
+        return (cur + 1, sequences, ops.cast(logits, "float32"), cache_state, finished, scores,
+                *((presence,) if penalised else ()))
 
-    cur, sequences, _, _, _, scores, _ = ops.while_loop(cond, body, state)
+    for bound in bounds:
+        state = state[:3] + (_grow_cache(state[3], bound),) + state[4:]
+        state = ops.while_loop(lambda *s, bound=bound: ops.logical_and(s[0] < bound, cond(*s)), body, state)
+    cur, sequences, _, _, _, scores = state[:6]
     return sequences, scores, cur
 
 
@@ -326,22 +358,24 @@ def _beam_search(model, plan, context, prefix_ids, prefix_mask, prefix_positions
     max_length = prompt_length + plan.max_new_tokens
     vocab = model.config.vocab_size
     keep = max(2, 1 + len(plan.eos_token_ids)) * num_beams
-    first, step = _decode_functions(model, plan, context, prefix_mask, prefix_positions, max_length)
+    bounds = _phase_bounds(plan, prompt_length, max_length)
+    first, step = _decode_functions(model, plan, context, prefix_mask, prefix_positions, max_length, bounds[0])
     logits, cache = first(prefix_ids)
     running = ops.reshape(
         ops.concatenate([prefix_ids, ops.full((rows, plan.max_new_tokens), plan.pad_token_id, "int32")], 1),
         (batch, num_beams, max_length))
     running_scores = ops.concatenate(
         [ops.zeros((batch, 1)), ops.full((batch, num_beams - 1), -1e9)], axis=1)
-    presence = (_scatter_mask(prefix_ids, ops.ones_like(prefix_ids, dtype="bool"), vocab)
-                if plan.repetition_penalty != 1.0 else ops.zeros((rows, 1), "bool"))
+    penalised = plan.repetition_penalty != 1.0  # presence only in the loop state when used (see greedy)
+    presence = ({"presence": _scatter_mask(prefix_ids, ops.ones_like(prefix_ids, dtype="bool"), vocab)}
+                if penalised else {})
     cache_state, rebuild = _cache_state(cache)
     state = dict(
         cur=ops.convert_to_tensor(prompt_length, "int32"), running=running, running_scores=running_scores,
         logits=ops.cast(logits, "float32"), cache=cache_state, sequences=running,
         beam_scores=ops.full((batch, num_beams), -1e9), finished=ops.zeros((batch, num_beams), "bool"),
         lengths=ops.zeros((batch, num_beams), "int32"), improvable=ops.ones((batch, 1), "bool"),
-        hits_all=ops.convert_to_tensor(False), presence=presence)
+        hits_all=ops.convert_to_tensor(False), **presence)
     top_mask = ops.arange(keep) < num_beams
     lp = plan.length_penalty
 
@@ -354,7 +388,7 @@ def _beam_search(model, plan, context, prefix_ids, prefix_mask, prefix_positions
         cur = s["cur"]
         flat_running = ops.reshape(s["running"], (rows, max_length))
         log_probs = ops.log_softmax(s["logits"], axis=-1)
-        log_probs = _process_logits(plan, log_probs, flat_running, cur, prompt_length, s["presence"], max_length)
+        log_probs = _process_logits(plan, log_probs, flat_running, cur, prompt_length, s.get("presence"), max_length)
         if plan.temperature != 1.0 or plan.top_k or plan.top_p < 1.0:
             log_probs = _warp_logits(plan, log_probs)
         accumulated = ops.reshape(ops.reshape(log_probs, (batch, num_beams, vocab)) + s["running_scores"][..., None],
@@ -397,11 +431,12 @@ def _beam_search(model, plan, context, prefix_ids, prefix_mask, prefix_positions
         finished = ops.take_along_axis(merged_finished, best, axis=1)
         lengths = ops.take_along_axis(merged_lengths, best, axis=1)
 
-        presence = s["presence"]
-        if plan.repetition_penalty != 1.0:
-            presence = ops.take(presence, reorder, axis=0)
+        presence = {}
+        if penalised:
+            presence = ops.take(s["presence"], reorder, axis=0)
             new = ops.reshape(running[:, :, cur], (rows, 1))
-            presence = ops.logical_or(presence, _scatter_mask(new, ops.ones_like(new, dtype="bool"), vocab))
+            presence = {"presence": ops.logical_or(presence, _scatter_mask(new, ops.ones_like(new, dtype="bool"),
+                                                                           vocab))}
         cache_state = _reorder_cache(s["cache"], reorder) if s["cache"] else ()
         new_tokens = ops.reshape(ops.take(running, cur, axis=2), (rows,))
         logits, cache = step(rebuild(cache_state), ops.reshape(running, (rows, max_length)), cur, new_tokens)
@@ -419,9 +454,12 @@ def _beam_search(model, plan, context, prefix_ids, prefix_mask, prefix_positions
             s["improvable"], ops.any(best_possible > worst_finished, axis=-1, keepdims=True))
         return [dict(cur=next_cur, running=running, running_scores=running_scores, logits=ops.cast(logits, "float32"),
                      cache=cache_state, sequences=sequences, beam_scores=beam_scores, finished=finished,
-                     lengths=lengths, improvable=improvable, hits_all=ops.all(hits), presence=presence)]
+                     lengths=lengths, improvable=improvable, hits_all=ops.all(hits), **presence)]
 
-    final = ops.while_loop(cond, body, [state])[0]
+    for bound in bounds:
+        state = dict(state, cache=_grow_cache(state["cache"], bound))
+        state = ops.while_loop(lambda s, bound=bound: ops.logical_and(s["cur"] < bound, cond(s)), body, [state])[0]
+    final = state
     n = plan.num_return_sequences
     sequences = ops.reshape(final["sequences"][:, :n], (batch * n, max_length))
     scores = ops.reshape(final["beam_scores"][:, :n], (batch * n,))
