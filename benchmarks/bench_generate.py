@@ -2,7 +2,7 @@
 
 Same CPU, same thread count, same model size (d_model 256, 3+3 layers, 4 heads, d_ff 1024, vocab 8000),
 random weights. Every hypothesis is forced to full length (``min_new_tokens = max_new_tokens``) so all
-three do the same number of steps. Prints new tokens per second (batch x new tokens / wall time, beams
+three do the same number of steps. Each framework runs in its own child process (same thread count). Prints new tokens per second (batch x new tokens / wall time, beams
 not counted) for greedy and beam-4 at batch 1 and 32, with 24 and 64 new tokens, and the ratios.
 
     python benchmarks/bench_generate.py [--repeats 3] [--threads 2] [--quick]
@@ -16,6 +16,9 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,59 +64,101 @@ def timed(fn, repeats):
     return statistics.median(times)
 
 
+def cases(quick):
+    """(method, num_beams, batch, new_tokens) in the order they are timed."""
+    new_token_counts = (24,) if quick else (24, 64)
+    return [(method, beams, batch, new_tokens) for batch in (1, 32) for new_tokens in new_token_counts
+            for method, beams in (("greedy", 1), ("beam-4", 4))]
+
+
+def sources(batch):
+    import numpy as np
+
+    rng = np.random.default_rng(batch)
+    source = rng.integers(4, SIZE["vocab_size"], size=(batch, SOURCE_LENGTH)).astype("int32")
+    source[:, -1] = 2
+    return source
+
+
+def time_framework(framework, args):
+    """Child process: seconds per call of every case for ``framework`` ("ours" or "transformers")."""
+    times = {}
+    if framework == "ours":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+        model = build_ours()
+    else:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        model = build_marian()
+    for method, beams, batch, new_tokens in cases(args.quick):
+        source = sources(batch)
+        kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, num_beams=beams, eos_token_id=2,
+                      pad_token_id=0)
+        key = f"{method}/{batch}/{new_tokens}"
+        if framework == "ours":
+            times[key] = {"ours_cached": timed(lambda: model.generate(source, **kwargs), args.repeats)}
+            if new_tokens == 64 or batch == 1 or args.quick:
+                times[key]["ours_uncached"] = timed(lambda: model.generate(source, use_cache=False, **kwargs),
+                                                    max(1, args.repeats - 1))
+        else:
+            import torch
+
+            source_torch = torch.tensor(source, dtype=torch.long)
+
+            def run_marian():
+                with torch.inference_mode():
+                    model.generate(source_torch, do_sample=False, **kwargs)
+
+            times[key] = {"transformers": timed(run_marian, args.repeats)}
+        print(f"  {framework} {key}: {times[key]}", flush=True)
+    return times
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--quick", action="store_true", help="batch 1 and 32 with 24 new tokens only")
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "generate.json"))
+    parser.add_argument("--framework", choices=["ours", "transformers"], help=argparse.SUPPRESS)  # child process
+    parser.add_argument("--json", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.framework:
+        Path(args.json).write_text(json.dumps(time_framework(args.framework, args)))
+        return
 
-    import numpy as np
-    import tensorflow as tf
-    import torch
-
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    torch.set_num_threads(args.threads)
-
-    ours = build_ours()
-    marian = build_marian()
-    rng = np.random.default_rng(0)
+    # Each framework runs in its own process: in one process, one framework's idle thread pools (PyTorch's
+    # OpenMP threads spin after each call) slow the other down.
+    times = {}
+    for framework in ("ours", "transformers"):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "times.json"
+            command = [sys.executable, str(Path(__file__).resolve()), "--framework", framework, "--json", str(out),
+                       "--repeats", str(args.repeats), "--threads", str(args.threads)] + (["--quick"] if args.quick
+                                                                                          else [])
+            subprocess.run(command, check=True, env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
+            for key, value in json.loads(out.read_text()).items():
+                times.setdefault(key, {}).update(value)
     rows = []
-    new_token_counts = (24,) if args.quick else (24, 64)
-    for batch in (1, 32):
-        source = rng.integers(4, SIZE["vocab_size"], size=(batch, SOURCE_LENGTH)).astype("int32")
-        source[:, -1] = 2
-        source_torch = torch.tensor(source, dtype=torch.long)
-        for new_tokens in new_token_counts:
-            for method, beams in (("greedy", 1), ("beam-4", 4)):
-                kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, num_beams=beams,
-                              eos_token_id=2, pad_token_id=0)
-                row = {"method": method, "batch": batch, "new_tokens": new_tokens}
-                row["ours_cached"] = timed(lambda: ours.generate(source, **kwargs), args.repeats)
-                if new_tokens == 64 or batch == 1 or args.quick:
-                    row["ours_uncached"] = timed(lambda: ours.generate(source, use_cache=False, **kwargs),
-                                                 max(1, args.repeats - 1))
-
-                def run_marian():
-                    with torch.inference_mode():
-                        marian.generate(source_torch, do_sample=False, **kwargs)
-
-                row["transformers"] = timed(run_marian, args.repeats)
-                tokens = batch * new_tokens
-                for key in ("ours_cached", "ours_uncached", "transformers"):
-                    if key in row:
-                        row[f"{key}_tok_s"] = tokens / row[key]
-                row["ratio_vs_transformers"] = row["ours_cached_tok_s"] / row["transformers_tok_s"]
-                if "ours_uncached_tok_s" in row:
-                    row["cached_vs_uncached"] = row["ours_cached_tok_s"] / row["ours_uncached_tok_s"]
-                rows.append(row)
-                print(_format_row(row), flush=True)
+    for method, beams, batch, new_tokens in cases(args.quick):
+        row = {"method": method, "batch": batch, "new_tokens": new_tokens, **times[f"{method}/{batch}/{new_tokens}"]}
+        tokens = batch * new_tokens
+        for key in ("ours_cached", "ours_uncached", "transformers"):
+            if key in row:
+                row[f"{key}_tok_s"] = tokens / row[key]
+        row["ratio_vs_transformers"] = row["ours_cached_tok_s"] / row["transformers_tok_s"]
+        if "ours_uncached_tok_s" in row:
+            row["cached_vs_uncached"] = row["ours_cached_tok_s"] / row["ours_uncached_tok_s"]
+        rows.append(row)
+        print(_format_row(row), flush=True)
 
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps({"size": SIZE, "source_length": SOURCE_LENGTH,
-                                             "threads": args.threads, "rows": rows}, indent=2))
+    Path(args.output).write_text(json.dumps({"size": SIZE, "source_length": SOURCE_LENGTH, "threads": args.threads,
+                                             "separate_processes": True, "rows": rows}, indent=2))
     print(f"\nwrote {args.output}")
 
 
