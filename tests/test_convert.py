@@ -219,7 +219,7 @@ def marian_generation_pair(tmp_path_factory):
 @pytest.mark.parametrize("settings", GENERATION_CASES, ids=["greedy", "beam4"])
 def test_marian_generation_parity(marian_generation_pair, settings):
     reference, ours = marian_generation_pair
-    # 24 new tokens: our cached loop runs two phases (cache of 17 slots, then 25)
+    # 24 new tokens: our cached loop runs three phases (cache of 9, 17, then 25 slots)
     generation = GenerationConfig(max_new_tokens=24, do_sample=False, decoder_start_token_id=PAD, pad_token_id=PAD,
                                   eos_token_id=2, bad_words_ids=None, forced_eos_token_id=None, **settings)
     with torch.no_grad():
@@ -394,7 +394,7 @@ def gpt2_generation_pair(tmp_path_factory):
 @pytest.mark.parametrize("settings", GENERATION_CASES, ids=["greedy", "beam4"])
 def test_gpt2_generation_parity(gpt2_generation_pair, settings):
     reference, ours = gpt2_generation_pair
-    generation = GenerationConfig(max_new_tokens=20, do_sample=False, pad_token_id=PAD, eos_token_id=2,  # 2 phases
+    generation = GenerationConfig(max_new_tokens=20, do_sample=False, pad_token_id=PAD, eos_token_id=2,  # 3 phases
                                   bos_token_id=2, **settings)
     with torch.no_grad():
         expected = reference.generate(input_ids=_torch(PROMPTS), attention_mask=_torch(PROMPT_MASK),

@@ -47,7 +47,7 @@ def test_greedy_equals_a_step_by_step_argmax_loop(peaked_model):
 @pytest.mark.parametrize("kwargs", [dict(), dict(num_beams=3, num_return_sequences=2),
                                     dict(repetition_penalty=1.5, no_repeat_ngram_size=2)])
 def test_cached_decoding_equals_recomputation(peaked_model, kwargs):
-    # 40 new tokens without eos: the cached loop runs three phases over a growing cache (17, 33, 41 slots)
+    # 40 new tokens without eos: the cached loop runs five phases over a growing cache (9, 17, 25, 33, 41 slots)
     kwargs = dict(max_new_tokens=40, eos_token_id=None, output_scores=True, **kwargs)
     cached = peaked_model.generate(SRC, MASK, **kwargs)
     full = peaked_model.generate(SRC, MASK, use_cache=False, **kwargs)

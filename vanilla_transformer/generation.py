@@ -28,7 +28,7 @@ LENGTH_MULTIPLE = 8
 # The decode loop runs in phases over a growing self-attention cache: phase p holds the first
 # prompt + p * PHASE_LENGTH slots, so a step reads (and beam search reorders) about as many cache slots as
 # are filled instead of the whole max_length buffer. Each phase is a loop with static shapes.
-PHASE_LENGTH = 16
+PHASE_LENGTH = 8
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -229,7 +229,7 @@ def _gumbel(shape, seed, step):
 
 # ------------------------------------------------------------------------------------------ the loop
 def _phase_bounds(plan: _Plan, prompt_length: int, max_length: int) -> list[int]:
-    """Cache sizes of the decoding phases: prompt + 16, prompt + 32, ..., max_length (one phase uncached)."""
+    """Cache sizes of the decoding phases: prompt + 8, prompt + 16, ..., max_length (one phase uncached)."""
     if not plan.use_cache:
         return [max_length]
     return list(range(prompt_length + PHASE_LENGTH, max_length, PHASE_LENGTH)) + [max_length]
