@@ -2,8 +2,9 @@
 
 Same CPU, same thread count, same model size (d_model 256, 3+3 layers, 4 heads, d_ff 1024, vocab 8000),
 random weights. Every hypothesis is forced to full length (``min_new_tokens = max_new_tokens``) so all
-three do the same number of steps. Each framework runs in its own child process (same thread count). Prints new tokens per second (batch x new tokens / wall time, beams
-not counted) for greedy and beam-4 at batch 1 and 32, with 24 and 64 new tokens, and the ratios.
+three do the same number of steps. Each framework runs in its own child process (same thread count).
+Prints new tokens per second (batch x new tokens / wall time, beams not counted) for greedy and beam-4
+at batch 1 and 32, with 24 and 64 new tokens, and the ratios.
 
     python benchmarks/bench_generate.py [--repeats 3] [--threads 2] [--quick]
 
@@ -105,8 +106,6 @@ def time_framework(framework, args):
                 times[key]["ours_uncached"] = timed(lambda: model.generate(source, use_cache=False, **kwargs),
                                                     max(1, args.repeats - 1))
         else:
-            import torch
-
             source_torch = torch.tensor(source, dtype=torch.long)
 
             def run_marian():

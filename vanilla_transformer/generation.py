@@ -242,10 +242,10 @@ def _grow_cache(cache_state, length):
     return [tuple(ops.pad(t, [(0, 0), (0, 0), (0, length - t.shape[2]), (0, 0)]) for t in kv) for kv in cache_state]
 
 
-def _decode_functions(model, plan: _Plan, context, prefix_mask, prefix_positions, max_length, first_length=None):
+def _decode_functions(model, plan: _Plan, context, prefix_mask, prefix_positions, max_length, first_length):
     """``first_logits()`` and ``step(cache, sequences, cur, new_tokens) -> logits, cache`` for one plan.
 
-    The cache starts with ``first_length`` slots (default ``max_length``); ``step`` works on a cache of any
+    The cache starts with ``first_length`` slots (the first phase bound); ``step`` works on a cache of any
     size up to ``max_length`` (see :func:`_grow_cache`)."""
     batch = ops.shape(prefix_mask)[0]
     prompt_length = prefix_mask.shape[1]
@@ -257,9 +257,9 @@ def _decode_functions(model, plan: _Plan, context, prefix_mask, prefix_positions
 
     if plan.use_cache:
         def first(prefix_ids):
-            length = first_length or max_length
-            cache = model._init_cache(context, batch, length)
-            logits, cache = model._decode_step(prefix_ids, cache, 0, context, key_mask[:, :length], prefix_positions)
+            cache = model._init_cache(context, batch, first_length)
+            logits, cache = model._decode_step(prefix_ids, cache, 0, context, key_mask[:, :first_length],
+                                               prefix_positions)
             return logits[:, -1, :], cache
 
         def step(cache, sequences, cur, new_tokens):
@@ -433,10 +433,9 @@ def _beam_search(model, plan, context, prefix_ids, prefix_mask, prefix_positions
 
         presence = {}
         if penalised:
-            presence = ops.take(s["presence"], reorder, axis=0)
+            seen = ops.take(s["presence"], reorder, axis=0)
             new = ops.reshape(running[:, :, cur], (rows, 1))
-            presence = {"presence": ops.logical_or(presence, _scatter_mask(new, ops.ones_like(new, dtype="bool"),
-                                                                           vocab))}
+            presence = {"presence": ops.logical_or(seen, _scatter_mask(new, ops.ones_like(new, dtype="bool"), vocab))}
         cache_state = _reorder_cache(s["cache"], reorder) if s["cache"] else ()
         new_tokens = ops.reshape(ops.take(running, cur, axis=2), (rows,))
         logits, cache = step(rebuild(cache_state), ops.reshape(running, (rows, max_length)), cur, new_tokens)
