@@ -78,8 +78,9 @@ def build_parser(description: str, default_model: str) -> argparse.ArgumentParse
     train.add_argument("--warmup_ratio", type=float, default=0.05, help="share of the steps spent warming up")
     train.add_argument("--weight_decay", type=float, default=0.0)
     train.add_argument("--seed", type=int, default=42)
-    train.add_argument("--jit_compile", action=argparse.BooleanOptionalAction, default=True,
-                       help="XLA-compile the training step (--no-jit_compile starts faster on tiny runs)")
+    train.add_argument("--jit_compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="XLA-compile the training step (default: on, except bfloat16 on a CPU; "
+                            "--no-jit_compile starts faster on tiny runs)")
     train.add_argument("--push_to_hub", action="store_true")
     train.add_argument("--hub_model_id", default=None, help="repo id to push to (default: output_dir's name)")
     train.add_argument("--hub_token", default=None)

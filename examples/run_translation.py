@@ -381,6 +381,8 @@ def main(argv=None, extra_callbacks=()):
     if (output_dir / "best").exists():
         from vanilla_transformer import TransformerForSeq2SeqLM
 
+        # Reported scores come from float32 decoding whatever precision the run trained in.
+        keras.mixed_precision.set_global_policy("float32")
         final = TransformerForSeq2SeqLM.from_pretrained(output_dir / "best")
     for split in ("validation", "test"):
         if split in splits:

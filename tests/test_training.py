@@ -105,6 +105,37 @@ def test_compile_defaults_are_the_papers(tiny_config):
     assert model.jit_compile
 
 
+def test_mixed_bfloat16_on_cpu_trains_without_xla_and_matches_float32(tiny_config):
+    """compile("auto") turns XLA off for bfloat16 on a CPU (XLA's CPU dots would compute it in float32);
+    the bfloat16 model gives the float32 model's logits within bfloat16 rounding, and a train step runs."""
+    from vanilla_transformer.modeling import default_jit_compile
+
+    reference = TransformerForSeq2SeqLM(tiny_config).build_weights()
+    rng = np.random.default_rng(0)
+    inputs = {"input_ids": rng.integers(3, tiny_config.vocab_size, (2, 7)).astype("int32"),
+              "decoder_input_ids": rng.integers(3, tiny_config.vocab_size, (2, 5)).astype("int32")}
+    try:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        model = TransformerForSeq2SeqLM(tiny_config).build_weights()
+        model.set_weights(reference.get_weights())
+        assert model.dtype_policy.compute_dtype == "bfloat16" and model.weights[0].dtype == "float32"
+        assert not default_jit_compile(model)
+        model.compile()
+        assert not model.jit_compile
+        logits = np.asarray(model(inputs))
+        assert logits.dtype == np.float32
+        expected = np.asarray(reference(inputs))
+        assert np.abs(logits - expected).max() < 0.05 * np.abs(expected).max()
+        labels = np.roll(inputs["decoder_input_ids"], -1, axis=1)
+        before = [w.copy() for w in model.get_weights()]
+        loss = float(model.train_on_batch(inputs, labels, return_dict=True)["loss"])
+        assert np.isfinite(loss)
+        assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert default_jit_compile(reference)
+
+
 def test_fit_learns_to_reverse_and_greedy_then_solves_it():
     """Reversal needs attention to the right source position: a real test of training + decoding."""
     keras.utils.set_random_seed(0)

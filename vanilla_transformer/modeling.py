@@ -51,6 +51,19 @@ def named_variables(layer: keras.layers.Layer, prefix: str = "") -> dict[str, ke
     return names
 
 
+def default_jit_compile(model: keras.Model) -> bool:
+    """Whether ``compile(jit_compile="auto")`` turns XLA on: yes, except for bfloat16 compute on a CPU.
+
+    XLA's CPU backend computes bfloat16 dots in float32 (a 2048x512 @ 512x2048 matmul on 2 cores: 194
+    GFLOP/s, the float32 rate), while TensorFlow's oneDNN kernels use the AVX512-BF16 instructions (376
+    GFLOP/s). So on a CPU, ``mixed_bfloat16`` trains faster without XLA (benchmarks/README.md).
+    """
+    if keras.backend.backend() != "tensorflow":
+        return True  # JAX has no non-XLA path worth choosing; other backends keep Keras' meaning of True
+    on_cpu_only = all(device.lower().startswith("cpu") for device in keras.distribution.list_devices())
+    return not (on_cpu_only and model.dtype_policy.compute_dtype == "bfloat16")
+
+
 def _as_numpy_if_concrete(x):
     """The value of ``x`` as numpy when it is concrete (eager), None when it is symbolic (traced)."""
     if isinstance(x, np.ndarray):
@@ -199,13 +212,13 @@ class TransformerPreTrainedModel(keras.Model):
         return checked
 
     # ---------------------------------------------------------------- training defaults
-    def compile(self, optimizer=None, loss=None, metrics=None, jit_compile=True, **kwargs):
+    def compile(self, optimizer=None, loss=None, metrics=None, jit_compile="auto", **kwargs):
         """Keras ``compile`` with the paper's defaults (section 5.3, 5.4) when arguments are omitted.
 
         - optimizer: Adam(beta_1=0.9, beta_2=0.98, epsilon=1e-9) on the warmup / inverse-sqrt schedule;
         - loss: cross-entropy with label smoothing ``config.label_smoothing``, ignoring labels ``-100``;
         - metrics: token accuracy over labels that are not ``-100``;
-        - ``jit_compile=True`` (XLA) by default.
+        - ``jit_compile="auto"``: see :func:`default_jit_compile` (XLA, except bfloat16 on a CPU).
         """
         if optimizer is None:
             optimizer = keras.optimizers.Adam(
@@ -215,6 +228,8 @@ class TransformerPreTrainedModel(keras.Model):
             loss = MaskedSparseCrossEntropy(label_smoothing=self.config.label_smoothing)
         if metrics is None:
             metrics = [MaskedAccuracy()]
+        if jit_compile in ("auto", None):
+            jit_compile = default_jit_compile(self)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile, **kwargs)
 
     # ---------------------------------------------------------------- Hub format (see hub.py)
@@ -387,7 +402,7 @@ class TransformerForCausalLM(_GenerationEntryPoints, TransformerPreTrainedModel)
                                      cache_index=cache_index)
         return self._logits(hidden), cache
 
-    def compile(self, optimizer=None, loss=None, metrics=None, jit_compile=True, learning_rate=5e-4,
+    def compile(self, optimizer=None, loss=None, metrics=None, jit_compile="auto", learning_rate=5e-4,
                 warmup_steps=0, decay_steps=None, **kwargs):
         """Language-model (pre)training defaults when arguments are omitted.
 
@@ -475,7 +490,7 @@ class TransformerForMaskedLM(_EncoderOnly):
         logits = self.shared.attend(hidden) if self.config.tie_word_embeddings else self.lm_head(hidden)
         return ops.cast(logits, "float32") + ops.cast(self.mlm_bias, "float32")
 
-    def compile(self, optimizer=None, loss=None, metrics=None, jit_compile=True, learning_rate=5e-4,
+    def compile(self, optimizer=None, loss=None, metrics=None, jit_compile="auto", learning_rate=5e-4,
                 warmup_steps=0, decay_steps=None, **kwargs):
         """Masked-LM (pre)training defaults when arguments are omitted.
 
@@ -513,7 +528,7 @@ class TransformerForSequenceClassification(_EncoderOnly):
         pooled = self._pool(self._encode(inputs, training))
         return ops.cast(self.classifier(self.classifier_dropout(pooled, training=training)), "float32")
 
-    def compile(self, optimizer=None, loss=None, metrics=None, jit_compile=True, **kwargs):
+    def compile(self, optimizer=None, loss=None, metrics=None, jit_compile="auto", **kwargs):
         """Adam(2e-5) with sparse categorical cross-entropy and accuracy unless given (fine-tuning)."""
         super().compile(
             optimizer=optimizer or keras.optimizers.Adam(2e-5),

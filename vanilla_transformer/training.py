@@ -48,13 +48,15 @@ class MaskedSparseCrossEntropy(keras.losses.Loss):
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, "int32")
         logits = ops.cast(y_pred, "float32")
-        mask = ops.cast(ops.not_equal(y_true, self.ignore_index), "float32")
-        safe_labels = ops.where(ops.equal(y_true, self.ignore_index), 0, y_true)
-        log_probs = ops.log_softmax(logits, axis=-1)
-        nll = -ops.squeeze(ops.take_along_axis(log_probs, safe_labels[..., None], axis=-1), -1)
-        smooth = -ops.mean(log_probs, axis=-1)
+        ignored = ops.equal(y_true, self.ignore_index)
+        mask = ops.cast(ops.logical_not(ignored), "float32")
         eps = self.label_smoothing
-        per_token = (1.0 - eps) * nll + eps * smooth
+        # -sum_v target_v log p_v with target = (1 - eps) one_hot + eps / V, and sum_v target_v = 1:
+        # logsumexp(logits) - sum_v target_v logits_v. Written with a one-hot product rather than a gather
+        # because the gradient of a gather is a scatter-add (slow on CPU without XLA); the gradient here is
+        # softmax - target, elementwise.
+        target = (1.0 - eps) * ops.one_hot(ops.where(ignored, 0, y_true), logits.shape[-1]) + eps / logits.shape[-1]
+        per_token = ops.logsumexp(logits, axis=-1) - ops.sum(logits * target, axis=-1)
         return _per_replica(ops.sum(per_token * mask) / ops.maximum(ops.sum(mask), 1.0))
 
     def get_config(self):
