@@ -1,7 +1,8 @@
 """Training speed: our TransformerForSeq2SeqLM (XLA on / off) vs transformers' PyTorch Marian vs KerasHub layers.
 
     python benchmarks/bench_train.py [--sizes 256 512] [--steps 20] [--warmup 5] [--threads 2] [--repeats 1]
-                                     [--peers ours_xla ours_eager marian keras_hub_xla keras_hub_eager] [--quick]
+                                     [--peers ours_xla ours_eager ours_bf16 marian marian_bf16 keras_hub_xla
+                                      keras_hub_eager] [--quick]
 
 ``--quick`` is a smoke test (size "tiny", 3 timed steps after 2 warm-up steps, a 1024 matmul peak).
 Needs torch (the CPU build), transformers and ``keras-hub``. Writes ``benchmarks/results/train_<size>.json``
@@ -19,6 +20,11 @@ padding and no masks, decoder inputs = targets shifted right behind id 1, labels
   no attention / activation dropout, tied embeddings), trained by a plain loop (zero_grad, forward,
   label-smoothed cross-entropy (0.1), backward, step) with ``torch.optim.Adam(betas=(0.9, 0.98), eps=1e-9)``
   on the same warm-up schedule (``LambdaLR``);
+- ``ours_bf16`` / ``marian_bf16``: the same two models in bfloat16 mixed precision, float32 weights and
+  optimizer state: ours under Keras' ``mixed_bfloat16`` policy with ``compile()``'s automatic choice, which on
+  a CPU is XLA off (XLA's CPU backend computes bfloat16 dots in float32; TensorFlow's oneDNN kernels use the
+  AVX512-BF16 instructions), Marian under ``torch.autocast("cpu", dtype=torch.bfloat16)`` around forward and
+  loss (PyTorch's recipe). The CPU this was built on has AVX512-BF16 but no AMX;
 - ``keras_hub_xla`` / ``keras_hub_eager``: the recipe of keras.io's KerasHub translation example --
   ``TokenAndPositionEmbedding`` (learned positions, separate source / target tables) + N
   ``keras_hub.layers.TransformerEncoder`` + N ``TransformerDecoder`` + a ``Dense(vocab)`` head -- with
@@ -40,7 +46,8 @@ Figures (per size and peer):
   ``--warmup`` untimed steps (the first of which includes tracing and XLA compilation, reported as
   ``first_step_s``). A Keras step is one ``train_on_batch`` (its logs come back as numpy, so the step is
   finished); a torch step ends with ``optimizer.step()`` (CPU ops are synchronous).
-- ratio = tokens/s of ``ours_xla`` / tokens/s of the peer (> 1: ours is faster).
+- ratio = tokens/s of ``ours_xla`` / tokens/s of the peer (> 1: ours is faster); ``bf16/peer`` the same
+  for ``ours_bf16``. Like for like is ours_xla / marian (float32) and ours_bf16 / marian_bf16 (bfloat16).
 - memory: peak resident set size of the peer's process (``resource.getrusage(RUSAGE_SELF).ru_maxrss``),
   over its whole life (``peak_rss_mb``, includes the framework imports) and over the training steps only
   (``train_peak_rss_mb``: the high-water mark is reset through ``/proc/self/clear_refs`` just before the
@@ -54,7 +61,8 @@ Figures (per size and peer):
   the cross-attention K/V projections 2 d^2 applied to source tokens) and the output projection d x vocab
   for target tokens; biases, LayerNorm, softmax, embedding lookups are not counted. Attention scores add
   3 x 4 d (S^2 + T^2 + T S) per layer per sequence (QK^T and AV, forward + 2 x backward, full causal
-  square). ``mfu`` includes them, ``mfu_params_only`` does not.
+  square). ``mfu`` includes them, ``mfu_params_only`` does not. For the bfloat16 peers the peak is the
+  bfloat16 ``tf.matmul`` (oneDNN, XLA off) of the same matrices, measured in the same child.
 """
 
 from __future__ import annotations
@@ -79,8 +87,9 @@ SIZES = {
     "512": dict(d_model=512, layers=6, heads=8, d_ff=2048, vocab=16000, batch=32, src_len=32, tgt_len=32),
     "tiny": dict(d_model=64, layers=2, heads=4, d_ff=256, vocab=1000, batch=8, src_len=16, tgt_len=16),
 }
-PEERS = ("ours_xla", "ours_eager", "marian", "keras_hub_xla", "keras_hub_eager")
+PEERS = ("ours_xla", "ours_eager", "ours_bf16", "marian", "marian_bf16", "keras_hub_xla", "keras_hub_eager")
 REFERENCE = "ours_xla"
+BF16_REFERENCE = "ours_bf16"
 DROPOUT = 0.1
 LABEL_SMOOTHING = 0.1
 MAX_POSITIONS = 256
@@ -196,7 +205,7 @@ def _timed_loop(step, args, size):
     return result
 
 
-def peer_ours(args, size, xla):
+def peer_ours(args, size, xla, bf16=False):
     import keras
     import tensorflow as tf
 
@@ -204,16 +213,20 @@ def peer_ours(args, size, xla):
 
     _set_tf_threads(args.threads)
     keras.utils.set_random_seed(args.seed)
+    if bf16:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     config = TransformerConfig(vocab_size=size["vocab"], d_model=size["d_model"], num_heads=size["heads"],
                                d_ff=size["d_ff"], num_encoder_layers=size["layers"],
                                num_decoder_layers=size["layers"], dropout=DROPOUT, attention_dropout=0.0,
                                activation_dropout=0.0, label_smoothing=LABEL_SMOOTHING,
                                max_position_embeddings=MAX_POSITIONS)
     model = TransformerForSeq2SeqLM(config).build_weights()
-    model.compile(jit_compile=xla)  # the paper's Adam, schedule, smoothed loss and accuracy
+    # the paper's Adam, schedule, smoothed loss and accuracy; bf16: compile's own choice ("auto")
+    model.compile(jit_compile="auto" if bf16 else xla)
     batches = synthetic_batches(size, min(args.warmup + args.steps, 8), args.seed)
     result = _keras_training(model, batches, args, size)
     result.update(params=int(model.count_params()), jit_compile=bool(model.jit_compile),
+                  compute_dtype=model.dtype_policy.compute_dtype,
                   versions={"tensorflow": tf.__version__, "keras": keras.__version__})
     return result
 
@@ -258,7 +271,7 @@ def peer_keras_hub(args, size, xla):
     return result
 
 
-def peer_marian(args, size):
+def peer_marian(args, size, bf16=False):
     import torch
     import transformers
     from transformers import MarianConfig, MarianMTModel
@@ -287,8 +300,9 @@ def peer_marian(args, size):
     def step(i):
         source, decoder_inputs, labels = batches[i % len(batches)]
         optimizer.zero_grad(set_to_none=True)
-        logits = model(input_ids=source, decoder_input_ids=decoder_inputs).logits
-        loss = loss_fn(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(input_ids=source, decoder_input_ids=decoder_inputs).logits
+            loss = loss_fn(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
         loss.backward()
         optimizer.step()
         scheduler.step()
@@ -297,6 +311,7 @@ def peer_marian(args, size):
     result = _timed_loop(step, args, size)
     result.update(params=sum(p.numel() for p in model.parameters() if p.requires_grad),
                   attn_implementation=getattr(model.config, "_attn_implementation", None),
+                  compute_dtype="bfloat16 (autocast)" if bf16 else "float32",
                   torch_threads=torch.get_num_threads(),
                   versions={"torch": torch.__version__, "transformers": transformers.__version__})
     return result
@@ -323,7 +338,10 @@ def peer_matmul(args):
         return statistics.median(times)
 
     t_tf = timed(lambda: tf.matmul(a, b)[0, 0].numpy())
+    a16, b16 = tf.cast(a, tf.bfloat16), tf.cast(b, tf.bfloat16)
+    t_tf16 = timed(lambda: tf.matmul(a16, b16)[0, 0].numpy())
     result = {"n": n, "tf_matmul_s": t_tf, "tf_flops_per_s": 2 * n ** 3 / t_tf,
+              "tf_bf16_matmul_s": t_tf16, "tf_bf16_flops_per_s": 2 * n ** 3 / t_tf16,
               "versions": {"tensorflow": tf.__version__}}
     try:
         import torch
@@ -344,12 +362,12 @@ def run_peer(args):
             result = peer_matmul(args)
         else:
             size = SIZES[args.size]
-            if args.peer in ("ours_xla", "ours_eager"):
-                result = peer_ours(args, size, xla=args.peer == "ours_xla")
+            if args.peer in ("ours_xla", "ours_eager", "ours_bf16"):
+                result = peer_ours(args, size, xla=args.peer == "ours_xla", bf16=args.peer == "ours_bf16")
             elif args.peer in ("keras_hub_xla", "keras_hub_eager"):
                 result = peer_keras_hub(args, size, xla=args.peer == "keras_hub_xla")
-            elif args.peer == "marian":
-                result = peer_marian(args, size)
+            elif args.peer in ("marian", "marian_bf16"):
+                result = peer_marian(args, size, bf16=args.peer == "marian_bf16")
             else:
                 raise ValueError(f"unknown peer {args.peer!r}; choose from {PEERS}")
         status = 0
@@ -402,22 +420,27 @@ def spawn(args, peer, size_name=None):
 
 def summarize(size_name, size, peers, matmul, args):
     flops = model_flops(size)
-    peak = matmul.get("tf_flops_per_s")
-    ref = peers.get(REFERENCE, {}).get("tokens_per_s")
-    for result in peers.values():
+    for name, result in peers.items():
         if "tokens_per_s" not in result:
             continue
+        peak = matmul.get("tf_bf16_flops_per_s" if name.endswith("bf16") else "tf_flops_per_s")
         steps_per_s = 1.0 / result["step_time_median_s"]
         result["achieved_flops_per_s"] = flops["flops_per_step"] * steps_per_s
         result["achieved_flops_per_s_params_only"] = flops["flops_per_step_params_only"] * steps_per_s
         if peak:
+            result["mfu_peak_flops_per_s"] = peak
             result["mfu"] = result["achieved_flops_per_s"] / peak
             result["mfu_params_only"] = result["achieved_flops_per_s_params_only"] / peak
-    ratios = {name: ref / r["tokens_per_s"] for name, r in peers.items()
-              if ref and "tokens_per_s" in r and name != REFERENCE}
+
+    def ratios_of(reference):
+        ref = peers.get(reference, {}).get("tokens_per_s")
+        return {name: ref / r["tokens_per_s"] for name, r in peers.items()
+                if ref and "tokens_per_s" in r and name != reference}
+
     return {"size": size_name, "config": size, "threads": args.threads, "steps": args.steps,
             "warmup": args.warmup, "seed": args.seed, "flops": flops, "matmul_peak": matmul,
-            f"ratio_{REFERENCE}_over": ratios, "peers": peers,
+            f"ratio_{REFERENCE}_over": ratios_of(REFERENCE),
+            f"ratio_{BF16_REFERENCE}_over": ratios_of(BF16_REFERENCE), "peers": peers,
             "machine": {"platform": platform.platform(), "processor": platform.processor(),
                         "cpu_count": os.cpu_count(), "python": platform.python_version()},
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
@@ -429,12 +452,13 @@ def summarize(size_name, size, peers, matmul, args):
 def print_table(summary):
     size = summary["config"]
     ratios = summary[f"ratio_{REFERENCE}_over"]
+    bf16_ratios = summary.get(f"ratio_{BF16_REFERENCE}_over", {})
     print(f"\nsize {summary['size']}: d_model {size['d_model']}, {size['layers']}+{size['layers']} layers, "
           f"{size['heads']} heads, d_ff {size['d_ff']}, vocab {size['vocab']}, batch {size['batch']} x "
           f"{size['src_len']}+{size['tgt_len']} tokens; {summary['threads']} threads; "
           f"{summary['flops']['flops_per_step'] / 1e9:.2f} GFLOP/step "
           f"({summary['flops']['params_used_per_token'] / 1e6:.2f} M weight params/token + attention)")
-    header = (f"  {'peer':<16}{'tok/s':>9}{'xla/peer':>9}{'step ms':>9}{'1st s':>7}{'peak MB':>9}"
+    header = (f"  {'peer':<16}{'tok/s':>9}{'xla/peer':>9}{'bf16/peer':>10}{'step ms':>9}{'1st s':>7}{'peak MB':>9}"
               f"{'train MB':>9}{'+MB':>7}{'GFLOP/s':>9}{'MFU':>7}{'params M':>9}  loss first->last")
     print(header)
     for name, r in summary["peers"].items():
@@ -442,16 +466,19 @@ def print_table(summary):
             print(f"  {name:<16}FAILED: {r.get('error', '?')}")
             continue
         ratio = "ref" if name == REFERENCE else (f"{ratios[name]:.2f}x" if name in ratios else "-")
+        bf16_ratio = "ref" if name == BF16_REFERENCE else (
+            f"{bf16_ratios[name]:.2f}x" if name in bf16_ratios else "-")
         train_mb = r.get("train_peak_rss_mb")
         extra_mb = r.get("train_extra_mb")
         mfu = r.get("mfu")
-        print(f"  {name:<16}{r['tokens_per_s']:9.0f}{ratio:>9}{r['step_time_median_s'] * 1e3:9.1f}"
+        print(f"  {name:<16}{r['tokens_per_s']:9.0f}{ratio:>9}{bf16_ratio:>10}{r['step_time_median_s'] * 1e3:9.1f}"
               f"{r['first_step_s']:7.1f}{r['peak_rss_mb']:9.0f}"
               f"{(f'{train_mb:.0f}' if train_mb is not None else '-'):>9}"
               f"{(f'{extra_mb:.0f}' if extra_mb is not None else '-'):>7}"
               f"{r['achieved_flops_per_s'] / 1e9:9.2f}{(f'{mfu:.1%}' if mfu is not None else '-'):>7}"
               f"{r['params'] / 1e6:9.2f}  {r['loss_first']:.3f}->{r['loss_last']:.3f}"
-              + ("" if r.get("jit_compile", name.endswith("xla")) == name.endswith("xla") else "  (XLA was NOT used)"))
+              + ("" if name.endswith("bf16") or r.get("jit_compile", name.endswith("xla")) == name.endswith("xla")
+                 else "  (XLA was NOT used)"))
 
 
 def plot(summaries, path):
@@ -464,7 +491,7 @@ def plot(summaries, path):
     for ax, summary in zip(axes[0], summaries):
         names = list(summary["peers"])
         values = [summary["peers"][n].get("tokens_per_s", 0.0) for n in names]
-        colors = ["tab:blue" if n.startswith("ours") else "tab:orange" if n == "marian" else "tab:green"
+        colors = ["tab:blue" if n.startswith("ours") else "tab:orange" if n.startswith("marian") else "tab:green"
                   for n in names]
         bars = ax.bar(range(len(names)), values, color=colors)
         for bar, name, value in zip(bars, names, values):
@@ -519,7 +546,7 @@ def main(argv=None):
     if "tf_flops_per_s" in matmul:
         extra = (f", torch {matmul['torch_flops_per_s'] / 1e9:.1f} GFLOP/s" if "torch_flops_per_s" in matmul else "")
         print(f"matmul peak ({args.matmul_n}^3 float32): TensorFlow {matmul['tf_flops_per_s'] / 1e9:.1f} GFLOP/s"
-              f"{extra}", flush=True)
+              f"{extra}; bfloat16: TensorFlow {matmul['tf_bf16_flops_per_s'] / 1e9:.1f} GFLOP/s", flush=True)
     summaries = []
     for size_name in sizes:
         runs = {peer: [] for peer in args.peers}

@@ -8,7 +8,8 @@ import pytest
 from transformers import GenerationConfig
 
 from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-from vanilla_transformer.generation import top_p_filter
+from vanilla_transformer import generation
+from vanilla_transformer.generation import blocked_top_k, top_p_filter
 
 SRC = np.array([[5, 6, 7, 8, 9, 2], [10, 11, 2, 0, 0, 0], [12, 13, 14, 15, 2, 0]], dtype="int32")
 MASK = (SRC != 0).astype("int32")
@@ -309,3 +310,42 @@ def test_translate_command_line(tmp_path, capsys):
     expected = model.translate(["a b", "x y z"], tokenizer, num_beams=2, max_new_tokens=15)
     assert main(["translate", "--model", str(tmp_path / "m"), "--num-beams", "2", "a b", "x y z"]) == 0
     assert capsys.readouterr().out.splitlines() == expected
+
+
+def test_blocked_top_k_equals_top_k_with_ties_and_infinities():
+    """Same values and indices as ops.top_k, ties resolved to the lower index, on rows longer than 8 k blocks."""
+    rng = np.random.default_rng(0)
+    n = 4 * 2000 + 37  # not a multiple of the block
+    rows = [rng.standard_normal(n),
+            rng.integers(0, 5, n).astype("float64"),  # many ties at the top, across blocks
+            np.full(n, -np.inf),  # all masked
+            np.where(rng.random(n) < 0.99, -1e9, rng.standard_normal(n))]  # few live candidates
+    peaked = np.full(n, -1e9)
+    peaked[[3, 129, 130, 4000, n - 1]] = 7.0  # equal maxima in several blocks, one in the padded last block
+    scores = np.stack(rows + [peaked]).astype("float32")
+    for k in (1, 8):
+        values, indices = blocked_top_k(keras.ops.convert_to_tensor(scores), k)
+        expected_values, expected_indices = keras.ops.top_k(scores, k)
+        np.testing.assert_array_equal(np.asarray(values), np.asarray(expected_values))
+        np.testing.assert_array_equal(np.asarray(indices), np.asarray(expected_indices))
+
+
+def test_beam_search_with_blocked_top_k_equals_plain_top_k(monkeypatch):
+    """4 beams x 2,048 tokens = 8,192 candidates a row: beam search takes the blocked path; the result is the
+    one of plain top_k (blocking disabled)."""
+    keras.utils.set_random_seed(3)
+    # untied output projection: a tied one makes each step predict its own input again (degenerate output)
+    config = TransformerConfig(vocab_size=2048, d_model=32, num_heads=4, d_ff=64, num_encoder_layers=1,
+                               num_decoder_layers=1, dropout=0.0, max_position_embeddings=64,
+                               tie_word_embeddings=False)
+    model = TransformerForSeq2SeqLM(config).build_weights()
+    kwargs = dict(num_beams=4, num_return_sequences=2, max_new_tokens=12, eos_token_id=2,
+                  return_dict_in_generate=True)
+    blocked = model.generate(SRC, attention_mask=MASK, **kwargs)
+    model.__dict__.pop("_compiled_generate", None)
+    monkeypatch.setattr(generation, "TOP_K_BLOCK", 10 ** 9)
+    plain = model.generate(SRC, attention_mask=MASK, **kwargs)
+    assert len(np.unique(np.asarray(plain["sequences"]))) > 8
+    np.testing.assert_array_equal(np.asarray(blocked["sequences"]), np.asarray(plain["sequences"]))
+    np.testing.assert_allclose(np.asarray(blocked["sequences_scores"]), np.asarray(plain["sequences_scores"]),
+                               rtol=1e-6)

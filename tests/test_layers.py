@@ -83,6 +83,23 @@ def test_multi_head_attention_matches_a_per_head_computation(rng):
     np.testing.assert_allclose(np.asarray(out)[0], np.concatenate(heads, -1) @ wo + bo, atol=1e-5)
 
 
+def test_attention_groups_queries_over_shared_keys(rng):
+    """Beam search: 3 beams per source over the source's keys computed once give what each beam gets over
+    its own copy of the keys (the grouped path joins the beams into the query axis)."""
+    mha = MultiHeadAttention(d_model=8, num_heads=2)
+    memory = rng.normal(size=(2, 5, 8)).astype("float32")
+    beams = rng.normal(size=(6, 1, 8)).astype("float32")
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)[:, None, None, :]
+    mha(beams, key_value=np.repeat(memory, 3, axis=0))
+    shared = mha.project_key_value(memory)
+    copied = mha.project_key_value(np.repeat(memory, 3, axis=0))
+    grouped, _ = mha(beams, attention_mask=mask, past_key_value=shared)
+    expected, _ = mha(beams, attention_mask=np.repeat(mask, 3, axis=0), past_key_value=copied)
+    np.testing.assert_allclose(np.asarray(grouped), np.asarray(expected), atol=1e-6)
+    with pytest.raises(ValueError, match="cannot share"):
+        mha(beams[:5], past_key_value=shared)
+
+
 def test_feed_forward_is_relu_mlp(rng):
     ffn = PositionwiseFeedForward(d_model=4, d_ff=8)
     x = rng.normal(size=(2, 3, 4)).astype("float32")

@@ -36,6 +36,17 @@ def scaled_dot_product_attention(query, key, value, attention_mask=None, dropout
     return ops.matmul(weights, value)
 
 
+def _query_groups(query, key) -> int:
+    """How many query rows share one key row: 1 normally; ``num_beams`` when cross-attention keys were
+    computed once per source and the queries are ``batch * num_beams`` beams (static shapes only)."""
+    rows, batch = query.shape[0], key.shape[0]
+    if not isinstance(rows, int) or not isinstance(batch, int) or rows == batch:
+        return 1
+    if rows % batch:
+        raise ValueError(f"{rows} query rows cannot share {batch} key/value rows")
+    return rows // batch
+
+
 @keras.saving.register_keras_serializable(package="vanilla_transformer")
 class MultiHeadAttention(keras.layers.Layer):
     """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = Attention(Q W^Q_i, K W^K_i, V W^V_i).
@@ -99,10 +110,29 @@ class MultiHeadAttention(keras.layers.Layer):
                 start = (0, 0, cache_index, 0)
                 k = ops.slice_update(past_key_value[0], start, ops.cast(k, past_key_value[0].dtype))
                 v = ops.slice_update(past_key_value[1], start, ops.cast(v, past_key_value[1].dtype))
-        heads = scaled_dot_product_attention(q, k, v, attention_mask, self.dropout, training)
+        groups = _query_groups(q, k)
+        if groups > 1:
+            heads = self._grouped_attention(q, k, v, attention_mask, groups, training)
+        else:
+            heads = scaled_dot_product_attention(q, k, v, attention_mask, self.dropout, training)
         batch, length = ops.shape(query)[0], ops.shape(query)[1]
         concat = ops.reshape(ops.transpose(heads, (0, 2, 1, 3)), (batch, length, self.d_model))
         return self.o_proj(concat), (k, v)
+
+    def _grouped_attention(self, q, k, v, attention_mask, groups, training):
+        """Attention of ``batch * groups`` query rows over ``batch`` key/value rows: row ``b * groups + j``
+        attends over keys ``b`` (beam search: the beams of one source share its cross-attention keys).
+        The groups join the query axis, so each key is read once per source, not once per beam."""
+        rows, heads, length, d_k = q.shape
+        batch = rows // groups
+        q = ops.reshape(ops.transpose(ops.reshape(q, (batch, groups, heads, length, d_k)), (0, 2, 1, 3, 4)),
+                        (batch, heads, groups * length, d_k))
+        if attention_mask is not None and (attention_mask.shape[0] not in (1, batch) or attention_mask.shape[2] != 1):
+            raise ValueError(f"grouped attention needs a mask of shape ({batch} or 1, ., 1, keys), "
+                             f"got {tuple(attention_mask.shape)}")
+        out = scaled_dot_product_attention(q, k, v, attention_mask, self.dropout, training)
+        out = ops.transpose(ops.reshape(out, (batch, heads, groups, length, d_k)), (0, 2, 1, 3, 4))
+        return ops.reshape(out, (rows, heads, length, d_k))
 
     def get_config(self):
         return {
