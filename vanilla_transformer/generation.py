@@ -230,7 +230,9 @@ def blocked_top_k(scores, k: int):
     maxima, so only those k blocks reach the sort. Beam search ranks ``num_beams * vocab`` candidates per
     row each step; XLA's CPU TopK sorts a row on one thread (~1.5 ms a step for 32 rows x 32,000), a
     blockwise max is a vectorised reduction. The chosen blocks are taken in index order, so ties resolve to
-    the lower index as ``top_k`` does. Returns ``values (rows, k)``, ``indices (rows, k)`` int32.
+    the lower index as ``top_k`` does. Exact for any scores but NaN (under XLA also -0.0 vs +0.0, which
+    XLA's TopK orders and a max does not; log-probabilities never hold either). Returns ``values (rows, k)``,
+    ``indices (rows, k)`` int32.
     """
     rows, n = scores.shape
     if n < 8 * k * TOP_K_BLOCK:
