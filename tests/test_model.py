@@ -70,6 +70,8 @@ def test_all_padding_source_row_gives_finite_logits(tiny_seq2seq):
     (dict(input_ids=[[1, 2], [3]]), ValueError, "ragged"),
     (dict(input_ids=SRC[0]), ValueError, r"shape \(batch, sequence\)"),
     (dict(labels=TGT), ValueError, "Unknown inputs"),
+    (dict(decoder_input_ids=np.repeat(TGT, 2, axis=0), decoder_attention_mask=None), ValueError,
+     "different batch sizes"),
 ])
 def test_bad_input_raises_a_clear_error(tiny_seq2seq, inputs, error, message):
     with pytest.raises(error, match=message):

@@ -209,6 +209,9 @@ class TransformerPreTrainedModel(keras.Model):
                 if ids is not None and tuple(value.shape) != tuple(ids.shape):
                     raise ValueError(f"{name} has shape {tuple(value.shape)} but {ids_name} has "
                                      f"{tuple(ids.shape)}")
+        batches = {name: value.shape[0] for name, value in checked.items() if isinstance(value.shape[0], int)}
+        if len(set(batches.values())) > 1:  # attention would otherwise pair rows of different examples
+            raise ValueError(f"inputs have different batch sizes: {batches}")
         return checked
 
     # ---------------------------------------------------------------- training defaults
