@@ -16,15 +16,35 @@ def scaled_dot_product_attention(query, key, value, attention_mask=None, dropout
     """Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V  (equation 1).
 
     Args:
-        query: ``(batch, heads, q_len, d_k)``.
+        query: ``(batch, heads, q_len, d_k)``, or ``(batch * g, heads, q_len, d_k)`` when each key row serves
+            the g consecutive query rows ``b * g .. b * g + g - 1`` (beam search: the beams of a source
+            share its cross-attention keys). The g rows then join the query axis, so each key is read once
+            per source instead of once per beam.
         key, value: ``(batch, heads, kv_len, d_k)``.
         attention_mask: boolean, broadcastable to ``(batch, heads, q_len, kv_len)``; True = may attend.
+            With shared keys: ``(batch or 1, ., 1, kv_len)``.
         dropout: optional dropout layer applied to the attention probabilities.
 
     Returns:
-        ``(batch, heads, q_len, d_k)``. Scores and softmax are computed in float32 so that mixed
-        precision cannot overflow the mask value or lose the normalisation.
+        ``query``'s shape. Scores and softmax are computed in float32 so that mixed precision cannot
+        overflow the mask value or lose the normalisation.
     """
+    groups = _query_groups(query, key)
+    if groups == 1:
+        return _attention(query, key, value, attention_mask, dropout, training)
+    rows, heads, length, d_k = query.shape
+    batch = rows // groups
+    if attention_mask is not None and (attention_mask.shape[0] not in (1, batch) or attention_mask.shape[2] != 1):
+        raise ValueError(f"grouped attention needs a mask of shape ({batch} or 1, ., 1, keys), "
+                         f"got {tuple(attention_mask.shape)}")
+    query = ops.reshape(ops.transpose(ops.reshape(query, (batch, groups, heads, length, d_k)), (0, 2, 1, 3, 4)),
+                        (batch, heads, groups * length, d_k))
+    out = _attention(query, key, value, attention_mask, dropout, training)
+    out = ops.transpose(ops.reshape(out, (batch, heads, groups, length, d_k)), (0, 2, 1, 3, 4))
+    return ops.reshape(out, (rows, heads, length, d_k))
+
+
+def _attention(query, key, value, attention_mask, dropout, training):
     d_k = query.shape[-1]
     scores = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2)))
     scores = ops.cast(scores, "float32") * (1.0 / float(d_k) ** 0.5)
@@ -110,29 +130,10 @@ class MultiHeadAttention(keras.layers.Layer):
                 start = (0, 0, cache_index, 0)
                 k = ops.slice_update(past_key_value[0], start, ops.cast(k, past_key_value[0].dtype))
                 v = ops.slice_update(past_key_value[1], start, ops.cast(v, past_key_value[1].dtype))
-        groups = _query_groups(q, k)
-        if groups > 1:
-            heads = self._grouped_attention(q, k, v, attention_mask, groups, training)
-        else:
-            heads = scaled_dot_product_attention(q, k, v, attention_mask, self.dropout, training)
+        heads = scaled_dot_product_attention(q, k, v, attention_mask, self.dropout, training)
         batch, length = ops.shape(query)[0], ops.shape(query)[1]
         concat = ops.reshape(ops.transpose(heads, (0, 2, 1, 3)), (batch, length, self.d_model))
         return self.o_proj(concat), (k, v)
-
-    def _grouped_attention(self, q, k, v, attention_mask, groups, training):
-        """Attention of ``batch * groups`` query rows over ``batch`` key/value rows: row ``b * groups + j``
-        attends over keys ``b`` (beam search: the beams of one source share its cross-attention keys).
-        The groups join the query axis, so each key is read once per source, not once per beam."""
-        rows, heads, length, d_k = q.shape
-        batch = rows // groups
-        q = ops.reshape(ops.transpose(ops.reshape(q, (batch, groups, heads, length, d_k)), (0, 2, 1, 3, 4)),
-                        (batch, heads, groups * length, d_k))
-        if attention_mask is not None and (attention_mask.shape[0] not in (1, batch) or attention_mask.shape[2] != 1):
-            raise ValueError(f"grouped attention needs a mask of shape ({batch} or 1, ., 1, keys), "
-                             f"got {tuple(attention_mask.shape)}")
-        out = scaled_dot_product_attention(q, k, v, attention_mask, self.dropout, training)
-        out = ops.transpose(ops.reshape(out, (batch, heads, groups, length, d_k)), (0, 2, 1, 3, 4))
-        return ops.reshape(out, (rows, heads, length, d_k))
 
     def get_config(self):
         return {
