@@ -432,6 +432,12 @@ def summarize(size_name, size, peers, matmul, args):
             result["mfu"] = result["achieved_flops_per_s"] / peak
             result["mfu_params_only"] = result["achieved_flops_per_s_params_only"] / peak
 
+    # The most that any implementation doing the counted FLOPs at a peer's precision could beat that peer by:
+    # the in-run matmul peak over the peer's achieved FLOP/s (1 / its MFU). A speed-up target above this
+    # ceiling needs more than the machine's matmul throughput, so no code change can reach it.
+    ceilings = {name: {"speedup_ceiling": 1.0 / r["mfu"], "mfu_needed_for_1.5x": 1.5 * r["mfu"]}
+                for name, r in peers.items() if r.get("mfu")}
+
     def ratios_of(reference):
         ref = peers.get(reference, {}).get("tokens_per_s")
         return {name: ref / r["tokens_per_s"] for name, r in peers.items()
@@ -440,7 +446,7 @@ def summarize(size_name, size, peers, matmul, args):
     return {"size": size_name, "config": size, "threads": args.threads, "steps": args.steps,
             "warmup": args.warmup, "seed": args.seed, "flops": flops, "matmul_peak": matmul,
             f"ratio_{REFERENCE}_over": ratios_of(REFERENCE),
-            f"ratio_{BF16_REFERENCE}_over": ratios_of(BF16_REFERENCE), "peers": peers,
+            f"ratio_{BF16_REFERENCE}_over": ratios_of(BF16_REFERENCE), "ceilings": ceilings, "peers": peers,
             "machine": {"platform": platform.platform(), "processor": platform.processor(),
                         "cpu_count": os.cpu_count(), "python": platform.python_version()},
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
@@ -479,6 +485,10 @@ def print_table(summary):
               f"{r['params'] / 1e6:9.2f}  {r['loss_first']:.3f}->{r['loss_last']:.3f}"
               + ("" if name.endswith("bf16") or r.get("jit_compile", name.endswith("xla")) == name.endswith("xla")
                  else "  (XLA was NOT used)"))
+    for name, c in summary.get("ceilings", {}).items():
+        if name.startswith("marian"):
+            print(f"  ceiling over {name}: {c['speedup_ceiling']:.2f}x at 100% of the in-run matmul peak; "
+                  f"1.5x needs {c['mfu_needed_for_1.5x']:.1%} MFU")
 
 
 def plot(summaries, path):
