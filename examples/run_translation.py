@@ -150,6 +150,25 @@ def _strategy(name: str):
     return None
 
 
+def _worker_output_dir(output_dir: Path, strategy) -> Path:
+    """Where this process writes: ``output_dir``, or ``output_dir/worker-<i>`` for a non-chief worker.
+
+    Under MultiWorkerMirroredStrategy every worker runs this script and holds the same weights. The chief
+    (task "chief", or worker 0 when the cluster has no chief) writes the run's outputs; every other worker
+    writes the same files (backups for --resume included) to its own subfolder, so no two processes write one
+    file.
+    """
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return output_dir
+    resolver = strategy.cluster_resolver
+    task_type, task_id = resolver.task_type, resolver.task_id
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    is_chief = task_type in (None, "chief") or (task_type == "worker" and task_id == 0 and not has_chief)
+    return output_dir if is_chief else output_dir / f"{task_type}-{task_id}"
+
+
 def build_model_and_tokenizer(args, train):
     from vanilla_transformer import PRESETS, TransformerConfig, TransformerForSeq2SeqLM
     from vanilla_transformer.hub import load_tokenizer
@@ -311,7 +330,12 @@ def main(argv=None, extra_callbacks=()):
         seq2seq_batches,
     )
 
+    strategy = _strategy(args.strategy)  # first: MultiWorkerMirroredStrategy must exist before any TF op
+    is_chief_or_alone = True
     output_dir = Path(args.output_dir)
+    if strategy is not None:
+        worker_dir = _worker_output_dir(output_dir, strategy)
+        is_chief_or_alone, output_dir = worker_dir == output_dir, worker_dir
     backup_dir = output_dir / "backup"
     if backup_dir.exists() and not args.resume:
         raise SystemExit(f"{output_dir} holds a backup of an earlier run: pass --resume to continue it, or choose "
@@ -323,7 +347,6 @@ def main(argv=None, extra_callbacks=()):
 
     splits = load_data(args)
     train = splits["train"]
-    strategy = _strategy(args.strategy)
     with strategy.scope() if strategy else contextlib.nullcontext():
         model, tokenizer = build_model_and_tokenizer(args, train)
         config = model.config
@@ -396,7 +419,7 @@ def main(argv=None, extra_callbacks=()):
     final.save_pretrained(output_dir / "model", tokenizer=tokenizer, model_card=info)
     (output_dir / "results.json").write_text(json.dumps(results, indent=2))
     print(f"wrote {output_dir / 'results.json'}; model in {output_dir / 'model'}")
-    if args.push_to_hub:
+    if args.push_to_hub and is_chief_or_alone:
         final.push_to_hub(args.hub_model_id or output_dir.name, tokenizer=tokenizer, model_card=info)
     return results
 

@@ -1,8 +1,11 @@
-"""Data parallelism: MirroredStrategy over two logical CPUs ends with the weights of one device trained on the
-same global batches. (MultiWorkerMirroredStrategy fails inside Keras 3.15's TensorFlow trainer on dict inputs;
-see the README's note.)"""
+"""Data parallelism: MirroredStrategy over two logical CPUs, and MultiWorkerMirroredStrategy over two worker
+processes on 127.0.0.1, end with the weights (and the training / evaluation losses) of one device trained on the
+same global batches; examples/run_translation.py runs as two workers, each writing its own folder."""
 
+import json
 import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,13 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vanilla_transformer.number_words import make_splits
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).parent / "scripts" / "distributed_fit.py"
+RUN_TRANSLATION = ROOT / "examples" / "run_translation.py"
 
 
-def _run(*args, env=None):
-    return subprocess.Popen([sys.executable, str(SCRIPT), *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+def _run(script, *args, env=None, cwd=None):
+    return subprocess.Popen([sys.executable, str(script), *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 
 def _finish(process):
@@ -25,10 +32,27 @@ def _finish(process):
     return out
 
 
+def _two_workers(script, make_args, **kwargs):
+    """Start two processes as the workers of one cluster on 127.0.0.1 (TF_CONFIG); return their stdout."""
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    workers = [_run(script, *make_args(index), env={"TF_CONFIG": json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": index}})}, **kwargs) for index in range(2)]
+    return [_finish(worker) for worker in workers]
+
+
+def _printed(out, name):
+    return float(re.search(rf"^{name} (\S+)$", out, re.M).group(1))
+
+
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
     directory = tmp_path_factory.mktemp("dist")
-    _finish(_run("single", directory / "single.npz"))
+    (directory / "single.out").write_text(_finish(_run(SCRIPT, "single", directory / "single.npz")))
     return directory
 
 
@@ -39,7 +63,42 @@ def _assert_same_weights(a, b):
         np.testing.assert_allclose(a[name], b[name], atol=1e-5, err_msg=name)  # summation order differs
 
 
-def test_mirrored_strategy_on_two_logical_cpus(single):
-    out = _finish(_run("mirrored", single / "mirrored.npz"))
+def _assert_same_run(single, out, weights):
+    reference = (single / "single.out").read_text()
     assert "replicas 2" in out
-    _assert_same_weights(single / "single.npz", single / "mirrored.npz")
+    for name in ("loss", "eval_loss"):
+        assert _printed(out, name) == pytest.approx(_printed(reference, name), abs=1e-5), name
+    _assert_same_weights(single / "single.npz", weights)
+
+
+def test_mirrored_strategy_on_two_logical_cpus(single):
+    out = _finish(_run(SCRIPT, "mirrored", single / "mirrored.npz"))
+    _assert_same_run(single, out, single / "mirrored.npz")
+
+
+def test_multi_worker_strategy_on_two_processes(single):
+    # Each worker reads every global batch and keeps its slice; gradients are all-reduced across processes.
+    outs = _two_workers(SCRIPT, lambda index: ("multi_worker", single / f"worker{index}.npz"))
+    for index, out in enumerate(outs):
+        _assert_same_run(single, out, single / f"worker{index}.npz")
+
+
+def test_run_translation_as_two_workers(tmp_path):
+    train, val = make_splits(num_train=96, num_test=8, max_number=999, seed=3)
+    for name, pairs in (("train", train), ("val", val)):
+        (tmp_path / f"{name}.en").write_text("\n".join(en for en, _ in pairs) + "\n")
+        (tmp_path / f"{name}.de").write_text("\n".join(de for _, de in pairs) + "\n")
+    argv = ["--train_file", "train", "--validation_file", "val", "--output_dir", "run", "--d_model", "32",
+            "--num_heads", "4", "--d_ff", "64", "--num_layers", "1", "--vocab_size", "80", "--num_train_epochs", "1",
+            "--per_device_train_batch_size", "16", "--warmup_steps", "10", "--num_beams", "1",
+            "--max_target_length", "12", "--verbose", "0", "--strategy", "multi_worker"]
+    _two_workers(RUN_TRANSLATION, lambda index: argv, cwd=tmp_path)
+    chief, worker = tmp_path / "run", tmp_path / "run" / "worker-1"
+    for folder in (chief, worker):  # the chief writes the run's folder, the other worker a subfolder of its own
+        assert (folder / "results.json").is_file() and (folder / "model" / "model.safetensors").is_file()
+    from safetensors.numpy import load_file
+
+    a, b = load_file(chief / "model" / "model.safetensors"), load_file(worker / "model" / "model.safetensors")
+    assert sorted(a) == sorted(b)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)  # one all-reduced update, on both workers

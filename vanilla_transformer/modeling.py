@@ -16,7 +16,7 @@ from keras import ops
 from .configuration import TransformerConfig
 from .layers import Dropout, TokenEmbedding, TransformerDecoder, TransformerEncoder
 from .layers.feed_forward import activation_fn
-from .training import MaskedAccuracy, MaskedSparseCrossEntropy, TransformerSchedule
+from .training import MaskedAccuracy, MaskedSparseCrossEntropy, MultiWorkerTrainerFixes, TransformerSchedule
 
 
 def named_variables(layer: keras.layers.Layer, prefix: str = "") -> dict[str, keras.Variable]:
@@ -52,16 +52,22 @@ def named_variables(layer: keras.layers.Layer, prefix: str = "") -> dict[str, ke
 
 
 def default_jit_compile(model: keras.Model) -> bool:
-    """Whether ``compile(jit_compile="auto")`` turns XLA on: yes, except for bfloat16 compute on a CPU.
+    """Whether ``compile(jit_compile="auto")`` turns XLA on: yes, except on a CPU for bfloat16 compute or
+    under ``MultiWorkerMirroredStrategy``.
 
     XLA's CPU backend computes bfloat16 dots in float32 (a 2048x512 @ 512x2048 matmul on 2 cores: 194
     GFLOP/s, the float32 rate), while TensorFlow's oneDNN kernels use the AVX512-BF16 instructions (376
-    GFLOP/s). So on a CPU, ``mixed_bfloat16`` trains faster without XLA (benchmarks/README.md).
+    GFLOP/s). So on a CPU, ``mixed_bfloat16`` trains faster without XLA (benchmarks/README.md). And XLA has
+    no collectives for CPU devices ("Collectives are not yet implemented for CPU devices when compiling with
+    XLA"), which the multi-worker all-reduce needs.
     """
     if keras.backend.backend() != "tensorflow":
         return True  # JAX has no non-XLA path worth choosing; other backends keep Keras' meaning of True
+    import tensorflow as tf
+
     on_cpu_only = all(device.lower().startswith("cpu") for device in keras.distribution.list_devices())
-    return not (on_cpu_only and model.dtype_policy.compute_dtype == "bfloat16")
+    multi_worker = isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    return not (on_cpu_only and (model.dtype_policy.compute_dtype == "bfloat16" or multi_worker))
 
 
 def _as_numpy_if_concrete(x):
@@ -74,7 +80,7 @@ def _as_numpy_if_concrete(x):
         return None
 
 
-class TransformerPreTrainedModel(keras.Model):
+class TransformerPreTrainedModel(MultiWorkerTrainerFixes, keras.Model):
     """Base of all model classes: config, input checks, naming, saving/loading and compile defaults."""
 
     config_class = TransformerConfig

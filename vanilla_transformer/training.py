@@ -30,6 +30,53 @@ def _per_replica(loss):
     return loss
 
 
+def _in_multi_worker_mode(strategy) -> bool:
+    """Keras' own test for MultiWorkerMirroredStrategy across more than one worker (TensorFlow backend)."""
+    if strategy is None or keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()
+
+
+class MultiWorkerTrainerFixes:
+    """Make Keras 3's TensorFlow trainer run under ``MultiWorkerMirroredStrategy`` with several workers.
+
+    Keras 3.15 fails there twice (tensorflow/tensorflow#72388): before the first step it MEAN-reduces the first
+    distributed input batch across workers with ``strategy.reduce``, which rejects a dict of inputs; after every
+    step it reduces each scalar log with ``strategy.reduce("MEAN", value, axis=0)``, which rejects a scalar. In
+    that mode only, this mixin builds from one replica's batch (the build needs shapes, not values) and gives the
+    logs a leading axis of length 1, so Keras' reduction averages the replicas' values back into a scalar. In
+    every other mode (one device, ``MirroredStrategy``, other backends) Keras' code runs unchanged.
+    """
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = getattr(self, "_distribute_strategy", None)
+        if iterator is None or not _in_multi_worker_mode(strategy):
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        import tensorflow as tf
+
+        for _, _, batches in iterator:  # what Keras does: the first batch of the epoch iterator
+            data_batch = next(batches)
+            break
+        data_batch = keras.tree.map_structure(
+            lambda v: strategy.experimental_local_results(v)[0]
+            if isinstance(v, tf.distribute.DistributedValues) else v, data_batch)
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def train_step(self, *args):
+        return self._logs_reducible_across_workers(super().train_step(*args))
+
+    def test_step(self, *args):
+        return self._logs_reducible_across_workers(super().test_step(*args))
+
+    def _logs_reducible_across_workers(self, logs):
+        if not _in_multi_worker_mode(getattr(self, "_distribute_strategy", None)):
+            return logs
+        return keras.tree.map_structure(lambda v: ops.expand_dims(v, 0) if len(ops.shape(v)) == 0 else v, logs)
+
+
 @keras.saving.register_keras_serializable(package="vanilla_transformer")
 class MaskedSparseCrossEntropy(keras.losses.Loss):
     """Cross-entropy with label smoothing over token positions whose label is not ``ignore_index``.

@@ -1,6 +1,6 @@
 """Train a tiny Transformer for a few steps under a tf.distribute strategy; save the final weights.
 
-    python distributed_fit.py MODE OUT [WORKER_INDEX]
+    python distributed_fit.py MODE OUT
 
 MODE: "single" (one device), "mirrored" (two logical CPU devices), "multi_worker" (this process is one of
 two workers; TF_CONFIG describes the cluster). Every mode starts from the same initial weights (written by
@@ -33,8 +33,6 @@ inputs = {"input_ids": sources, "decoder_input_ids": shift_tokens_right(labels, 
 
 strategy = {"single": tf.distribute.get_strategy, "mirrored": tf.distribute.MirroredStrategy,
             "multi_worker": tf.distribute.MultiWorkerMirroredStrategy}[mode]()
-workers = 2 if mode == "multi_worker" else 1
-index = int(sys.argv[3]) if mode == "multi_worker" else 0
 with strategy.scope():
     keras.utils.set_random_seed(0)
     config = TransformerConfig(vocab_size=32, d_model=32, num_heads=4, d_ff=64, num_encoder_layers=1,
@@ -51,13 +49,14 @@ with strategy.scope():
     model.compile(optimizer=keras.optimizers.SGD(0.5), loss=MaskedSparseCrossEntropy(0.1), metrics=[],
                   jit_compile=False)
 
-# Each worker feeds its slice of every global batch; within a worker, Keras splits across its replicas.
-local = GLOBAL_BATCH // workers
-rows = np.concatenate([np.arange(step * GLOBAL_BATCH + index * local, step * GLOBAL_BATCH + (index + 1) * local)
-                       for step in range(STEPS)])
-dataset = tf.data.Dataset.from_tensor_slices(({k: v[rows] for k, v in inputs.items()}, labels[rows])).batch(local)
+# Every mode reads the same global batches. tf.distribute splits each into one slice per replica; with several
+# workers, sharding by DATA hands worker i the i-th slice of every global batch (its replicas' share).
+dataset = tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(GLOBAL_BATCH)
 options = tf.data.Options()
-options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-model.fit(dataset.with_options(options), epochs=1, verbose=0)
+options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+history = model.fit(dataset.with_options(options), epochs=1, verbose=0)
+evaluation = model.evaluate(dataset.with_options(options), verbose=0, return_dict=True)
 np.savez(out, **{name: v.numpy() for name, v in model.named_variables().items()})
 print("replicas", strategy.num_replicas_in_sync)
+print("loss", history.history["loss"][-1])
+print("eval_loss", evaluation["loss"])
