@@ -370,7 +370,8 @@ def main(argv=None, extra_callbacks=()):
             shuffle=False), shuffle=False).dataset()
     print(f"{len(train)} training pairs in {len(batches)} batches; vocabulary {len(tokenizer)}; model "
           f"{model.num_parameters():,} parameters (d_model {config.d_model}, {config.num_encoder_layers}+"
-          f"{config.num_decoder_layers} layers, {config.num_heads} heads, d_ff {config.d_ff})", flush=True)
+          f"{config.num_decoder_layers} layers, {config.num_heads} heads, d_ff {config.d_ff})"
+          + (f"; {strategy.num_replicas_in_sync} replicas in sync" if strategy else ""), flush=True)
 
     state_path = output_dir / "history.json"
     state = {"history": []}

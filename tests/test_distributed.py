@@ -20,29 +20,46 @@ SCRIPT = Path(__file__).parent / "scripts" / "distributed_fit.py"
 RUN_TRANSLATION = ROOT / "examples" / "run_translation.py"
 
 
-def _run(script, *args, env=None, cwd=None):
-    return subprocess.Popen([sys.executable, str(script), *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=cwd,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+def _run(script, *args, env=None, cwd=None, log=None):
+    """Start a process; its output goes to the file ``log`` (default: a pipe) so that a chatty worker never blocks."""
+    stream = open(log, "w+") if log else subprocess.PIPE
+    process = subprocess.Popen([sys.executable, str(script), *map(str, args)], stdout=stream, stderr=subprocess.STDOUT,
+                               text=True, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    process.log = stream if log else None
+    return process
 
 
 def _finish(process):
-    out, err = process.communicate(timeout=600)
-    assert process.returncode == 0, err[-3000:]
+    try:
+        out, _ = process.communicate(timeout=600)
+    finally:
+        process.kill()
+    if process.log is not None:
+        process.log.seek(0)
+        out = process.log.read()
+        process.log.close()
+    assert process.returncode == 0, out[-3000:]
     return out
 
 
-def _two_workers(script, make_args, **kwargs):
-    """Start two processes as the workers of one cluster on 127.0.0.1 (TF_CONFIG); return their stdout."""
-    ports = []
-    for _ in range(2):
-        with socket.socket() as probe:
+def _two_workers(script, make_args, log_dir, **kwargs):
+    """Start two processes as the workers of one cluster on 127.0.0.1 (TF_CONFIG); return their output."""
+    probes = [socket.socket() for _ in range(2)]
+    try:  # both probes stay bound until both ports are known, so the two differ
+        for probe in probes:
             probe.bind(("127.0.0.1", 0))
-            ports.append(probe.getsockname()[1])
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+        cluster = {"worker": [f"127.0.0.1:{probe.getsockname()[1]}" for probe in probes]}
+    finally:
+        for probe in probes:
+            probe.close()
     workers = [_run(script, *make_args(index), env={"TF_CONFIG": json.dumps(
-        {"cluster": cluster, "task": {"type": "worker", "index": index}})}, **kwargs) for index in range(2)]
-    return [_finish(worker) for worker in workers]
+        {"cluster": cluster, "task": {"type": "worker", "index": index}})}, log=log_dir / f"worker{index}.log",
+        **kwargs) for index in range(2)]
+    try:
+        return [_finish(worker) for worker in workers]
+    finally:  # one failing worker leaves the other waiting in a collective
+        for worker in workers:
+            worker.kill()
 
 
 def _printed(out, name):
@@ -68,6 +85,10 @@ def _assert_same_run(single, out, weights):
     assert "replicas 2" in out
     for name in ("loss", "eval_loss"):
         assert _printed(out, name) == pytest.approx(_printed(reference, name), abs=1e-5), name
+    batch_losses = re.search(r"^batch_losses (\S+)$", out, re.M).group(1).split(",")
+    reference_losses = re.search(r"^batch_losses (\S+)$", reference, re.M).group(1).split(",")
+    assert len(batch_losses) == len(reference_losses) == 4
+    np.testing.assert_allclose(np.array(batch_losses, float), np.array(reference_losses, float), atol=1e-5)
     _assert_same_weights(single / "single.npz", weights)
 
 
@@ -78,7 +99,7 @@ def test_mirrored_strategy_on_two_logical_cpus(single):
 
 def test_multi_worker_strategy_on_two_processes(single):
     # Each worker reads every global batch and keeps its slice; gradients are all-reduced across processes.
-    outs = _two_workers(SCRIPT, lambda index: ("multi_worker", single / f"worker{index}.npz"))
+    outs = _two_workers(SCRIPT, lambda index: ("multi_worker", single / f"worker{index}.npz"), single)
     for index, out in enumerate(outs):
         _assert_same_run(single, out, single / f"worker{index}.npz")
 
@@ -92,7 +113,8 @@ def test_run_translation_as_two_workers(tmp_path):
             "--num_heads", "4", "--d_ff", "64", "--num_layers", "1", "--vocab_size", "80", "--num_train_epochs", "1",
             "--per_device_train_batch_size", "16", "--warmup_steps", "10", "--num_beams", "1",
             "--max_target_length", "12", "--verbose", "0", "--strategy", "multi_worker"]
-    _two_workers(RUN_TRANSLATION, lambda index: argv, cwd=tmp_path)
+    outs = _two_workers(RUN_TRANSLATION, lambda index: argv, tmp_path, cwd=tmp_path)
+    assert all("2 replicas in sync" in out for out in outs)
     chief, worker = tmp_path / "run", tmp_path / "run" / "worker-1"
     for folder in (chief, worker):  # the chief writes the run's folder, the other worker a subfolder of its own
         assert (folder / "results.json").is_file() and (folder / "model" / "model.safetensors").is_file()

@@ -46,7 +46,7 @@ class MultiWorkerTrainerFixes:
     distributed input batch across workers with ``strategy.reduce``, which rejects a dict of inputs; after every
     step it reduces each scalar log with ``strategy.reduce("MEAN", value, axis=0)``, which rejects a scalar. In
     that mode only, this mixin builds from one replica's batch (the build needs shapes, not values) and gives the
-    logs a leading axis of length 1, so Keras' reduction averages the replicas' values back into a scalar. In
+    logs a leading axis of length 1, so Keras' reduction averages the replicas' values back into their shape. In
     every other mode (one device, ``MirroredStrategy``, other backends) Keras' code runs unchanged.
     """
 
@@ -72,9 +72,11 @@ class MultiWorkerTrainerFixes:
         return self._logs_reducible_across_workers(super().test_step(*args))
 
     def _logs_reducible_across_workers(self, logs):
-        if not _in_multi_worker_mode(getattr(self, "_distribute_strategy", None)):
+        # Keras reduces with self.distribute_strategy (the model's, or the one in scope), so test that one.
+        if keras.backend.backend() != "tensorflow" or not _in_multi_worker_mode(self.distribute_strategy):
             return logs
-        return keras.tree.map_structure(lambda v: ops.expand_dims(v, 0) if len(ops.shape(v)) == 0 else v, logs)
+        # Every value, not only scalars: the reduction averages axis 0, which must be the new one.
+        return keras.tree.map_structure(lambda v: ops.expand_dims(v, 0), logs)
 
 
 @keras.saving.register_keras_serializable(package="vanilla_transformer")

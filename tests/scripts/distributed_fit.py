@@ -54,9 +54,24 @@ with strategy.scope():
 dataset = tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(GLOBAL_BATCH)
 options = tf.data.Options()
 options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-history = model.fit(dataset.with_options(options), epochs=1, verbose=0)
+
+
+class BatchLosses(keras.callbacks.Callback):
+    """The logs Keras hands callbacks after each step (what MultiWorkerTrainerFixes reshapes for reduction)."""
+
+    def __init__(self):
+        super().__init__()
+        self.losses = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.losses.append(float(logs["loss"]))
+
+
+batch_losses = BatchLosses()
+history = model.fit(dataset.with_options(options), epochs=1, verbose=0, callbacks=[batch_losses])
 evaluation = model.evaluate(dataset.with_options(options), verbose=0, return_dict=True)
 np.savez(out, **{name: v.numpy() for name, v in model.named_variables().items()})
 print("replicas", strategy.num_replicas_in_sync)
 print("loss", history.history["loss"][-1])
+print("batch_losses", ",".join(f"{v:.6f}" for v in batch_losses.losses))
 print("eval_loss", evaluation["loss"])
