@@ -102,6 +102,8 @@ def test_multi_worker_strategy_on_two_processes(single):
     outs = _two_workers(SCRIPT, lambda index: ("multi_worker", single / f"worker{index}.npz"), single)
     for index, out in enumerate(outs):
         _assert_same_run(single, out, single / f"worker{index}.npz")
+        # restored backups one save apart are an error on every worker, not a hang in the next all-reduce
+        assert "position mismatch: the workers restored different backups" in out and "[[1, 3], [1, 4]]" in out
 
 
 def test_run_translation_as_two_workers(tmp_path):

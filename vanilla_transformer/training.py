@@ -437,6 +437,30 @@ class ResumableBackup(keras.callbacks.Callback):
         shutil.rmtree(retired, ignore_errors=True)
 
 
+def check_same_position_on_every_worker(model, position: tuple[int, int]):
+    """Raise if the workers of a multi-worker run restored different training positions (epoch, batches done).
+
+    Each worker restores its own backup; a job killed between two workers' saves leaves them one save apart,
+    and the worker with more steps to run would then wait forever in an all-reduce. Every worker must call
+    this (it is a collective); outside multi-worker training it does nothing.
+    """
+    strategy = model.distribute_strategy if keras.backend.backend() == "tensorflow" else None
+    if not _in_multi_worker_mode(strategy):
+        return
+    import tensorflow as tf
+
+    mine = tf.constant([list(position)], tf.int64)
+
+    @tf.function
+    def gather():
+        return strategy.run(lambda: tf.distribute.get_replica_context().all_gather(mine, axis=0))
+
+    positions = strategy.experimental_local_results(gather())[0].numpy()
+    if (positions != positions[0]).any():
+        raise RuntimeError(f"the workers restored different backups: (epoch, batches done) per replica "
+                           f"{positions.tolist()}; give every worker the same backup (e.g. the chief's) and resume")
+
+
 def fit_resumable(model, batches: EpochShuffledBatches, epochs: int, backup_dir, save_freq: int | str = "epoch",
                   callbacks=(), verbose="auto", validation_data=None):
     """``model.fit`` over ``batches`` that resumes exactly where a killed run stopped.
@@ -450,6 +474,7 @@ def fit_resumable(model, batches: EpochShuffledBatches, epochs: int, backup_dir,
     if hasattr(model, "build_weights"):
         model.build_weights()
     epoch, done = backup.restore(model)
+    check_same_position_on_every_worker(model, (epoch, done))
     if epoch or done:
         print(f"Resuming from the backup in {backup_dir}: epoch {epoch + 1}, after {done} of its {len(batches)} "
               f"batches", flush=True)

@@ -23,7 +23,11 @@ if mode == "mirrored":  # must happen before TensorFlow touches a device
 import keras  # noqa: E402
 
 from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM  # noqa: E402
-from vanilla_transformer.training import MaskedSparseCrossEntropy, shift_tokens_right  # noqa: E402
+from vanilla_transformer.training import (  # noqa: E402
+    MaskedSparseCrossEntropy,
+    check_same_position_on_every_worker,
+    shift_tokens_right,
+)
 
 GLOBAL_BATCH, STEPS, LENGTH = 8, 4, 6
 rng = np.random.default_rng(0)
@@ -75,3 +79,10 @@ print("replicas", strategy.num_replicas_in_sync)
 print("loss", history.history["loss"][-1])
 print("batch_losses", ",".join(f"{v:.6f}" for v in batch_losses.losses))
 print("eval_loss", evaluation["loss"])
+
+if mode == "multi_worker":  # resuming: the workers compare their restored positions
+    check_same_position_on_every_worker(model, (1, 3))
+    try:
+        check_same_position_on_every_worker(model, (1, 3 + int(strategy.cluster_resolver.task_id)))
+    except RuntimeError as err:
+        print("position mismatch:", err)
