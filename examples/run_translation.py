@@ -51,6 +51,9 @@ def parse_args(argv=None):
     p.add_argument("--num_train_epochs", type=int, default=10)
     p.add_argument("--max_tokens_per_batch", type=int, default=4096,
                    help="token budget per batch (padded source or target tokens x sentences)")
+    p.add_argument("--pad_to_multiple_of", type=int, default=8,
+                   help="round batch lengths up to this (8: few shapes for XLA; without XLA, e.g. bf16 on a CPU, "
+                        "4 pads ~8%% fewer tokens on Multi30k)")
     p.add_argument("--per_device_train_batch_size", type=int, default=None,
                    help="sentences per batch (instead of --max_tokens_per_batch)")
     p.add_argument("--learning_rate", type=float, default=None,
@@ -313,6 +316,18 @@ def average_checkpoints(model, directory: Path, k: int):
     return [p.name for p in paths]
 
 
+def make_train_batches(tokenized, config, args):
+    """The collator and the epoch-shuffled, length-bucketed training batches (token budget or sentence count)."""
+    from vanilla_transformer.training import EpochShuffledBatches, Seq2SeqCollator, seq2seq_batches
+
+    collator = Seq2SeqCollator(config.pad_token_id, config.decoder_start_token_id, config.vocab_size,
+                               pad_to_multiple_of=args.pad_to_multiple_of)
+    batches = EpochShuffledBatches(seq2seq_batches(
+        tokenized["input_ids"], tokenized["labels"], collator, max_tokens=None if args.per_device_train_batch_size
+        else args.max_tokens_per_batch, batch_size=args.per_device_train_batch_size, shuffle=False), seed=args.seed)
+    return collator, batches
+
+
 # ------------------------------------------------------------------------------------------ main
 def main(argv=None, extra_callbacks=()):
     """Run the script; ``extra_callbacks`` are added to ``fit`` (tests use one to interrupt a run)."""
@@ -323,7 +338,6 @@ def main(argv=None, extra_callbacks=()):
         EpochShuffledBatches,
         MaskedAccuracy,
         MaskedSparseCrossEntropy,
-        Seq2SeqCollator,
         StopOnNaN,
         TransformerSchedule,
         fit_resumable,
@@ -358,10 +372,7 @@ def main(argv=None, extra_callbacks=()):
         model.compile(optimizer=keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.98, epsilon=1e-9),
                       loss=MaskedSparseCrossEntropy(args.label_smoothing), metrics=[MaskedAccuracy()])
     tokenized = tokenize(train, tokenizer, args)
-    collator = Seq2SeqCollator(config.pad_token_id, config.decoder_start_token_id, config.vocab_size)
-    batches = EpochShuffledBatches(seq2seq_batches(
-        tokenized["input_ids"], tokenized["labels"], collator, max_tokens=None if args.per_device_train_batch_size
-        else args.max_tokens_per_batch, batch_size=args.per_device_train_batch_size, shuffle=False), seed=args.seed)
+    collator, batches = make_train_batches(tokenized, config, args)
     validation_data = None
     if "validation" in splits:
         tokenized_val = tokenize(splits["validation"], tokenizer, args)

@@ -83,3 +83,23 @@ def test_end_to_end_with_interruption_resume_and_reload(run_translation, data_di
     again = model.translate([s["source"] for s in samples], tokenizer, num_beams=2, length_penalty=0.6,
                             max_new_tokens=24)
     assert again == [s["hypothesis"] for s in samples]
+
+
+def test_pad_to_multiple_of_sets_the_batch_lengths(run_translation):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = [list(rng.integers(3, 50, size=int(n))) for n in rng.integers(1, 30, size=200)]
+    tokenized = {"input_ids": rows, "labels": rows[::-1]}
+    config = SimpleNamespace(pad_token_id=0, decoder_start_token_id=1, vocab_size=50)
+    lengths = {}
+    for multiple in (8, 4):
+        args = run_translation.parse_args(["--output_dir", "x", "--train_file", "t", "--max_tokens_per_batch",
+                                           "256", "--pad_to_multiple_of", str(multiple)])
+        _, batches = run_translation.make_train_batches(tokenized, config, args)
+        lengths[multiple] = {inputs["input_ids"].shape[1] for inputs, _ in batches.batches}
+        assert all(length % multiple == 0 for length in lengths[multiple])
+    assert any(length % 8 for length in lengths[4])  # the flag reaches the collator
+    assert run_translation.parse_args(["--output_dir", "x", "--train_file", "t"]).pad_to_multiple_of == 8
