@@ -345,11 +345,8 @@ def main(argv=None, extra_callbacks=()):
     )
 
     strategy = _strategy(args.strategy)  # first: MultiWorkerMirroredStrategy must exist before any TF op
-    is_chief_or_alone = True
-    output_dir = Path(args.output_dir)
-    if strategy is not None:
-        worker_dir = _worker_output_dir(output_dir, strategy)
-        is_chief_or_alone, output_dir = worker_dir == output_dir, worker_dir
+    output_dir = _worker_output_dir(Path(args.output_dir), strategy)
+    is_chief_or_alone = output_dir == Path(args.output_dir)
     backup_dir = output_dir / "backup"
     if backup_dir.exists() and not args.resume:
         raise SystemExit(f"{output_dir} holds a backup of an earlier run: pass --resume to continue it, or choose "

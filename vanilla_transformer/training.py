@@ -39,6 +39,13 @@ def _in_multi_worker_mode(strategy) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()
 
 
+def _multi_worker_strategy(model):
+    """The strategy Keras reduces ``model``'s steps with (its own, or the one in scope) when it spans several
+    workers; None otherwise."""
+    strategy = model.distribute_strategy if keras.backend.backend() == "tensorflow" else None
+    return strategy if _in_multi_worker_mode(strategy) else None
+
+
 class MultiWorkerTrainerFixes:
     """Make Keras 3's TensorFlow trainer run under ``MultiWorkerMirroredStrategy`` with several workers.
 
@@ -72,8 +79,7 @@ class MultiWorkerTrainerFixes:
         return self._logs_reducible_across_workers(super().test_step(*args))
 
     def _logs_reducible_across_workers(self, logs):
-        # Keras reduces with self.distribute_strategy (the model's, or the one in scope), so test that one.
-        if keras.backend.backend() != "tensorflow" or not _in_multi_worker_mode(self.distribute_strategy):
+        if _multi_worker_strategy(self) is None:
             return logs
         # Every value, not only scalars: the reduction averages axis 0, which must be the new one.
         return keras.tree.map_structure(lambda v: ops.expand_dims(v, 0), logs)
@@ -444,8 +450,8 @@ def check_same_position_on_every_worker(model, position: tuple[int, int]):
     and the worker with more steps to run would then wait forever in an all-reduce. Every worker must call
     this (it is a collective); outside multi-worker training it does nothing.
     """
-    strategy = model.distribute_strategy if keras.backend.backend() == "tensorflow" else None
-    if not _in_multi_worker_mode(strategy):
+    strategy = _multi_worker_strategy(model)
+    if strategy is None:
         return
     import tensorflow as tf
 
