@@ -60,6 +60,9 @@ def parse_args(argv=None):
                    help="peak learning rate; default: the paper's schedule d_model^-0.5 * warmup^-0.5")
     p.add_argument("--lr_scale", type=float, default=1.0, help="multiplier of the paper's schedule")
     p.add_argument("--warmup_steps", type=int, default=4000)
+    p.add_argument("--lr_decay", choices=["inverse_sqrt", "linear"], default="inverse_sqrt",
+                   help="after warm-up: the paper's inverse square root, or linear to 0 at the last step of "
+                        "--num_train_epochs (anneals within a fixed budget)")
     p.add_argument("--label_smoothing", type=float, default=0.1)
     p.add_argument("--max_source_length", type=int, default=128)
     p.add_argument("--max_target_length", type=int, default=128)
@@ -297,7 +300,7 @@ def card_info(args, state):
             "language": [args.source_lang, args.target_lang],
             "hyperparameters": {k: getattr(args, k) for k in (
                 "num_train_epochs", "max_tokens_per_batch", "per_device_train_batch_size", "learning_rate",
-                "lr_scale", "warmup_steps", "label_smoothing", "num_beams", "length_penalty", "seed",
+                "lr_scale", "warmup_steps", "lr_decay", "label_smoothing", "num_beams", "length_penalty", "seed",
                 "mixed_precision") if getattr(args, k) is not None},
             "results": {k: v for k, v in (("bleu", state.get("best_bleu")),) if v is not None},
             "dataset_name": args.dataset_name or "local parallel text"}
@@ -328,6 +331,22 @@ def make_train_batches(tokenized, config, args):
     return collator, batches
 
 
+def make_learning_rate(args, d_model: int, total_steps: int):
+    """The learning-rate schedule: linear warm-up over ``--warmup_steps`` to the peak (``--learning_rate``, or
+    the paper's ``lr_scale * d_model^-0.5 * warmup^-0.5``), then the paper's inverse square root decay
+    (equation 3) or, with ``--lr_decay linear``, a straight line to 0 at ``total_steps``."""
+    from vanilla_transformer.data_collators import LinearWarmupSchedule
+    from vanilla_transformer.training import TransformerSchedule
+
+    peak = args.learning_rate
+    if peak is None:
+        peak = args.lr_scale * (d_model * args.warmup_steps) ** -0.5
+    if args.lr_decay == "linear":
+        return LinearWarmupSchedule(peak, args.warmup_steps, decay_steps=total_steps)
+    # TransformerSchedule peaks at scale * (d_model * warmup)^-0.5: scale it so that the peak is `peak`
+    return TransformerSchedule(d_model, args.warmup_steps, peak * (d_model * args.warmup_steps) ** 0.5)
+
+
 # ------------------------------------------------------------------------------------------ main
 def main(argv=None, extra_callbacks=()):
     """Run the script; ``extra_callbacks`` are added to ``fit`` (tests use one to interrupt a run)."""
@@ -339,7 +358,6 @@ def main(argv=None, extra_callbacks=()):
         MaskedAccuracy,
         MaskedSparseCrossEntropy,
         StopOnNaN,
-        TransformerSchedule,
         fit_resumable,
         seq2seq_batches,
     )
@@ -362,14 +380,12 @@ def main(argv=None, extra_callbacks=()):
         model, tokenizer = build_model_and_tokenizer(args, train)
         config = model.config
         model.build_weights()
-        learning_rate = TransformerSchedule(config.d_model, args.warmup_steps, args.lr_scale)
-        if args.learning_rate is not None:  # scale the paper's schedule so that its peak is the given rate
-            learning_rate = TransformerSchedule(config.d_model, args.warmup_steps,
-                                                args.learning_rate * (config.d_model * args.warmup_steps) ** 0.5)
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.98, epsilon=1e-9),
-                      loss=MaskedSparseCrossEntropy(args.label_smoothing), metrics=[MaskedAccuracy()])
     tokenized = tokenize(train, tokenizer, args)
     collator, batches = make_train_batches(tokenized, config, args)
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        learning_rate = make_learning_rate(args, config.d_model, total_steps=args.num_train_epochs * len(batches))
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.98, epsilon=1e-9),
+                      loss=MaskedSparseCrossEntropy(args.label_smoothing), metrics=[MaskedAccuracy()])
     validation_data = None
     if "validation" in splits:
         tokenized_val = tokenize(splits["validation"], tokenizer, args)

@@ -103,3 +103,29 @@ def test_pad_to_multiple_of_sets_the_batch_lengths(run_translation):
         assert all(length % multiple == 0 for length in lengths[multiple])
     assert any(length % 8 for length in lengths[4])  # the flag reaches the collator
     assert run_translation.parse_args(["--output_dir", "x", "--train_file", "t"]).pad_to_multiple_of == 8
+
+
+def test_learning_rate_schedules(run_translation):
+    """Both decays warm up linearly to the same peak; the paper's follows equation 3 after it, linear reaches 0
+    at the last step of the run."""
+    def schedule(*flags):
+        args = run_translation.parse_args(["--output_dir", "x", "--train_file", "t", "--warmup_steps", "100",
+                                           *flags])
+        return run_translation.make_learning_rate(args, d_model=64, total_steps=1000)
+
+    def at(rate, step):  # `step` counts from 1, Keras' iterations from 0
+        return float(rate(step - 1))
+
+    paper = schedule()
+    assert at(paper, 100) == pytest.approx(64 ** -0.5 * 100 ** -0.5, rel=1e-6)
+    assert at(paper, 400) == pytest.approx(64 ** -0.5 * 400 ** -0.5, rel=1e-6)
+    assert at(paper, 50) == pytest.approx(at(paper, 100) / 2, rel=1e-6)
+    peaked = schedule("--learning_rate", "1e-3")
+    assert at(peaked, 100) == pytest.approx(1e-3, rel=1e-6)
+    assert at(peaked, 400) == pytest.approx(5e-4, rel=1e-6)  # sqrt(100 / 400)
+    linear = schedule("--learning_rate", "1e-3", "--lr_decay", "linear")
+    assert at(linear, 50) == pytest.approx(5e-4, rel=1e-6)
+    assert at(linear, 100) == pytest.approx(1e-3, rel=1e-6)
+    assert at(linear, 550) == pytest.approx(5e-4, rel=1e-6)
+    assert at(linear, 1000) == pytest.approx(0.0, abs=1e-12)
+    assert at(linear, 1200) == 0.0
