@@ -52,8 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--max_tokens_per_batch", type=int, default=4096,
                    help="token budget per batch (padded source or target tokens x sentences)")
     p.add_argument("--pad_to_multiple_of", type=int, default=8,
-                   help="round batch lengths up to this (8: few shapes for XLA, and aligned bf16 matmuls; 4 pads "
-                        "~8%% fewer tokens on Multi30k, but its bf16 epochs ran ~6%% slower on a 2-core CPU)")
+                   help="round batch lengths up to this (8: few shapes for XLA; without XLA, e.g. bf16 on a CPU, "
+                        "4 pads ~8%% fewer tokens on Multi30k and its epochs ran ~5%% faster)")
     p.add_argument("--per_device_train_batch_size", type=int, default=None,
                    help="sentences per batch (instead of --max_tokens_per_batch)")
     p.add_argument("--learning_rate", type=float, default=None,
