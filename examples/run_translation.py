@@ -380,9 +380,8 @@ def main(argv=None, extra_callbacks=()):
         model, tokenizer = build_model_and_tokenizer(args, train)
         config = model.config
         model.build_weights()
-    tokenized = tokenize(train, tokenizer, args)
-    collator, batches = make_train_batches(tokenized, config, args)
-    with strategy.scope() if strategy else contextlib.nullcontext():
+        tokenized = tokenize(train, tokenizer, args)
+        collator, batches = make_train_batches(tokenized, config, args)  # the decay needs the number of steps
         learning_rate = make_learning_rate(args, config.d_model, total_steps=args.num_train_epochs * len(batches))
         model.compile(optimizer=keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.98, epsilon=1e-9),
                       loss=MaskedSparseCrossEntropy(args.label_smoothing), metrics=[MaskedAccuracy()])
