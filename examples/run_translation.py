@@ -68,6 +68,9 @@ def parse_args(argv=None):
     p.add_argument("--max_target_length", type=int, default=128)
     p.add_argument("--num_beams", type=int, default=4)
     p.add_argument("--length_penalty", type=float, default=0.6)
+    p.add_argument("--length_penalty_candidates", type=float, nargs="+", default=None,
+                   help="after training, decode the full validation set with each of these length penalties and "
+                        "use the best for test and the saved model's generation_config.json")
     p.add_argument("--eval_every", type=int, default=1, help="evaluate BLEU on validation every N epochs")
     p.add_argument("--max_eval_samples", type=int, default=None)
     p.add_argument("--average_last_k", type=int, default=0,
@@ -208,8 +211,10 @@ def tokenize(dataset, tokenizer, args):
 
 
 # ------------------------------------------------------------------------------------------ evaluation
-def evaluate_bleu(model, tokenizer, dataset, args, limit=None):
-    """Beam-search translations of ``dataset`` scored with sacreBLEU (case-sensitive BLEU and chrF)."""
+def evaluate_bleu(model, tokenizer, dataset, args, limit=None, length_penalty=None):
+    """Beam-search translations of ``dataset`` scored with sacreBLEU (case-sensitive BLEU and chrF).
+
+    ``length_penalty`` overrides ``args.length_penalty``."""
     import sacrebleu
 
     sources, references = list(dataset["source"]), list(dataset["target"])
@@ -218,7 +223,8 @@ def evaluate_bleu(model, tokenizer, dataset, args, limit=None):
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))  # similar lengths together
     hypotheses = [None] * len(sources)
     translations = model.translate([sources[i] for i in order], tokenizer, batch_size=128, num_beams=args.num_beams,
-                                   length_penalty=args.length_penalty, max_new_tokens=args.max_target_length)
+                                   length_penalty=args.length_penalty if length_penalty is None else length_penalty,
+                                   max_new_tokens=args.max_target_length)
     for i, text in zip(order, translations):
         hypotheses[i] = text
     bleu = sacrebleu.corpus_bleu(hypotheses, [references])
@@ -422,7 +428,7 @@ def main(argv=None, extra_callbacks=()):
             results["averaged_validation_bleu"] = averaged["bleu"]
             print(f"averaged last {args.average_last_k}: validation BLEU {averaged['bleu']:.2f}")
             if averaged["bleu"] > (state.get("best_bleu") or -1):
-                state["best_bleu"] = averaged["bleu"]
+                state["best_bleu"], state["kept"] = averaged["bleu"], "average of " + ", ".join(results["averaged"])
                 model.save_pretrained(output_dir / "best", tokenizer=tokenizer, model_card=card_info(args, state))
     final = model
     if (output_dir / "best").exists():
@@ -431,11 +437,27 @@ def main(argv=None, extra_callbacks=()):
         # Reported scores come from float32 decoding whatever precision the run trained in.
         keras.mixed_precision.set_global_policy("float32")
         final = TransformerForSeq2SeqLM.from_pretrained(output_dir / "best")
+        results["kept"] = state.get("kept") or (f"epoch-{state['best_epoch']:03d}" if state.get("best_epoch") else None)
+    if args.length_penalty_candidates and "validation" in splits:
+        # Decoding is a hyper-parameter too: chosen on the full validation set, never on test.
+        search = {lp: evaluate_bleu(final, tokenizer, splits["validation"], args, length_penalty=lp)
+                  for lp in args.length_penalty_candidates}
+        args.length_penalty = max(search, key=lambda lp: search[lp]["bleu"])  # the first listed wins a tie
+        results["length_penalty_search"] = {str(lp): scores["bleu"] for lp, scores in search.items()}
+        results["validation"] = search[args.length_penalty]
+        print("validation BLEU by length penalty: " + ", ".join(f"{lp} -> {scores['bleu']:.2f}"
+                                                               for lp, scores in search.items())
+              + f"; chose {args.length_penalty}")
+    results["length_penalty"] = args.length_penalty
     for split in ("validation", "test"):
         if split in splits:
-            scores = evaluate_bleu(final, tokenizer, splits[split], args)
+            scores = results.get(split) or evaluate_bleu(final, tokenizer, splits[split], args)
             results[split] = scores
             print(f"{split}: BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f} ({scores['signature']})")
+    # The saved model translates the way it was scored: from_pretrained(...).translate(...) needs no arguments.
+    final.generation_config.num_beams = args.num_beams
+    final.generation_config.length_penalty = args.length_penalty
+    final.generation_config.max_new_tokens = args.max_target_length
     state["test_bleu"] = results.get("test", {}).get("bleu")
     info = card_info(args, state)
     if "test" in results:

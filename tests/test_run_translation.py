@@ -64,7 +64,7 @@ def test_end_to_end_with_interruption_resume_and_reload(run_translation, data_di
     with pytest.raises(SystemExit, match="--resume"):
         run_translation.main(_argv(data_dir, output, 2))
     capsys.readouterr()
-    results = run_translation.main(_argv(data_dir, output, 2) + ["--resume"])
+    results = run_translation.main(_argv(data_dir, output, 2) + ["--resume", "--length_penalty_candidates", "0.6", "2.0"])
     out = capsys.readouterr().out
     assert "Resuming from the backup" in out and "epoch 2, after 3 of its 11 batches" in out
 
@@ -76,13 +76,28 @@ def test_end_to_end_with_interruption_resume_and_reload(run_translation, data_di
     saved = json.loads((output / "results.json").read_text())
     assert 0.0 <= saved["test"]["bleu"] <= 100.0 and "chrf" in saved["test"] and saved["epochs_completed"] == 2
     assert saved["averaged"] == ["epoch-001", "epoch-002"]
+    assert saved["kept"] in ("epoch-001", "epoch-002", "average of epoch-001, epoch-002")
+    # the length penalty is chosen on validation: the best of the candidates (the first listed on a tie)
+    search = saved["length_penalty_search"]
+    assert list(search) == ["0.6", "2.0"]
+    assert saved["length_penalty"] == (2.0 if search["2.0"] > search["0.6"] else 0.6)
+    assert saved["validation"]["bleu"] == search[str(saved["length_penalty"])]
 
     model = TransformerForSeq2SeqLM.from_pretrained(output / "model")
     tokenizer = load_tokenizer(output / "model")
     samples = results["test"]["samples"]
-    again = model.translate([s["source"] for s in samples], tokenizer, num_beams=2, length_penalty=0.6,
-                            max_new_tokens=24)
+    again = model.translate([s["source"] for s in samples], tokenizer, num_beams=2,
+                            length_penalty=saved["length_penalty"], max_new_tokens=24)
     assert again == [s["hypothesis"] for s in samples]
+    # generation_config.json carries the decoding that was scored, so no arguments are needed
+    assert (model.generation_config.num_beams, model.generation_config.length_penalty) == (2, saved["length_penalty"])
+    assert model.translate([s["source"] for s in samples], tokenizer) == again
+
+    # --num_train_epochs 0 with a trained model only evaluates it, and reproduces the run's scores
+    rescored = run_translation.main(_argv(data_dir, tmp_path / "rescored", 0) + [
+        "--model_name_or_path", str(output / "model"), "--length_penalty", str(saved["length_penalty"])])
+    assert rescored["epochs_completed"] == 0
+    assert rescored["test"]["bleu"] == saved["test"]["bleu"] and rescored["test"]["samples"] == samples
 
 
 def test_pad_to_multiple_of_sets_the_batch_lengths(run_translation):
