@@ -456,8 +456,9 @@ def main(argv=None, extra_callbacks=()):
             print(f"{split}: BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f} ({scores['signature']})")
     # The saved model translates the way it was scored: from_pretrained(...).translate(...) needs no arguments.
     final.generation_config.num_beams = args.num_beams
-    final.generation_config.length_penalty = args.length_penalty
     final.generation_config.max_new_tokens = args.max_target_length
+    # transformers refuses to save a length penalty without beams
+    final.generation_config.length_penalty = args.length_penalty if args.num_beams > 1 else None
     state["test_bleu"] = results.get("test", {}).get("bleu")
     info = card_info(args, state)
     if "test" in results:
