@@ -73,8 +73,10 @@ def parse_args(argv=None):
                         "use the best for test and the saved model's generation_config.json")
     p.add_argument("--eval_every", type=int, default=1, help="evaluate BLEU on validation every N epochs")
     p.add_argument("--max_eval_samples", type=int, default=None)
-    p.add_argument("--average_last_k", type=int, default=0,
-                   help="average the weights of the last k epoch checkpoints at the end (paper: 5 or 20)")
+    p.add_argument("--average_last_k", type=int, nargs="+", default=None,
+                   help="average the weights of the last k epoch checkpoints at the end (paper: 5 or 20); with "
+                        "several values each average is scored on validation and the best one competes with the "
+                        "best epoch")
     p.add_argument("--max_train_minutes", type=float, default=None,
                    help="stop after the epoch that would make the next one overrun this wall-time budget")
     p.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default="no")
@@ -281,7 +283,7 @@ def make_epoch_callback(model, tokenizer, splits, args, output_dir: Path, state:
                 epoch_dir = checkpoints / f"epoch-{epoch + 1:03d}"
                 epoch_dir.mkdir(exist_ok=True)
                 write_weights(_state_dict(model), epoch_dir)
-                for old in sorted(checkpoints.iterdir())[:-args.average_last_k]:
+                for old in sorted(checkpoints.iterdir())[:-max(args.average_last_k)]:
                     import shutil
 
                     shutil.rmtree(old, ignore_errors=True)
@@ -323,6 +325,27 @@ def average_checkpoints(model, directory: Path, k: int):
     mean = {name: np.mean([t[name] for t in tensors], axis=0) for name in tensors[0]}
     assign_weights(model, mean)
     return [p.name for p in paths]
+
+
+def search_averages(model, directory: Path, ks, score=None):
+    """Average the last k checkpoints for each k in ``ks``, score each average with ``score(model)``, and leave
+    ``model`` holding the best one (the first listed on a tie; the last listed without ``score``).
+
+    Returns ``(best_k, averages, scores)``: the checkpoint names of each distinct average by k (a k beyond the
+    number of checkpoints repeats a smaller k's average and is skipped) and their scores.
+    """
+    averages, scores = {}, {}
+    for k in ks:
+        names = current = average_checkpoints(model, directory, k)
+        if names in averages.values():
+            continue
+        averages[k] = names
+        if score is not None:
+            scores[k] = score(model)
+    best_k = max(scores, key=scores.get) if scores else list(averages)[-1]
+    if averages[best_k] != current:
+        average_checkpoints(model, directory, best_k)
+    return best_k, averages, scores
 
 
 def make_train_batches(tokenized, config, args):
@@ -422,13 +445,20 @@ def main(argv=None, extra_callbacks=()):
     if nan_stop.stopped_at:
         results["stopped_on_nan"] = nan_stop.stopped_at
     if args.average_last_k and (output_dir / "checkpoints").exists():
-        results["averaged"] = average_checkpoints(model, output_dir / "checkpoints", args.average_last_k)
+        score = None
         if "validation" in splits:
-            averaged = evaluate_bleu(model, tokenizer, splits["validation"], args, args.max_eval_samples)
-            results["averaged_validation_bleu"] = averaged["bleu"]
-            print(f"averaged last {args.average_last_k}: validation BLEU {averaged['bleu']:.2f}")
-            if averaged["bleu"] > (state.get("best_bleu") or -1):
-                state["best_bleu"], state["kept"] = averaged["bleu"], "average of " + ", ".join(results["averaged"])
+            def score(averaged):  # on the validation subset the epochs were scored on
+                return evaluate_bleu(averaged, tokenizer, splits["validation"], args, args.max_eval_samples)["bleu"]
+        best_k, averages, search = search_averages(model, output_dir / "checkpoints", args.average_last_k, score)
+        for k, bleu in search.items():
+            print(f"average of the last {len(averages[k])} epochs: validation BLEU {bleu:.2f}")
+        if len(search) > 1:
+            results["average_search"] = {str(k): bleu for k, bleu in search.items()}
+        results["averaged"] = averages[best_k]
+        if search:
+            results["averaged_validation_bleu"] = search[best_k]
+            if state.get("best_bleu") is None or search[best_k] > state["best_bleu"]:  # a tie keeps the epoch
+                state["best_bleu"], state["kept"] = search[best_k], "average of " + ", ".join(averages[best_k])
                 model.save_pretrained(output_dir / "best", tokenizer=tokenizer, model_card=card_info(args, state))
     final = model
     if (output_dir / "best").exists():

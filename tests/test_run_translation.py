@@ -5,10 +5,11 @@ import json
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
 from vanilla_transformer import TransformerForSeq2SeqLM
-from vanilla_transformer.hub import load_tokenizer
+from vanilla_transformer.hub import load_tokenizer, read_weights
 from vanilla_transformer.number_words import make_splits
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "run_translation.py"
@@ -38,7 +39,7 @@ def _argv(data_dir, output_dir, epochs):
             "--num_heads", "4", "--d_ff", "64", "--num_layers", "1", "--vocab_size", "120",
             "--num_train_epochs", str(epochs), "--per_device_train_batch_size", "24", "--backup_every", "3",
             "--warmup_steps", "20", "--num_beams", "2", "--max_target_length", "24", "--verbose", "0",
-            "--average_last_k", "2"]
+            "--average_last_k", "1", "2", "3"]
 
 
 class Interrupt(keras.callbacks.Callback):
@@ -75,8 +76,19 @@ def test_end_to_end_with_interruption_resume_and_reload(run_translation, data_di
     assert [h["epoch"] for h in history] == [1, 2] and all("val_bleu" in h for h in history)
     saved = json.loads((output / "results.json").read_text())
     assert 0.0 <= saved["test"]["bleu"] <= 100.0 and "chrf" in saved["test"] and saved["epochs_completed"] == 2
-    assert saved["averaged"] == ["epoch-001", "epoch-002"]
-    assert saved["kept"] in ("epoch-001", "epoch-002", "average of epoch-001, epoch-002")
+    # several k: each average scored on validation (k 3 is k 2 after two epochs), the best competes with the epochs
+    averages = saved["average_search"]
+    assert list(averages) == ["1", "2"]
+    best_k = 2 if averages["2"] > averages["1"] else 1
+    assert saved["averaged"] == ["epoch-001", "epoch-002"][-best_k:]
+    assert saved["averaged_validation_bleu"] == averages[str(best_k)]
+    assert saved["kept"] in ("epoch-001", "epoch-002", "average of " + ", ".join(saved["averaged"]))
+    if saved["kept"].startswith("average"):
+        assert saved["averaged_validation_bleu"] > max(h["val_bleu"] for h in history)
+        kept = read_weights(str(output / "best"))
+        checkpoints = [read_weights(str(output / "checkpoints" / name)) for name in saved["averaged"]]
+        for name, value in kept.items():
+            np.testing.assert_allclose(value, np.mean([c[name] for c in checkpoints], axis=0), rtol=1e-6, atol=1e-7)
     # the length penalty is chosen on validation: the best of the candidates (the first listed on a tie)
     search = saved["length_penalty_search"]
     assert list(search) == ["0.6", "2.0"]
@@ -144,3 +156,33 @@ def test_learning_rate_schedules(run_translation):
     assert at(linear, 550) == pytest.approx(5e-4, rel=1e-6)
     assert at(linear, 1000) == pytest.approx(0.0, abs=1e-12)
     assert at(linear, 1200) == 0.0
+
+
+def test_search_averages_keeps_the_best_scored_average(run_translation, tmp_path):
+    """Each k averages the last k checkpoints; the model ends holding the average that scored best."""
+    from vanilla_transformer import TransformerConfig
+    from vanilla_transformer.hub import _state_dict, write_weights
+
+    model = TransformerForSeq2SeqLM(TransformerConfig(vocab_size=40, d_model=32, num_heads=4, d_ff=64,
+                                                      num_encoder_layers=1, num_decoder_layers=1)).build_weights()
+    variables = model.named_variables()
+    for epoch in (1, 2, 3):
+        for variable in variables.values():
+            variable.assign(np.full(variable.shape, float(epoch), dtype=variable.dtype))
+        (tmp_path / f"epoch-{epoch:03d}").mkdir()
+        write_weights(_state_dict(model), tmp_path / f"epoch-{epoch:03d}")
+    probe = next(iter(variables.values()))
+
+    def score(averaged):  # peaks at the average of the last 2 epochs (2.5)
+        return -abs(float(np.asarray(probe.numpy()).flat[0]) - 2.5)
+
+    best_k, averages, scores = run_translation.search_averages(model, tmp_path, [2, 1, 3, 5], score)
+    assert averages == {2: ["epoch-002", "epoch-003"], 1: ["epoch-003"],
+                        3: ["epoch-001", "epoch-002", "epoch-003"]}  # k 5 is k 3 again: skipped
+    assert scores == {2: 0.0, 1: -0.5, 3: -0.5} and best_k == 2
+    for variable in variables.values():  # the model holds the winning average, not the last one tried
+        np.testing.assert_allclose(np.asarray(variable.numpy()), 2.5)
+
+    best_k, _, scores = run_translation.search_averages(model, tmp_path, [1, 3])  # no score: the last listed
+    assert (best_k, scores) == (3, {})
+    np.testing.assert_allclose(np.asarray(probe.numpy()), 2.0)
