@@ -314,17 +314,15 @@ def card_info(args, state):
             "dataset_name": args.dataset_name or "local parallel text"}
 
 
-def average_checkpoints(model, directory: Path, k: int):
-    """Set ``model``'s weights to the mean of the last ``k`` epoch checkpoints (the paper's averaging)."""
+def average_checkpoints(model, paths):
+    """Set ``model``'s weights to the mean of the checkpoints in ``paths`` (the paper's averaging)."""
     import numpy as np
 
     from vanilla_transformer.hub import assign_weights, read_weights
 
-    paths = sorted(directory.iterdir())[-k:]
     tensors = [read_weights(str(p)) for p in paths]
     mean = {name: np.mean([t[name] for t in tensors], axis=0) for name in tensors[0]}
     assign_weights(model, mean)
-    return [p.name for p in paths]
 
 
 def search_averages(model, directory: Path, ks, score=None):
@@ -332,19 +330,21 @@ def search_averages(model, directory: Path, ks, score=None):
     ``model`` holding the best one (the first listed on a tie; the last listed without ``score``).
 
     Returns ``(best_k, averages, scores)``: the checkpoint names of each distinct average by k (a k beyond the
-    number of checkpoints repeats a smaller k's average and is skipped) and their scores.
+    number of checkpoints repeats a smaller k's average and is skipped, unread) and their scores.
     """
+    checkpoints = sorted(directory.iterdir())
     averages, scores = {}, {}
     for k in ks:
-        names = current = average_checkpoints(model, directory, k)
+        names = [p.name for p in checkpoints[-k:]]
         if names in averages.values():
             continue
         averages[k] = names
         if score is not None:
+            average_checkpoints(model, checkpoints[-k:])
             scores[k] = score(model)
     best_k = max(scores, key=scores.get) if scores else list(averages)[-1]
-    if averages[best_k] != current:
-        average_checkpoints(model, directory, best_k)
+    if not scores or best_k != list(scores)[-1]:  # the model holds the last average scored, or none yet
+        average_checkpoints(model, checkpoints[-best_k:])
     return best_k, averages, scores
 
 
