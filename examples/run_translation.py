@@ -42,6 +42,9 @@ def parse_args(argv=None):
     p.add_argument("--target_lang", default="de")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--vocab_size", type=int, default=8000, help="shared BPE vocabulary trained on the train split")
+    p.add_argument("--split_punctuation", action="store_true",
+                   help="learn the BPE vocabulary with punctuation split from words (reversibly), so 'street.' "
+                        "is 'street' + '.' rather than a token of its own")
     p.add_argument("--d_model", type=int, default=None)
     p.add_argument("--num_layers", type=int, default=None)
     p.add_argument("--num_heads", type=int, default=None)
@@ -186,7 +189,8 @@ def build_model_and_tokenizer(args, train):
     from vanilla_transformer.tokenization import train_bpe_tokenizer
 
     if args.model_name_or_path in PRESETS:
-        tokenizer = train_bpe_tokenizer(list(train["source"]) + list(train["target"]), vocab_size=args.vocab_size)
+        tokenizer = train_bpe_tokenizer(list(train["source"]) + list(train["target"]), vocab_size=args.vocab_size,
+                                        split_punctuation=args.split_punctuation)
         overrides = {key: value for key, value in dict(
             d_model=args.d_model, num_heads=args.num_heads, d_ff=args.d_ff, dropout=args.dropout,
             attention_dropout=args.attention_dropout, num_encoder_layers=args.num_layers,

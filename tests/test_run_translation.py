@@ -186,3 +186,14 @@ def test_search_averages_keeps_the_best_scored_average(run_translation, tmp_path
     best_k, _, scores = run_translation.search_averages(model, tmp_path, [1, 3])  # no score: the last listed
     assert (best_k, scores) == (3, {})
     np.testing.assert_allclose(np.asarray(probe.numpy()), 2.0)
+
+
+def test_split_punctuation_flag_reaches_the_tokenizer(run_translation):
+    train = {"source": ["A dog runs down the street.", "Two men, one dog."] * 10,
+             "target": ["Ein Hund rennt die Straße entlang.", "Zwei Männer, ein Hund."] * 10}
+    for flags, last_token in (([], "▁street."), (["--split_punctuation"], ".")):
+        args = run_translation.parse_args(["--output_dir", "x", "--train_file", "t", "--vocab_size", "200",
+                                           "--d_model", "32", "--num_heads", "4", "--d_ff", "64", "--num_layers",
+                                           "1", *flags])
+        _, tokenizer = run_translation.build_model_and_tokenizer(args, train)
+        assert tokenizer.tokenize("the street.")[-1] == last_token
