@@ -7,7 +7,7 @@ from transformers import AutoTokenizer
 
 from vanilla_transformer.tokenization import train_bpe_tokenizer
 
-CORPUS = [
+SENTENCES = [
     "A man in a red shirt walks down the street.",
     "Two dogs play in the water, near the street.",
     "A woman's T-Shirt is (very) red.",
@@ -15,14 +15,15 @@ CORPUS = [
     "Zwei Hunde spielen im Wasser, nahe der Straße.",
     "Das T-Shirt einer Frau ist (sehr) rot.",
     'Er sagt "ja", zweimal! Übergröße? Nice.',
-] * 20
+]
+CORPUS = SENTENCES * 20  # repeated so every merge clears min_frequency
 TRICKY = ["A man's T-Shirt, (red) ... \"yes\"  twice ", "Straße. Über-Übergröße!", "street."]
 
 
 @pytest.mark.parametrize("split_punctuation", [False, True])
 def test_decode_restores_the_text_exactly(split_punctuation):
     tokenizer = train_bpe_tokenizer(CORPUS, vocab_size=120, split_punctuation=split_punctuation)
-    for text in CORPUS[:7] + TRICKY:
+    for text in SENTENCES + TRICKY:
         ids = tokenizer(text)["input_ids"]
         assert ids[-1] == tokenizer.eos_token_id
         assert tokenizer.decode(ids, skip_special_tokens=True) == text
