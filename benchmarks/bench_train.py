@@ -236,7 +236,8 @@ def peer_keras_hub(args, size, xla):
     import keras_hub
     import tensorflow as tf
 
-    from vanilla_transformer.training import MaskedAccuracy, MaskedSparseCrossEntropy, TransformerSchedule
+    from vanilla_transformer.losses import MaskedAccuracy, MaskedSparseCrossEntropy
+    from vanilla_transformer.optimization import TransformerSchedule
 
     _set_tf_threads(args.threads)
     keras.utils.set_random_seed(args.seed)

@@ -34,8 +34,9 @@ def main(argv=None) -> dict:
     import numpy as np
 
     from vanilla_transformer import TransformerForSequenceClassification
-    from vanilla_transformer.data_collators import (DataCollatorForSequenceClassification,
-                                                    language_model_optimizer, make_tf_dataset)
+    from vanilla_transformer.batching import make_tf_dataset
+    from vanilla_transformer.data_collators import DataCollatorForSequenceClassification
+    from vanilla_transformer.optimization import language_model_optimizer
 
     raw = _common.load_raw_datasets(args)
     first = next(iter(raw.values()))

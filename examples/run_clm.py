@@ -32,7 +32,8 @@ def main(argv=None) -> dict:
     _common.setup(args)
 
     from vanilla_transformer import TransformerForCausalLM
-    from vanilla_transformer.data_collators import DataCollatorForCausalLM, make_tf_dataset
+    from vanilla_transformer.batching import make_tf_dataset
+    from vanilla_transformer.data_collators import DataCollatorForCausalLM
 
     raw = _common.load_raw_datasets(args)
     column = _common.text_column(next(iter(raw.values())), args.text_column_name)

@@ -33,7 +33,8 @@ def main(argv=None) -> dict:
     warnings.filterwarnings("ignore", message=r"Gradients do not exist for variables \[.*pooler")
 
     from vanilla_transformer import TransformerForMaskedLM
-    from vanilla_transformer.data_collators import DataCollatorForMaskedLM, make_tf_dataset
+    from vanilla_transformer.batching import make_tf_dataset
+    from vanilla_transformer.data_collators import DataCollatorForMaskedLM
 
     raw = _common.load_raw_datasets(args)
     column = _common.text_column(next(iter(raw.values())), args.text_column_name)

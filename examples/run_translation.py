@@ -268,7 +268,7 @@ def make_epoch_callback(model, tokenizer, splits, args, output_dir: Path, state:
     import keras
     import numpy as np
 
-    from vanilla_transformer.hub import _state_dict, write_weights
+    from vanilla_transformer.checkpoint_io import state_dict, write_weights
 
     class EpochEnd(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -286,7 +286,7 @@ def make_epoch_callback(model, tokenizer, splits, args, output_dir: Path, state:
                 checkpoints.mkdir(exist_ok=True)
                 epoch_dir = checkpoints / f"epoch-{epoch + 1:03d}"
                 epoch_dir.mkdir(exist_ok=True)
-                write_weights(_state_dict(model), epoch_dir)
+                write_weights(state_dict(model), epoch_dir)
                 for old in sorted(checkpoints.iterdir())[:-max(args.average_last_k)]:
                     import shutil
 
@@ -322,7 +322,7 @@ def average_checkpoints(model, paths):
     """Set ``model``'s weights to the mean of the checkpoints in ``paths`` (the paper's averaging)."""
     import numpy as np
 
-    from vanilla_transformer.hub import assign_weights, read_weights
+    from vanilla_transformer.checkpoint_io import assign_weights, read_weights
 
     tensors = [read_weights(str(p)) for p in paths]
     mean = {name: np.mean([t[name] for t in tensors], axis=0) for name in tensors[0]}
@@ -354,7 +354,8 @@ def search_averages(model, directory: Path, ks, score=None):
 
 def make_train_batches(tokenized, config, args):
     """The collator and the epoch-shuffled, length-bucketed training batches (token budget or sentence count)."""
-    from vanilla_transformer.training import EpochShuffledBatches, Seq2SeqCollator, seq2seq_batches
+    from vanilla_transformer.batching import EpochShuffledBatches, seq2seq_batches
+    from vanilla_transformer.data_collators import Seq2SeqCollator
 
     collator = Seq2SeqCollator(config.pad_token_id, config.decoder_start_token_id, config.vocab_size,
                                pad_to_multiple_of=args.pad_to_multiple_of)
@@ -368,8 +369,7 @@ def make_learning_rate(args, d_model: int, total_steps: int):
     """The learning-rate schedule: linear warm-up over ``--warmup_steps`` to the peak (``--learning_rate``, or
     the paper's ``lr_scale * d_model^-0.5 * warmup^-0.5``), then the paper's inverse square root decay
     (equation 3) or, with ``--lr_decay linear``, a straight line to 0 at ``total_steps``."""
-    from vanilla_transformer.data_collators import LinearWarmupSchedule
-    from vanilla_transformer.training import TransformerSchedule
+    from vanilla_transformer.optimization import LinearWarmupSchedule, TransformerSchedule
 
     peak = args.learning_rate
     if peak is None:
@@ -386,14 +386,9 @@ def main(argv=None, extra_callbacks=()):
     args = parse_args(argv)
     import keras
 
-    from vanilla_transformer.training import (
-        EpochShuffledBatches,
-        MaskedAccuracy,
-        MaskedSparseCrossEntropy,
-        StopOnNaN,
-        fit_resumable,
-        seq2seq_batches,
-    )
+    from vanilla_transformer.batching import EpochShuffledBatches, seq2seq_batches
+    from vanilla_transformer.losses import MaskedAccuracy, MaskedSparseCrossEntropy
+    from vanilla_transformer.training import StopOnNaN, fit_resumable
 
     strategy = _strategy(args.strategy)  # first: MultiWorkerMirroredStrategy must exist before any TF op
     output_dir = _worker_output_dir(Path(args.output_dir), strategy)

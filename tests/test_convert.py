@@ -44,7 +44,7 @@ from vanilla_transformer import (  # noqa: E402
 )
 from vanilla_transformer import hub  # noqa: E402
 from vanilla_transformer.convert import UnsupportedConfigError, export_to_transformers  # noqa: E402
-from vanilla_transformer.hub import CheckpointError  # noqa: E402
+from vanilla_transformer import CheckpointError  # noqa: E402
 
 torch.set_num_threads(1)
 transformers.logging.set_verbosity_error()

@@ -9,7 +9,7 @@ from transformers import GenerationConfig
 
 from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
 from vanilla_transformer import generation
-from vanilla_transformer.generation import blocked_top_k, top_p_filter
+from vanilla_transformer.generation import blocked_top_k, logits_process, top_p_filter
 
 SRC = np.array([[5, 6, 7, 8, 9, 2], [10, 11, 2, 0, 0, 0], [12, 13, 14, 15, 2, 0]], dtype="int32")
 MASK = (SRC != 0).astype("int32")
@@ -185,10 +185,10 @@ def test_sampling_top_k_1_equals_greedy_and_seeds_reproduce(peaked_model):
 
 def test_sampling_follows_the_distribution():
     """Gumbel-max noise: sample frequencies over many rows match softmax probabilities."""
-    from vanilla_transformer.generation import _gumbel
+    from vanilla_transformer.generation.logits_process import gumbel_noise
 
     logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]] * 20000, dtype="float32"))
-    picks = np.argmax(logits + np.asarray(_gumbel(logits.shape, np.int32(3), np.int32(0))), axis=-1)
+    picks = np.argmax(logits + np.asarray(gumbel_noise(logits.shape, np.int32(3), np.int32(0))), axis=-1)
     np.testing.assert_allclose(np.bincount(picks, minlength=4) / len(picks), [0.5, 0.3, 0.15, 0.05], atol=0.015)
 
 
@@ -236,7 +236,7 @@ def test_generation_config_precedence(peaked_model):
 
 def test_second_call_with_same_bucketed_shapes_does_not_retrace(peaked_model):
     peaked_model.generate(SRC, MASK, max_new_tokens=4)
-    compiled = peaked_model._compiled_generate
+    compiled = peaked_model.decoding_programs.programs
     functions = dict(compiled)
     traces = {key: fn.experimental_get_tracing_count() for key, fn in functions.items()}
     shorter = SRC[:, :5].copy()  # 5 -> rounded up to the same 8 columns
@@ -342,8 +342,8 @@ def test_beam_search_with_blocked_top_k_equals_plain_top_k(monkeypatch):
     kwargs = dict(num_beams=4, num_return_sequences=2, max_new_tokens=12, eos_token_id=2,
                   return_dict_in_generate=True)
     blocked = model.generate(SRC, attention_mask=MASK, **kwargs)
-    model.__dict__.pop("_compiled_generate", None)
-    monkeypatch.setattr(generation, "TOP_K_BLOCK", 10 ** 9)
+    model.decoding_programs.programs.clear()
+    monkeypatch.setattr(logits_process, "TOP_K_BLOCK", 10 ** 9)
     plain = model.generate(SRC, attention_mask=MASK, **kwargs)
     assert len(np.unique(np.asarray(plain["sequences"]))) > 8
     np.testing.assert_array_equal(np.asarray(blocked["sequences"]), np.asarray(plain["sequences"]))

@@ -36,7 +36,7 @@ from vanilla_transformer import (
     hub,
 )
 from vanilla_transformer.cli import main as cli_main
-from vanilla_transformer.hub import CheckpointError
+from vanilla_transformer import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN, OTHER_TOKEN = "hf_alice_write", "hf_bob_write"

@@ -8,7 +8,7 @@ import pytest
 from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
 from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-from vanilla_transformer.hub import CheckpointError
+from vanilla_transformer import CheckpointError
 
 SRC = np.array([[5, 6, 7, 8, 2], [9, 10, 11, 2, 0]], dtype="int32")
 SRC_MASK = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]], dtype="int32")

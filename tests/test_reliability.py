@@ -20,7 +20,7 @@ from vanilla_transformer import (
     TransformerForCausalLM,
     TransformerForSeq2SeqLM,
 )
-from vanilla_transformer.hub import CheckpointError
+from vanilla_transformer import CheckpointError
 from vanilla_transformer.training import StopOnNaN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,7 +195,9 @@ RESUMABLE_FIT = textwrap.dedent("""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras, numpy as np
     from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-    from vanilla_transformer.training import EpochShuffledBatches, Seq2SeqCollator, fit_resumable, seq2seq_batches
+    from vanilla_transformer.batching import EpochShuffledBatches, seq2seq_batches
+    from vanilla_transformer.data_collators import Seq2SeqCollator
+    from vanilla_transformer.training import fit_resumable
     out, kill_after = sys.argv[1], int(sys.argv[2])
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from vanilla_transformer import TransformerForSeq2SeqLM
-from vanilla_transformer.hub import load_tokenizer, read_weights
+from vanilla_transformer.checkpoint_io import read_weights
+from vanilla_transformer.hub import load_tokenizer
 from vanilla_transformer.number_words import make_splits
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "run_translation.py"
@@ -161,7 +162,7 @@ def test_learning_rate_schedules(run_translation):
 def test_search_averages_keeps_the_best_scored_average(run_translation, tmp_path):
     """Each k averages the last k checkpoints; the model ends holding the average that scored best."""
     from vanilla_transformer import TransformerConfig
-    from vanilla_transformer.hub import _state_dict, write_weights
+    from vanilla_transformer.checkpoint_io import state_dict, write_weights
 
     model = TransformerForSeq2SeqLM(TransformerConfig(vocab_size=40, d_model=32, num_heads=4, d_ff=64,
                                                       num_encoder_layers=1, num_decoder_layers=1)).build_weights()
@@ -170,7 +171,7 @@ def test_search_averages_keeps_the_best_scored_average(run_translation, tmp_path
         for variable in variables.values():
             variable.assign(np.full(variable.shape, float(epoch), dtype=variable.dtype))
         (tmp_path / f"epoch-{epoch:03d}").mkdir()
-        write_weights(_state_dict(model), tmp_path / f"epoch-{epoch:03d}")
+        write_weights(state_dict(model), tmp_path / f"epoch-{epoch:03d}")
     probe = next(iter(variables.values()))
 
     def score(averaged):  # peaks at the average of the last 2 epochs (2.5)

@@ -5,15 +5,10 @@ import numpy as np
 import pytest
 
 from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-from vanilla_transformer.training import (
-    MaskedAccuracy,
-    MaskedSparseCrossEntropy,
-    Seq2SeqCollator,
-    TransformerSchedule,
-    batches_to_tf_dataset,
-    seq2seq_batches,
-    shift_tokens_right,
-)
+from vanilla_transformer.batching import batches_to_tf_dataset, seq2seq_batches
+from vanilla_transformer.data_collators import Seq2SeqCollator, shift_tokens_right
+from vanilla_transformer.losses import MaskedAccuracy, MaskedSparseCrossEntropy
+from vanilla_transformer.optimization import TransformerSchedule
 
 
 def test_loss_matches_a_hand_computation_with_smoothing_and_ignores_minus_100(rng):

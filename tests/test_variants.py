@@ -14,10 +14,11 @@ import keras
 
 from vanilla_transformer import (TransformerConfig, TransformerEncoderModel, TransformerForCausalLM,
                                  TransformerForMaskedLM, TransformerForSequenceClassification)
-from vanilla_transformer.data_collators import (CausalLMAccuracy, CausalLMLoss, DataCollatorForCausalLM,
-                                                DataCollatorForMaskedLM, DataCollatorForSequenceClassification,
-                                                LinearWarmupSchedule, make_tf_dataset)
-from vanilla_transformer.training import MaskedSparseCrossEntropy
+from vanilla_transformer.batching import make_tf_dataset
+from vanilla_transformer.data_collators import (DataCollatorForCausalLM, DataCollatorForMaskedLM,
+                                                DataCollatorForSequenceClassification)
+from vanilla_transformer.losses import CausalLMAccuracy, CausalLMLoss, MaskedSparseCrossEntropy
+from vanilla_transformer.optimization import LinearWarmupSchedule
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SPECIALS = [0, 1, 2, 3, 4]  # <pad> <s> </s> <unk> <mask>, as train_bpe_tokenizer numbers them
@@ -256,7 +257,7 @@ def test_classifier_from_mlm_checkpoint(tmp_path, caplog):
     mlm = TransformerForMaskedLM(encoder_config(num_encoder_layers=1)).build_weights()  # (trained: see the
     mlm.save_pretrained(tmp_path / "mlm")  # example-script test, run_mlm -> run_classification)
 
-    with caplog.at_level("WARNING", logger="vanilla_transformer.hub"):
+    with caplog.at_level("WARNING", logger="vanilla_transformer.checkpoint_io"):
         classifier = TransformerForSequenceClassification.from_pretrained(
             tmp_path / "mlm", id2label={0: "low", 1: "high"}, label2id={"low": 0, "high": 1})
     assert "newly initialized: ['classifier.bias', 'classifier.kernel']" in caplog.text

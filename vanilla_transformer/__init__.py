@@ -9,8 +9,10 @@ import os as _os
 
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+from .checkpoint_io import CheckpointError  # noqa: E402
 from .configuration import PRESETS, TransformerConfig  # noqa: E402
-from .hub import AutoModel  # noqa: E402
+from .convert import UnsupportedConfigError, export_to_transformers  # noqa: E402
+from .hub import AutoModel, load_tokenizer  # noqa: E402
 from .modeling import (  # noqa: E402
     TransformerEncoderModel,
     TransformerForCausalLM,
@@ -19,11 +21,13 @@ from .modeling import (  # noqa: E402
     TransformerForSequenceClassification,
     TransformerPreTrainedModel,
 )
+from .tokenization import train_bpe_tokenizer  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AutoModel",
+    "CheckpointError",
     "PRESETS",
     "TransformerConfig",
     "TransformerEncoderModel",
@@ -32,4 +36,8 @@ __all__ = [
     "TransformerForSeq2SeqLM",
     "TransformerForSequenceClassification",
     "TransformerPreTrainedModel",
+    "UnsupportedConfigError",
+    "export_to_transformers",
+    "load_tokenizer",
+    "train_bpe_tokenizer",
 ]

@@ -14,6 +14,17 @@ from transformers import AutoConfig, PretrainedConfig
 
 logger = logging.getLogger(__name__)
 
+
+def token_ids(value) -> tuple:
+    """A special-token field that may hold one id, a list of ids or None, as a tuple (``eos_token_id``).
+
+    >>> token_ids(2), token_ids([2, 3]), token_ids(None)
+    ((2,), (2, 3), ())
+    """
+    if value is None:
+        return ()
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
 ARCHITECTURES = ("encoder-decoder", "encoder", "decoder")
 POSITION_EMBEDDINGS = ("sinusoidal", "learned")
 SINUSOIDAL_LAYOUTS = ("interleaved", "halves")
@@ -284,8 +295,7 @@ class TransformerConfig(PretrainedConfig):
             value = getattr(self, field)
             if value is not None and (not is_int(value) or not 0 <= value < self.vocab_size):
                 fail(field, f"must be None or an id in [0, vocab_size={self.vocab_size})")
-        eos = self.eos_token_id
-        for value in eos if isinstance(eos, (list, tuple)) else [eos]:
+        for value in token_ids(self.eos_token_id):
             if value is not None and (not is_int(value) or not 0 <= value < self.vocab_size):
                 fail("eos_token_id", f"must be None, an id or a list of ids in [0, {self.vocab_size})")
         if self.architecture == "encoder-decoder" and self.decoder_start_token_id is None:

@@ -1,36 +1,82 @@
-"""Batches, losses and learning rates for the BERT-style and GPT-style variants.
+"""Padding and collation: lists of token ids -> padded ``(inputs, labels)`` batches for ``model.fit``.
 
+One padding implementation (:func:`pad_batch`, :func:`padding_mask`) serves every collator:
+
+- :class:`Seq2SeqCollator`: teacher forcing for the encoder-decoder (section 5): decoder inputs are the
+  labels shifted right behind the start token (:func:`shift_tokens_right`);
 - :class:`DataCollatorForMaskedLM`: BERT's masked-language-model corruption (15% of the non-special tokens
   are chosen; of those 80% become the mask token, 10% a random token, 10% stay) with labels -100 elsewhere;
 - :class:`DataCollatorForCausalLM`: labels = inputs (padding -> -100); the one-token shift happens in
-  :class:`CausalLMLoss` / :class:`CausalLMAccuracy` (``logits[:, :-1]`` against ``labels[:, 1:]``), as in
-  transformers' ``*ForCausalLM`` models;
-- :class:`DataCollatorForSequenceClassification`: padded inputs and one integer label per row;
-- :func:`make_tf_dataset`: length-grouped batches as a ``tf.data.Dataset`` for ``model.fit``, collated again
-  every epoch (so MLM masking is dynamic, as in RoBERTa);
-- :class:`LinearWarmupSchedule`: linear warmup to a peak learning rate, then constant or linear decay.
-
-Every collator is plain numpy with its own seeded ``numpy.random.Generator`` and returns
-``(inputs dict, labels)`` ready for ``model.fit``.
+  :class:`~vanilla_transformer.losses.CausalLMLoss`, as in transformers' ``*ForCausalLM`` models;
+- :class:`DataCollatorForSequenceClassification`: padded inputs and one integer label per row.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
-import keras
 import numpy as np
-from keras import ops
 
-from .training import IGNORE_INDEX, MaskedAccuracy, MaskedSparseCrossEntropy, bucket_length, pad_batch
+from .losses import IGNORE_INDEX
 
 
-def _rows(examples) -> list[list[int]]:
+def pad_batch(rows: Sequence[Sequence[int]], pad_value: int, length: int | None = None) -> np.ndarray:
+    """Right-pad lists of ids into an int32 array ``(len(rows), length or longest row)``; longer rows are cut.
+
+    >>> pad_batch([[5, 6, 7], [8]], pad_value=0)
+    array([[5, 6, 7],
+           [8, 0, 0]], dtype=int32)
+    """
+    length = length or max((len(row) for row in rows), default=0)
+    out = np.full((len(rows), length), pad_value, dtype="int32")
+    for i, row in enumerate(rows):
+        row = list(row)[:length]
+        out[i, : len(row)] = row
+    return out
+
+
+def padding_mask(lengths: Sequence[int], length: int) -> np.ndarray:
+    """int32 ``(len(lengths), length)``: 1 at the first ``lengths[i]`` positions of row i, 0 after (padding).
+
+    >>> padding_mask([3, 1], 4)
+    array([[1, 1, 1, 0],
+           [1, 0, 0, 0]], dtype=int32)
+    """
+    return (np.arange(length)[None, :] < np.asarray(lengths, dtype="int64").reshape(-1, 1)).astype("int32")
+
+
+def bucket_length(length: int, multiple: int = 8) -> int:
+    """Round a length up to a multiple (at least one multiple), so XLA sees few distinct shapes.
+
+    >>> bucket_length(13), bucket_length(0), bucket_length(5, multiple=4)
+    (16, 8, 8)
+    """
+    return max(multiple, -(-length // multiple) * multiple)
+
+
+def shift_tokens_right(labels: np.ndarray, decoder_start_token_id: int, pad_token_id: int) -> np.ndarray:
+    """Teacher forcing: ``decoder_input_ids`` = ``[start] + labels[:-1]``, with -100 replaced by pad.
+
+    ``labels (batch, tgt) -> (batch, tgt)``.
+
+    >>> shift_tokens_right(np.array([[7, 8, 2, -100]]), decoder_start_token_id=1, pad_token_id=0)
+    array([[1, 7, 8, 2]])
+    """
+    labels = np.asarray(labels)
+    shifted = np.empty_like(labels)
+    shifted[:, 0] = decoder_start_token_id
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[shifted == IGNORE_INDEX] = pad_token_id
+    return shifted
+
+
+
+def id_rows(examples) -> list[list[int]]:
     """Lists of ids from lists/arrays of ids or from dicts holding ``input_ids``."""
     return [list(example["input_ids"] if isinstance(example, dict) else example) for example in examples]
 
 
-def _pad(rows: Sequence[Sequence[int]], pad_token_id: int, pad_to_multiple_of: int | None,
+def pad_rows(rows: Sequence[Sequence[int]], pad_token_id: int, pad_to_multiple_of: int | None,
          max_length: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Right-pad (and truncate to ``max_length``) into int32 ``input_ids`` and ``attention_mask``.
 
@@ -44,9 +90,50 @@ def _pad(rows: Sequence[Sequence[int]], pad_token_id: int, pad_to_multiple_of: i
     length = bucket_length(longest, pad_to_multiple_of) if pad_to_multiple_of else max(longest, 1)
     if max_length:
         length = min(length, max_length)
-    lengths = np.array([min(len(row), length) for row in rows])
-    attention_mask = (np.arange(length)[None, :] < lengths[:, None]).astype("int32")
-    return pad_batch(rows, pad_token_id, length), attention_mask
+    return pad_batch(rows, pad_token_id, length), padding_mask([min(len(row), length) for row in rows], length)
+
+
+
+class Seq2SeqCollator:
+    """Turns (source ids, target ids) pairs into one teacher-forced batch ``(inputs, labels)``.
+
+    ``inputs`` holds ``input_ids``, ``attention_mask``, ``decoder_input_ids`` and
+    ``decoder_attention_mask``; ``labels`` are the target ids padded with -100. Lengths are rounded up
+    to ``pad_to_multiple_of``. Ids are checked against ``vocab_size`` here, where they are concrete.
+    """
+
+    def __init__(self, pad_token_id: int, decoder_start_token_id: int, vocab_size: int | None = None,
+                 pad_to_multiple_of: int = 8):
+        self.pad_token_id = pad_token_id
+        self.decoder_start_token_id = decoder_start_token_id
+        self.vocab_size = vocab_size
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], length: int | None = None,
+                 num_rows: int | None = None):
+        """Collate pairs; ``length`` fixes both padded lengths, ``num_rows`` adds empty rows up to that many."""
+        if len(sources) != len(targets):
+            raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
+        if self.vocab_size is not None:
+            for name, rows in (("source", sources), ("target", targets)):
+                for row in rows:
+                    if len(row) and (min(row) < 0 or max(row) >= self.vocab_size):
+                        raise ValueError(f"{name} ids outside [0, vocab_size={self.vocab_size}): {list(row)}")
+        if num_rows is not None and num_rows > len(sources):
+            extra = num_rows - len(sources)
+            sources, targets = list(sources) + [[]] * extra, list(targets) + [[]] * extra
+        src_len = length or bucket_length(max(len(s) for s in sources), self.pad_to_multiple_of)
+        tgt_len = length or bucket_length(max(len(t) for t in targets), self.pad_to_multiple_of)
+        input_ids = pad_batch(sources, self.pad_token_id, src_len)
+        labels = pad_batch(targets, IGNORE_INDEX, tgt_len)
+        inputs = {
+            "input_ids": input_ids,
+            "attention_mask": padding_mask([len(s) for s in sources], src_len),
+            "decoder_input_ids": shift_tokens_right(labels, self.decoder_start_token_id, self.pad_token_id),
+            "decoder_attention_mask": padding_mask([len(t) for t in targets], tgt_len),
+        }
+        return inputs, labels
+
 
 
 class DataCollatorForMaskedLM:
@@ -119,7 +206,7 @@ class DataCollatorForMaskedLM:
         return input_ids, labels
 
     def __call__(self, examples) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        input_ids, attention_mask = _pad(_rows(examples), self.pad_token_id, self.pad_to_multiple_of,
+        input_ids, attention_mask = pad_rows(id_rows(examples), self.pad_token_id, self.pad_to_multiple_of,
                                          self.max_length)
         corrupted, labels = self.mask_tokens(input_ids, self.special_tokens_mask(input_ids, attention_mask))
         return {"input_ids": corrupted, "attention_mask": attention_mask}, labels
@@ -142,7 +229,7 @@ class DataCollatorForCausalLM:
         self.max_length = max_length
 
     def __call__(self, examples) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        input_ids, attention_mask = _pad(_rows(examples), self.pad_token_id, self.pad_to_multiple_of,
+        input_ids, attention_mask = pad_rows(id_rows(examples), self.pad_token_id, self.pad_to_multiple_of,
                                          self.max_length)
         labels = np.where(attention_mask == 1, input_ids, IGNORE_INDEX).astype("int32")
         return {"input_ids": input_ids, "attention_mask": attention_mask}, labels
@@ -160,131 +247,8 @@ class DataCollatorForSequenceClassification:
         self.max_length = max_length
 
     def __call__(self, examples, labels) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        rows = _rows(examples)
+        rows = id_rows(examples)
         if len(rows) != len(labels):
             raise ValueError(f"{len(rows)} examples but {len(labels)} labels")
-        input_ids, attention_mask = _pad(rows, self.pad_token_id, self.pad_to_multiple_of, self.max_length)
+        input_ids, attention_mask = pad_rows(rows, self.pad_token_id, self.pad_to_multiple_of, self.max_length)
         return {"input_ids": input_ids, "attention_mask": attention_mask}, np.asarray(labels, dtype="int32")
-
-
-# ------------------------------------------------------------------------------------------ losses
-@keras.saving.register_keras_serializable(package="vanilla_transformer")
-class CausalLMLoss(MaskedSparseCrossEntropy):
-    """Next-token cross-entropy: ``logits[:, :-1]`` against ``labels[:, 1:]``, ignoring -100.
-
-    ``y_true`` are the unshifted labels ``(batch, seq)`` (:class:`DataCollatorForCausalLM`), ``y_pred`` the
-    logits ``(batch, seq, vocab)``; the result is the mean over counted tokens, so ``exp(loss)`` is the
-    perplexity of the batch. Label smoothing is 0 unless given (same definition as the paper's loss).
-    """
-
-    def __init__(self, label_smoothing: float = 0.0, ignore_index: int = IGNORE_INDEX, name="causal_lm_loss",
-                 **kwargs):
-        super().__init__(label_smoothing=label_smoothing, ignore_index=ignore_index, name=name, **kwargs)
-
-    def call(self, y_true, y_pred):
-        return super().call(y_true[:, 1:], y_pred[:, :-1])
-
-
-@keras.saving.register_keras_serializable(package="vanilla_transformer")
-class CausalLMAccuracy(MaskedAccuracy):
-    """Next-token accuracy: argmax of ``logits[:, :-1]`` against ``labels[:, 1:]``, ignoring -100."""
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        super().update_state(y_true[:, 1:], y_pred[:, :-1], sample_weight)
-
-
-# ------------------------------------------------------------------------------------------ learning rate
-@keras.saving.register_keras_serializable(package="vanilla_transformer")
-class LinearWarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """``learning_rate * step / warmup_steps`` during warmup, then constant, or (with ``decay_steps``, the
-    total number of steps) linear decay to 0 at ``decay_steps`` as transformers'
-    ``get_linear_schedule_with_warmup``. ``step`` counts from 1."""
-
-    def __init__(self, learning_rate: float, warmup_steps: int = 0, decay_steps: int | None = None):
-        self.learning_rate = float(learning_rate)
-        self.warmup_steps = int(warmup_steps)
-        self.decay_steps = None if decay_steps is None else int(decay_steps)
-
-    def __call__(self, step):
-        step = ops.cast(step, "float32") + 1.0
-        rate = ops.convert_to_tensor(self.learning_rate, "float32")
-        if self.warmup_steps > 0:
-            rate = rate * ops.minimum(1.0, step / float(self.warmup_steps))
-        if self.decay_steps:
-            span = float(max(1, self.decay_steps - self.warmup_steps))
-            rate = rate * ops.clip((float(self.decay_steps) - step) / span, 0.0, 1.0)
-        return rate
-
-    def get_config(self):
-        return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps,
-                "decay_steps": self.decay_steps}
-
-
-def language_model_optimizer(learning_rate: Any = 5e-4, warmup_steps: int = 0, decay_steps: int | None = None,
-                             weight_decay: float | None = None, clipnorm: float | None = 1.0):
-    """Adam(W) for (pre)training the encoder-only and decoder-only variants: beta_2 0.999, epsilon 1e-6, the
-    :class:`LinearWarmupSchedule` (or ``learning_rate`` itself when it is already a schedule), gradient norm
-    clipped to 1. ``weight_decay`` switches to AdamW (BERT used 0.01)."""
-    if isinstance(learning_rate, (int, float)) and (warmup_steps or decay_steps):
-        learning_rate = LinearWarmupSchedule(learning_rate, warmup_steps, decay_steps)
-    kwargs = dict(learning_rate=learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-6, clipnorm=clipnorm)
-    if weight_decay:
-        return keras.optimizers.AdamW(weight_decay=weight_decay, **kwargs)
-    return keras.optimizers.Adam(**kwargs)
-
-
-# ------------------------------------------------------------------------------------------ tf.data
-def length_grouped_batches(lengths: Sequence[int], batch_size: int, shuffle: bool = True,
-                           rng: np.random.Generator | None = None) -> list[list[int]]:
-    """Indices grouped into batches of similar length (little padding, few shapes), in shuffled order.
-
-    With ``shuffle`` the examples are shuffled, sorted by length inside windows of 50 batches (transformers'
-    ``group_by_length`` idea), cut into batches, and the batch order shuffled; otherwise batches follow
-    the input order.
-    """
-    order = np.arange(len(lengths))
-    if not shuffle:
-        return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-    rng = rng or np.random.default_rng(0)
-    order = rng.permutation(order)
-    window = batch_size * 50
-    grouped = []
-    for start in range(0, len(order), window):
-        chunk = order[start:start + window]
-        grouped.extend(sorted(chunk.tolist(), key=lambda i: lengths[i]))
-    batches = [grouped[i:i + batch_size] for i in range(0, len(grouped), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def make_tf_dataset(examples: Sequence[Sequence[int]], collator, batch_size: int, labels: Sequence[int] | None = None,
-                    shuffle: bool = True, seed: int = 0):
-    """A ``tf.data.Dataset`` of ``(inputs, labels)`` batches for ``model.fit`` / ``evaluate``.
-
-    ``collator`` is called on every batch of every epoch (``collator(rows)``, or ``collator(rows, labels)``
-    when ``labels`` are given), so :class:`DataCollatorForMaskedLM` draws new masks each epoch. Each epoch
-    groups examples of similar length (see :func:`length_grouped_batches`) with a new order.
-    """
-    import tensorflow as tf
-
-    examples = _rows(examples)
-    if not examples:
-        raise ValueError("no examples to batch")
-    lengths = [len(row) for row in examples]
-    rng = np.random.default_rng(seed)
-    num_batches = -(-len(examples) // batch_size)
-
-    def generate():
-        for batch in length_grouped_batches(lengths, batch_size, shuffle, rng):
-            rows = [examples[i] for i in batch]
-            if labels is None:
-                yield collator(rows)
-            else:
-                yield collator(rows, [labels[i] for i in batch])
-
-    first_inputs, first_labels = (collator(examples[:1]) if labels is None else collator(examples[:1], labels[:1]))
-    signature = (
-        {key: tf.TensorSpec((None, None), tf.int32) for key in first_inputs},
-        tf.TensorSpec((None,) * np.ndim(first_labels), tf.int32),
-    )
-    dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    return dataset.apply(tf.data.experimental.assert_cardinality(num_batches)).prefetch(2)

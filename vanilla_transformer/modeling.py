@@ -14,16 +14,21 @@ import numpy as np
 from keras import ops
 
 from .configuration import TransformerConfig
+from .distribution import MultiWorkerTrainerFixes
+from .generation import GenerationMixin
+from .hub import HubMixin
 from .layers import Dropout, TokenEmbedding, TransformerDecoder, TransformerEncoder
 from .layers.feed_forward import activation_fn
-from .training import MaskedAccuracy, MaskedSparseCrossEntropy, MultiWorkerTrainerFixes, TransformerSchedule
+from .losses import CausalLMAccuracy, CausalLMLoss, MaskedAccuracy, MaskedSparseCrossEntropy
+from .optimization import language_model_optimizer, transformer_optimizer
 
 
 def named_variables(layer: keras.layers.Layer, prefix: str = "") -> dict[str, keras.Variable]:
     """All weights of ``layer`` keyed by attribute path, e.g. ``decoder.layers.0.fc1.kernel``.
 
     The walk follows attribute assignment order, so a layer shared by several owners (the token
-    embedding) is named by its first owner only. Keras' auto-generated ``layers_0`` names become ``0``.
+    embedding) is named by its first owner only; a layer's own weights are those of ``layer.weights`` that
+    none of its sub-layers holds. Sub-layers in lists are numbered: ``layers.0``, ``layers.1``, ...
     """
     names: dict[str, keras.Variable] = {}
     seen: set[int] = set()
@@ -32,23 +37,31 @@ def named_variables(layer: keras.layers.Layer, prefix: str = "") -> dict[str, ke
         if id(obj) in seen:
             return
         seen.add(id(obj))
-        for variable in list(obj._trainable_variables) + list(obj._non_trainable_variables):
-            if id(variable) not in seen:
+        children = list(sublayers(obj))
+        held_below = {id(weight) for _, child in children for weight in child.weights}
+        for variable in obj.weights:
+            if id(variable) not in held_below and id(variable) not in seen:
                 seen.add(id(variable))
                 names[f"{path}{variable.name}"] = variable
-        for attr, value in vars(obj).items():
-            if attr.startswith("_"):
-                continue
-            if isinstance(value, keras.layers.Layer):
-                visit(value, f"{path}{attr}.")
-            elif isinstance(value, (list, tuple)) and value and all(
-                isinstance(item, keras.layers.Layer) for item in value
-            ):
-                for i, item in enumerate(value):
-                    visit(item, f"{path}{attr}.{i}.")
+        for name, child in children:
+            visit(child, f"{path}{name}.")
 
     visit(layer, prefix)
     return names
+
+
+def sublayers(layer: keras.layers.Layer):
+    """``(name, sub-layer)`` pairs of the layers held in public attributes, in assignment order; layers in a
+    list or tuple are named ``attribute.index``."""
+    for attr, value in vars(layer).items():
+        if attr.startswith("_"):
+            continue
+        if isinstance(value, keras.layers.Layer):
+            yield attr, value
+        elif isinstance(value, (list, tuple)) and value and all(
+                isinstance(item, keras.layers.Layer) for item in value):
+            for i, item in enumerate(value):
+                yield f"{attr}.{i}", item
 
 
 def default_jit_compile(model: keras.Model) -> bool:
@@ -80,10 +93,15 @@ def _as_numpy_if_concrete(x):
         return None
 
 
-class TransformerPreTrainedModel(MultiWorkerTrainerFixes, keras.Model):
-    """Base of all model classes: config, input checks, naming, saving/loading and compile defaults."""
+class TransformerPreTrainedModel(HubMixin, MultiWorkerTrainerFixes, keras.Model):
+    """Base of all model classes: config, input checks, naming, saving/loading and compile defaults.
+
+    ``TransformerPreTrainedModel.from_pretrained`` (like ``AutoModel``) builds the class named in the
+    checkpoint's ``config.architectures``; a concrete class loads as itself.
+    """
 
     config_class = TransformerConfig
+    resolves_architecture = True
     #: the ``config.architecture`` values this class accepts
     supported_architectures: tuple[str, ...] = ()
     #: pipeline tag of the Hub model card
@@ -104,6 +122,12 @@ class TransformerPreTrainedModel(MultiWorkerTrainerFixes, keras.Model):
         from transformers import GenerationConfig
 
         self.generation_config = GenerationConfig.from_model_config(config)
+        #: where the weights came from (a directory or Hub repo id), the commit read, and the loading report
+        self.name_or_path: str | None = None
+        self.commit_hash: str | None = None
+        self.loading_info: dict[str, list[str]] | None = None
+        #: extra model card information used by ``save_pretrained`` / ``push_to_hub`` (see ``render_model_card``)
+        self.model_card_info: dict = {}
         self.shared = TokenEmbedding(
             config.vocab_size, config.d_model, self._embedding_initializer(config), name="shared")
 
@@ -126,6 +150,12 @@ class TransformerPreTrainedModel(MultiWorkerTrainerFixes, keras.Model):
 
             model.generation_config = GenerationConfig.from_dict(config["generation_config"])
         return model
+
+    def record_origin(self, name_or_path, commit_hash: str | None = None, loading_info: dict | None = None):
+        """Remember where the loaded weights came from and the loading report (``missing_keys``, ...)."""
+        self.name_or_path = None if name_or_path is None else str(name_or_path)
+        self.commit_hash = commit_hash
+        self.loading_info = loading_info
 
     # ---------------------------------------------------------------- names and building
     def named_variables(self) -> dict[str, keras.Variable]:
@@ -150,12 +180,12 @@ class TransformerPreTrainedModel(MultiWorkerTrainerFixes, keras.Model):
     # ---------------------------------------------------------------- input checks
     def __call__(self, inputs, *args, **kwargs):
         # Check before Keras converts the inputs, so ragged lists and bad dtypes get our clear errors.
-        return super().__call__(self._check_inputs(inputs), *args, **kwargs)
+        return super().__call__(self.check_inputs(inputs), *args, **kwargs)
 
     input_names: tuple[str, ...] = ()
     optional_input_names: tuple[str, ...] = ()
 
-    def _check_inputs(self, inputs, required: tuple[str, ...] | None = None) -> dict[str, Any]:
+    def check_inputs(self, inputs, required: tuple[str, ...] | None = None) -> dict[str, Any]:
         """Turn the call's inputs into a dict and reject what would be silently wrong.
 
         Checks keys, dtype (integer ids), rank, length against ``max_position_embeddings``, mask shapes,
@@ -230,9 +260,7 @@ class TransformerPreTrainedModel(MultiWorkerTrainerFixes, keras.Model):
         - ``jit_compile="auto"``: see :func:`default_jit_compile` (XLA, except bfloat16 on a CPU).
         """
         if optimizer is None:
-            optimizer = keras.optimizers.Adam(
-                learning_rate=TransformerSchedule(self.config.d_model, warmup_steps=4000),
-                beta_1=0.9, beta_2=0.98, epsilon=1e-9)
+            optimizer = transformer_optimizer(self.config.d_model, warmup_steps=4000)
         if loss is None:
             loss = MaskedSparseCrossEntropy(label_smoothing=self.config.label_smoothing)
         if metrics is None:
@@ -240,27 +268,6 @@ class TransformerPreTrainedModel(MultiWorkerTrainerFixes, keras.Model):
         if jit_compile in ("auto", None):
             jit_compile = default_jit_compile(self)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile, **kwargs)
-
-    # ---------------------------------------------------------------- Hub format (see hub.py)
-    def save_pretrained(self, save_directory, tokenizer=None, **kwargs):
-        """Write the Hugging Face layout: config.json, model.safetensors, generation_config.json, README.md
-        (and the tokenizer when given). See :func:`vanilla_transformer.hub.save_pretrained`."""
-        from .hub import save_pretrained
-
-        return save_pretrained(self, save_directory, tokenizer=tokenizer, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """Load a model saved by :meth:`save_pretrained` from a directory or a Hub repo id."""
-        from .hub import from_pretrained
-
-        return from_pretrained(cls, pretrained_model_name_or_path, **kwargs)
-
-    def push_to_hub(self, repo_id, **kwargs):
-        """Upload everything :meth:`save_pretrained` writes to the Hub in one commit."""
-        from .hub import push_to_hub
-
-        return push_to_hub(self, repo_id, **kwargs)
 
     # ---------------------------------------------------------------- shared head helpers
     def _logits(self, hidden):
@@ -283,21 +290,7 @@ class TransformerPreTrainedModel(MultiWorkerTrainerFixes, keras.Model):
                 name="final_logits_bias", shape=(self.config.vocab_size,), initializer="zeros", trainable=False)
 
 
-class _GenerationEntryPoints:
-    """``generate`` and ``translate`` for the models that decode (see generation.py)."""
-
-    def generate(self, input_ids, attention_mask=None, generation_config=None, **kwargs):
-        """Decode token ids; see :func:`vanilla_transformer.generation.generate` for every argument.
-
-        Returns a numpy array ``(batch * num_return_sequences, length)`` of ids in transformers' format.
-        """
-        from .generation import generate
-
-        return generate(self, input_ids, attention_mask=attention_mask, generation_config=generation_config,
-                        **kwargs)
-
-
-class TransformerForSeq2SeqLM(_GenerationEntryPoints, TransformerPreTrainedModel):
+class TransformerForSeq2SeqLM(GenerationMixin, TransformerPreTrainedModel):
     """The paper's encoder-decoder Transformer with a (tied) language-modelling head.
 
     Called on ``{"input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask"}`` (masks
@@ -335,7 +328,7 @@ class TransformerForSeq2SeqLM(_GenerationEntryPoints, TransformerPreTrainedModel
         return self.encoder(input_ids, attention_mask=attention_mask, training=training)
 
     def call(self, inputs, training=False):
-        inputs = self._check_inputs(inputs)
+        inputs = self.check_inputs(inputs)
         attention_mask = inputs.get("attention_mask")
         encoder_hidden = self.encode(inputs["input_ids"], attention_mask, training=training)
         hidden, _ = self.decoder(
@@ -343,15 +336,15 @@ class TransformerForSeq2SeqLM(_GenerationEntryPoints, TransformerPreTrainedModel
             encoder_hidden_states=encoder_hidden, encoder_attention_mask=attention_mask, training=training)
         return self._logits(hidden)
 
-    # decoding protocol used by generation.py
-    def _decoding_context(self, input_ids, attention_mask):
+    # the decoding protocol of generation.GenerationMixin
+    def decoding_context(self, input_ids, attention_mask):
         return {"encoder_hidden_states": self.encode(input_ids, attention_mask),
                 "encoder_attention_mask": attention_mask}
 
-    def _init_cache(self, context, batch_size, max_length):
+    def init_decoding_cache(self, context, batch_size, max_length):
         return self.decoder.init_cache(batch_size, max_length, context["encoder_hidden_states"])
 
-    def _decode_step(self, token_ids, cache, cache_index, context, key_mask=None, position_ids=None):
+    def decode_step(self, token_ids, cache, cache_index, context, key_mask=None, position_ids=None):
         hidden, cache = self.decoder(
             token_ids, attention_mask=key_mask, encoder_hidden_states=context["encoder_hidden_states"],
             encoder_attention_mask=context["encoder_attention_mask"], position_ids=position_ids, cache=cache,
@@ -373,7 +366,7 @@ class TransformerForSeq2SeqLM(_GenerationEntryPoints, TransformerPreTrainedModel
         return outputs
 
 
-class TransformerForCausalLM(_GenerationEntryPoints, TransformerPreTrainedModel):
+class TransformerForCausalLM(GenerationMixin, TransformerPreTrainedModel):
     """GPT-style decoder-only Transformer (no cross-attention) with a tied LM head.
 
     ``{"input_ids", "attention_mask"} -> logits (batch, seq, vocab_size)``; position t sees tokens <= t.
@@ -395,18 +388,18 @@ class TransformerForCausalLM(_GenerationEntryPoints, TransformerPreTrainedModel)
         self.built = True
 
     def call(self, inputs, training=False):
-        inputs = self._check_inputs(inputs)
+        inputs = self.check_inputs(inputs)
         hidden, _ = self.decoder(inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
                                  position_ids=inputs.get("position_ids"), training=training)
         return self._logits(hidden)
 
-    def _decoding_context(self, input_ids, attention_mask):
+    def decoding_context(self, input_ids, attention_mask):
         return {}
 
-    def _init_cache(self, context, batch_size, max_length):
+    def init_decoding_cache(self, context, batch_size, max_length):
         return self.decoder.init_cache(batch_size, max_length)
 
-    def _decode_step(self, token_ids, cache, cache_index, context, key_mask=None, position_ids=None):
+    def decode_step(self, token_ids, cache, cache_index, context, key_mask=None, position_ids=None):
         hidden, cache = self.decoder(token_ids, attention_mask=key_mask, position_ids=position_ids, cache=cache,
                                      cache_index=cache_index)
         return self._logits(hidden), cache
@@ -417,12 +410,10 @@ class TransformerForCausalLM(_GenerationEntryPoints, TransformerPreTrainedModel)
 
         - optimizer: Adam (beta_2 0.999, epsilon 1e-6, gradient norm clipped to 1) at ``learning_rate``, with
           a linear warmup over ``warmup_steps`` and, given ``decay_steps`` (total steps), linear decay to 0;
-        - loss: :class:`~vanilla_transformer.data_collators.CausalLMLoss`: logits at t against the label at
+        - loss: :class:`~vanilla_transformer.losses.CausalLMLoss`: logits at t against the label at
           t + 1 (labels are the unshifted input ids, -100 ignored), no label smoothing;
         - metrics: next-token accuracy over the same positions.
         """
-        from .data_collators import CausalLMAccuracy, CausalLMLoss, language_model_optimizer
-
         super().compile(
             optimizer=optimizer or language_model_optimizer(learning_rate, warmup_steps, decay_steps),
             loss=loss or CausalLMLoss(), metrics=metrics or [CausalLMAccuracy()], jit_compile=jit_compile,
@@ -452,7 +443,7 @@ class _EncoderOnly(TransformerPreTrainedModel):
         pass
 
     def _encode(self, inputs, training):
-        inputs = self._check_inputs(inputs)
+        inputs = self.check_inputs(inputs)
         return self.encoder(inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
                             token_type_ids=inputs.get("token_type_ids"), training=training)
 
@@ -508,8 +499,6 @@ class TransformerForMaskedLM(_EncoderOnly):
         - loss: cross-entropy over the masked positions only (labels != -100), no label smoothing;
         - metrics: accuracy over the masked positions.
         """
-        from .data_collators import language_model_optimizer
-
         super().compile(
             optimizer=optimizer or language_model_optimizer(learning_rate, warmup_steps, decay_steps),
             loss=loss or MaskedSparseCrossEntropy(label_smoothing=0.0), metrics=metrics or [MaskedAccuracy()],

@@ -23,11 +23,9 @@ if mode == "mirrored":  # must happen before TensorFlow touches a device
 import keras  # noqa: E402
 
 from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM  # noqa: E402
-from vanilla_transformer.training import (  # noqa: E402
-    MaskedSparseCrossEntropy,
-    check_same_position_on_every_worker,
-    shift_tokens_right,
-)
+from vanilla_transformer.data_collators import shift_tokens_right  # noqa: E402
+from vanilla_transformer.distribution import check_same_position_on_every_worker  # noqa: E402
+from vanilla_transformer.losses import MaskedSparseCrossEntropy  # noqa: E402
 
 GLOBAL_BATCH, STEPS, LENGTH = 8, 4, 6
 rng = np.random.default_rng(0)

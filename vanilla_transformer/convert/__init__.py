@@ -13,7 +13,7 @@ openai-gpt OpenAIGPTLMHeadModel                               TransformerForCaus
 gpt2       GPT2LMHeadModel                                    TransformerForCausalLM (pre-LN)
 ========== ================================================= =========================================
 
-Loading happens through ``from_pretrained`` (``hub.py`` dispatches here when ``config.json`` names another
+Loading happens through ``from_pretrained`` (``vanilla_transformer.hub`` dispatches here when ``config.json`` names another
 ``model_type``); weights are read from safetensors only. Exporting happens through
 ``model.save_pretrained(directory, format="transformers")`` or :func:`export_to_transformers`. Whatever the
 target class cannot represent exactly raises :class:`UnsupportedConfigError` (a ``ValueError``) naming the
@@ -29,6 +29,18 @@ import logging
 import os
 from pathlib import Path
 
+from ..checkpoint_io import (
+    WEIGHTS_NAME,
+    Checkpoint,
+    CheckpointError,
+    assign_weights,
+    finish_loading,
+    read_weights,
+    registered_model_class,
+    resolves_architecture,
+)
+from ..compat import mark_generation_config_explicit
+from ..configuration import TransformerConfig
 from . import bert, marian
 from .common import UnsupportedConfigError, WeightMap
 from .gpt import GPT, GPT2
@@ -49,19 +61,16 @@ def transformers_config(raw_config: dict):
     return CONFIG_MAPPING[raw_config["model_type"]].from_dict(dict(raw_config))
 
 
-def _resolve_class(cls, family, architectures, name):
+def resolve_model_class(cls, family, architectures, name):
     """(our model class, whether the checkpoint was saved by exactly that head)."""
-    from ..hub import AutoModel, CheckpointError
-    from ..modeling import MODEL_CLASSES, TransformerPreTrainedModel
-
     saved = architectures[0] if architectures else None
     saved_class = family.ARCHITECTURES.get(saved)
-    if cls is AutoModel or cls is TransformerPreTrainedModel:
+    if resolves_architecture(cls):
         chosen = saved_class or family.DEFAULT_CLASS
         if saved is not None and saved_class is None:
             logger.warning("%s: architecture %s has no counterpart here; loading its body into %s", name, saved,
                            chosen)
-        model_class = MODEL_CLASSES[chosen]
+        model_class = registered_model_class(chosen)
     else:
         model_class = cls
         if cls.__name__ not in family.SUPPORTED_CLASSES:
@@ -70,22 +79,21 @@ def _resolve_class(cls, family, architectures, name):
     return model_class, saved_class == model_class.__name__
 
 
-def load_transformers_checkpoint(cls, name, raw_config: dict, hub_kwargs: dict | None = None, **config_overrides):
-    """Build one of our models from a transformers checkpoint (directory or Hub repo).
+def load_transformers_checkpoint(cls, name_or_checkpoint, raw_config: dict, **config_overrides):
+    """Build one of our models from a transformers checkpoint (directory, Hub repo or ``Checkpoint``).
 
-    ``cls``: a concrete model class, or ``hub.AutoModel`` to pick the class from ``architectures``. The
+    ``cls``: a concrete model class, or ``AutoModel`` to pick the class from ``architectures``. The
     weights must match the config exactly when ``cls`` is the class the checkpoint was saved as; loading
     another head (e.g. ``BertForMaskedLM`` into ``TransformerEncoderModel``) takes the shared body and
     records ``missing_keys``/``unexpected_keys`` (transformers' names) in ``model.loading_info``.
     ``config_overrides`` set fields of the converted :class:`TransformerConfig` (``dropout=0.0``, ...).
     """
-    from ..configuration import TransformerConfig
-    from ..hub import GENERATION_CONFIG_NAME, Checkpoint, CheckpointError, assign_weights, read_weights
+    from transformers import GenerationConfig
 
     # one Checkpoint for every file, so that a Hub repo is read at a single commit
-    checkpoint = Checkpoint(name, **(hub_kwargs or {}))
+    checkpoint = Checkpoint.of(name_or_checkpoint)
     family = FAMILIES[raw_config["model_type"]]
-    model_class, strict = _resolve_class(cls, family, raw_config.get("architectures") or [], name)
+    model_class, strict = resolve_model_class(cls, family, raw_config.get("architectures") or [], checkpoint.name)
     hf_config = transformers_config(raw_config)
     tensors = read_weights(checkpoint)
     fields = family.config_from_transformers(hf_config, model_class, tensors)
@@ -97,30 +105,19 @@ def load_transformers_checkpoint(cls, name, raw_config: dict, hub_kwargs: dict |
     converted, report = family.weight_map(config, model_class).to_ours(
         tensors, shapes, strict=strict, source=checkpoint.describe(), target=f"{model_class.__name__} (from {saved})")
     assign_weights(model, converted, strict=strict, source=checkpoint.describe())
-    model.loading_info = report
-    from transformers import GenerationConfig
-
-    gen_path = checkpoint.fetch(GENERATION_CONFIG_NAME)
-    if gen_path is not None:
-        try:
-            model.generation_config = GenerationConfig.from_pretrained(os.path.dirname(gen_path))
-        except (OSError, ValueError) as err:
-            raise CheckpointError(f"{GENERATION_CONFIG_NAME} of {name} is invalid: {err}") from None
-    else:  # what transformers itself falls back to
-        model.generation_config = GenerationConfig.from_model_config(hf_config)
-    ignored = {key: getattr(model.generation_config, key) for key in _UNSUPPORTED_GENERATION_SETTINGS
+    # without generation_config.json, what transformers itself falls back to
+    finish_loading(model, checkpoint, report, default_generation_config=GenerationConfig.from_model_config(hf_config))
+    ignored = {key: getattr(model.generation_config, key) for key in UNSUPPORTED_GENERATION_SETTINGS
                if getattr(model.generation_config, key, None) is not None}
     if ignored:
         logger.warning("%s: generation settings %s are not implemented by vanilla_transformer.generation and are "
-                       "ignored by model.generate (transformers applies them)", name, ignored)
-    model.name_or_path = os.fspath(name)
-    model.commit_hash = checkpoint.commit_hash
+                       "ignored by model.generate (transformers applies them)", checkpoint.name, ignored)
     return model
 
 
 # GenerationConfig fields that transformers' generate applies but vanilla_transformer.generation does not read
 # (bad_words_ids, suppress_tokens, begin_suppress_tokens, forced_bos/eos_token_id are applied.)
-_UNSUPPORTED_GENERATION_SETTINGS = ("sequence_bias", "exponential_decay_length_penalty")
+UNSUPPORTED_GENERATION_SETTINGS = ("sequence_bias", "exponential_decay_length_penalty")
 
 
 def _family_of(model):
@@ -152,8 +149,6 @@ def export_to_transformers(model, directory, tokenizer=None, *, allow_inexact: b
     """
     from safetensors.numpy import save_file
 
-    from ..hub import WEIGHTS_NAME
-
     model.build_weights()
     family = _family_of(model)
     hf_config, tensors, architecture = family.export(model, allow_inexact=allow_inexact)
@@ -174,5 +169,5 @@ def _generation_config(model, hf_config):
     for key in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):
         if getattr(generation_config, key, None) is None and getattr(hf_config, key, None) is not None:
             setattr(generation_config, key, getattr(hf_config, key))
-    generation_config._from_model_config = False
+    mark_generation_config_explicit(generation_config)
     return generation_config

@@ -20,6 +20,7 @@ from .common import (
     layer_norm,
     linear,
     model_state,
+    plain_token_id,
     position_table,
     require,
     same,
@@ -189,7 +190,7 @@ def export(model, allow_inexact: bool = False):
         layer_norm_eps=config.layer_norm_eps,
         pad_token_id=config.pad_token_id,
         bos_token_id=config.bos_token_id,
-        eos_token_id=list(eos) if isinstance(eos, (list, tuple)) else eos,
+        eos_token_id=plain_token_id(eos),
         tie_word_embeddings=tied,
     )
     if config.mask_token_id is not None:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 
-from ..hub import CheckpointError, _is_float, raise_if_mismatched
+from ..checkpoint_io import CheckpointError, is_float_dtype, raise_if_mismatched, state_dict
 
 Arrays = tuple[np.ndarray, ...]
 
@@ -171,7 +171,7 @@ class WeightMap:
             if tuple(tensor.shape) != tuple(expected):
                 mismatched.append(f"{found}: checkpoint {tuple(tensor.shape)} vs expected {tuple(expected)}")
                 continue
-            if not _is_float(tensor.dtype):
+            if not is_float_dtype(tensor.dtype):
                 mismatched.append(f"{found}: dtype {tensor.dtype} is not floating point")
                 continue
             converted.update(zip(entry.ours, entry.to_ours(np.asarray(tensor).astype(np.float32))))
@@ -198,8 +198,8 @@ class WeightMap:
 
 # ------------------------------------------------------------------------------------------ shared helpers
 def model_state(model) -> dict[str, np.ndarray]:
-    """Our weights as float32 numpy arrays, by name."""
-    return {name: np.asarray(variable.numpy(), dtype=np.float32) for name, variable in model.named_variables().items()}
+    """Our weights as float32 numpy arrays (what torch checkpoints hold), by name."""
+    return {name: array.astype(np.float32) for name, array in state_dict(model).items()}
 
 
 def fold_embedding_scale(state: dict[str, np.ndarray], config, head_kernel: str | None) -> bool:
@@ -228,10 +228,10 @@ def position_table(state: dict[str, np.ndarray], config, name: str) -> None:
         state[name] = sinusoidal_table(config.max_position_embeddings, config.d_model, config.sinusoidal_layout)
 
 
-def eos_list(value) -> list[int]:
-    if value is None:
-        return []
-    return [int(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+def plain_token_id(value):
+    """A special-token id as transformers' configs store it: None, an int, or a plain list of ints (ours may
+    be a tuple or a Keras-tracked list)."""
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def check_choice(field_name: str, value, table: dict, target: str):
@@ -243,7 +243,3 @@ def check_choice(field_name: str, value, table: dict, target: str):
 def require(condition: bool, field_name: str, value, reason: str) -> None:
     if not condition:
         raise unsupported(field_name, value, reason)
-
-
-def all_names(entries: Iterable[Entry]) -> list[str]:
-    return [name for entry in entries for name in entry.ours]

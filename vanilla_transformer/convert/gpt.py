@@ -25,6 +25,7 @@ from .common import (
     layer_norm,
     linear,
     model_state,
+    plain_token_id,
     position_table,
     require,
     same,
@@ -158,7 +159,7 @@ class _GptFamily:
             n_layer=config.num_decoder_layers, n_head=config.num_heads, resid_pdrop=config.dropout,
             embd_pdrop=config.dropout, attn_pdrop=config.attention_dropout, layer_norm_epsilon=config.layer_norm_eps,
             initializer_range=config.initializer_range, pad_token_id=config.pad_token_id,
-            bos_token_id=config.bos_token_id, eos_token_id=list(eos) if isinstance(eos, (list, tuple)) else eos,
+            bos_token_id=config.bos_token_id, eos_token_id=plain_token_id(eos),
             tie_word_embeddings=tied)
         activation = self.export_activations[config.activation]
         if self.norm_first:

@@ -21,6 +21,7 @@ from .common import (
     layer_norm,
     linear,
     model_state,
+    plain_token_id,
     require,
     same,
     unsupported,
@@ -205,7 +206,7 @@ def export(model, allow_inexact: bool = False):
         tie_word_embeddings=config.tie_word_embeddings,
         pad_token_id=config.pad_token_id,
         bos_token_id=config.bos_token_id,
-        eos_token_id=list(eos) if isinstance(eos, (list, tuple)) else eos,
+        eos_token_id=plain_token_id(eos),
         decoder_start_token_id=config.decoder_start_token_id,
         forced_eos_token_id=None,
     )

@@ -1,0 +1,469 @@
+"""Checkpoint I/O: where a checkpoint's files come from, reading and writing safetensors, assigning them to a
+model with a report of missing / unexpected / mismatched tensors, and the end of loading shared by native
+checkpoints (:mod:`.hub`) and transformers checkpoints (:mod:`.convert`).
+
+Only safetensors are ever read: nothing from a checkpoint is executed. Checkpoints that offer only pickled
+(``pytorch_model.bin``) or Keras/HDF5 (``tf_model.h5``, ``model.keras``) weights are refused, and file names
+taken from a shard index must stay inside the checkpoint. Hub files are read through ``huggingface_hub``
+only, so its cache, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT`` and ``HF_TOKEN`` apply. Every problem surfaces as one
+:class:`CheckpointError` with a readable message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import Iterator
+
+import numpy as np
+from huggingface_hub import constants, split_state_dict_into_shards_factory
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+GENERATION_CONFIG_NAME = "generation_config.json"
+WEIGHTS_NAME = constants.SAFETENSORS_SINGLE_FILE  # model.safetensors
+WEIGHTS_INDEX_NAME = constants.SAFETENSORS_INDEX_FILE  # model.safetensors.index.json
+SHARD_PATTERN = "model{suffix}.safetensors"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "chat_template.jinja", "vocab.txt", "vocab.json", "merges.txt", "source.spm", "target.spm",
+                   "sentencepiece.bpe.model", "spiece.model")
+UNSAFE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "tf_model.h5.index.json",
+                  "model.keras", "flax_model.msgpack", "model.ckpt.index")
+#: files of a repo that a new push replaces (stale shards of an earlier push would otherwise remain)
+WEIGHT_FILE_PATTERN = re.compile(r"^model(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?$")
+DEFAULT_MAX_SHARD_SIZE = "5GB"
+COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded as asked: missing, corrupt, unsafe or mismatched files."""
+
+
+# ------------------------------------------------------------------------------------------ files
+def check_filename(filename: str, source: str, what: str = "file") -> str:
+    """Reject names that would leave the checkpoint directory (absolute, ``..``, backslashes, empty).
+
+    >>> check_filename("model-00001-of-00002.safetensors", "index")
+    'model-00001-of-00002.safetensors'
+    >>> check_filename("../etc/passwd", "index")
+    Traceback (most recent call last):
+    ...
+    vanilla_transformer.checkpoint_io.CheckpointError: index: refusing file name '../etc/passwd': it points outside the checkpoint
+    """
+    if (not isinstance(filename, str) or not filename or filename.startswith(("/", "~")) or "\\" in filename
+            or re.match(r"^[A-Za-z]:", filename) or "\0" in filename
+            or any(part in ("..", ".", "") for part in filename.split("/"))):
+        raise CheckpointError(f"{source}: refusing {what} name {filename!r}: it points outside the checkpoint")
+    return filename
+
+
+class Checkpoint:
+    """Where a checkpoint's files come from: a local directory, or a Hub repo read through ``huggingface_hub``.
+
+    A Hub checkpoint is pinned to one commit by the first file fetched, so that a push happening while
+    loading cannot mix files of two commits. ``fetch`` returns a local path (the HF cache for Hub repos)
+    or None for an optional file that does not exist, and turns every Hub error into :class:`CheckpointError`.
+
+    >>> Checkpoint("user/model", revision="v1").describe()
+    "Hub repo 'user/model' (revision v1)"
+    """
+
+    def __init__(self, name_or_path, revision: str | None = None, cache_dir=None, force_download: bool = False,
+                 local_files_only: bool = False, token: str | bool | None = None):
+        self.name = os.fspath(name_or_path)
+        self.is_local = os.path.isdir(self.name)
+        self.revision = revision
+        self.cache_dir = cache_dir
+        self.force_download = force_download
+        self.local_files_only = local_files_only
+        self.token = token
+        self.commit_hash: str | None = revision if revision and COMMIT_HASH.match(revision) else None
+
+    @classmethod
+    def of(cls, name_or_path, hub_kwargs: dict | None = None) -> "Checkpoint":
+        """``name_or_path`` itself when it is a :class:`Checkpoint`, else a new one with ``hub_kwargs``."""
+        if isinstance(name_or_path, Checkpoint):
+            return name_or_path
+        return cls(name_or_path, **(hub_kwargs or {}))
+
+    @property
+    def offline(self) -> bool:
+        return bool(self.local_files_only) or constants.HF_HUB_OFFLINE
+
+    @property
+    def hub_kwargs(self) -> dict:
+        """Keyword arguments of ``hf_hub_download`` (revision pinned once known)."""
+        return dict(revision=self.commit_hash or self.revision, cache_dir=self.cache_dir,
+                    force_download=self.force_download, local_files_only=self.local_files_only, token=self.token)
+
+    def describe(self) -> str:
+        if self.is_local:
+            return self.name
+        revision = f" (revision {self.revision})" if self.revision else ""
+        return f"Hub repo {self.name!r}{revision}"
+
+    def offline_hint(self) -> str:
+        return " (offline mode: only the local Hugging Face cache was searched)" if self.offline else ""
+
+    def fetch(self, filename: str, required: bool = False) -> str | None:
+        """Local path of ``filename`` (downloaded into the HF cache for a Hub repo); None when an optional
+        file does not exist; :class:`CheckpointError` when a required one does not or the Hub refuses."""
+        check_filename(filename, self.describe())
+        if self.is_local:
+            path = os.path.join(self.name, *filename.split("/"))
+            if os.path.isfile(path):
+                return path
+            if required:
+                raise CheckpointError(f"{self.name} has no {filename}")
+            return None
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+        from . import __version__
+
+        try:
+            path = hf_hub_download(self.name, filename, library_name="vanilla-transformer",
+                                   library_version=__version__, **self.hub_kwargs)
+        except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError: test it first)
+            if not required and self.offline:
+                return None
+            raise self.hub_error(filename, required) from None
+        except EntryNotFoundError:
+            if required:
+                raise CheckpointError(f"The {self.describe()} has no {filename}") from None
+            return None
+        except Exception as err:  # noqa: BLE001 - translated below, re-raised as is when unknown
+            raise self.hub_error(filename, required, err) from None
+        self.pin_commit(path, filename)
+        return path
+
+    def hub_error(self, filename: str, required: bool, err: Exception | None = None) -> Exception:
+        """The :class:`CheckpointError` saying why ``filename`` could not be fetched (``err`` from the Hub)."""
+        from huggingface_hub.errors import (
+            HfHubHTTPError,
+            HFValidationError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+
+        if err is None:  # not in the local cache and not downloadable
+            why = " (offline mode: HF_HUB_OFFLINE or local_files_only=True)" if self.offline else (
+                " (is the Hub reachable?)")
+            return CheckpointError(f"{filename} of {self.describe()} is not in the local Hugging Face cache and "
+                                   f"cannot be downloaded{why}")
+        if isinstance(err, HFValidationError):
+            return CheckpointError(f"{self.name!r} is neither a local directory nor a valid Hub repo id ({err})")
+        if isinstance(err, RevisionNotFoundError):
+            return CheckpointError(f"The Hub repo {self.name!r} has no revision {self.revision!r}")
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        if isinstance(err, RepositoryNotFoundError):
+            hint = ("it does not exist, or it is private or gated and no token was sent (pass token= or set "
+                    "HF_TOKEN)") if status == 401 else (
+                "it does not exist, or it is private or gated and your token has no access to it")
+            return CheckpointError(f"Cannot read the Hub repo {self.name!r}: {hint}")
+        if isinstance(err, HfHubHTTPError):
+            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            return CheckpointError(f"The Hub refused {filename} of {self.describe()} (HTTP {status or '?'}): "
+                                   f"{message}")
+        if isinstance(err, ValueError):  # e.g. force_download together with offline mode
+            return CheckpointError(f"Cannot fetch {filename} of {self.describe()}: {err}")
+        return err
+
+    def pin_commit(self, path: str, filename: str) -> None:
+        """Pin later fetches to the commit whose snapshot ``path`` (of ``filename``) lies in."""
+        if self.commit_hash is None:
+            snapshot = Path(path).parents[len(PurePosixPath(filename).parts) - 1]
+            if snapshot.parent.name == "snapshots" and COMMIT_HASH.match(snapshot.name):
+                self.commit_hash = snapshot.name
+
+    def cached(self, filename: str) -> bool | None:
+        """True when ``filename`` exists (locally or in the HF cache), False when it is known not to exist
+        (locally, or recorded absent by the HF cache at the pinned commit), None when the cache does not know."""
+        if self.is_local:
+            return os.path.isfile(os.path.join(self.name, filename))
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(self.name, filename, cache_dir=self.cache_dir,
+                                       revision=self.commit_hash or self.revision)
+        # huggingface_hub's documented returns: a path, None (not cached), or a marker of a known absence
+        return True if isinstance(found, str) else (None if found is None else False)
+
+    def list_files(self) -> list[str] | None:
+        """The checkpoint's file names, or None when they cannot be listed (offline, Hub errors)."""
+        if self.is_local:
+            root = Path(self.name)
+            return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+        if self.offline:
+            return None
+        try:
+            from huggingface_hub import HfApi
+
+            return sorted(HfApi(token=self.token).list_repo_files(
+                self.name, revision=self.commit_hash or self.revision))
+        except Exception:  # noqa: BLE001 - only used to improve an error message
+            return None
+
+
+def no_weights_error(checkpoint: Checkpoint) -> CheckpointError:
+    """The error for a checkpoint without safetensors weights, naming the unsafe formats it offers instead."""
+    files = checkpoint.list_files()
+    if files is None:  # offline or unlistable: look for the unsafe formats one name at a time
+        files = [name for name in UNSAFE_WEIGHTS if checkpoint.cached(name)]
+    unsafe = [name for name in UNSAFE_WEIGHTS if name in files]
+    if unsafe:
+        return CheckpointError(
+            f"{checkpoint.describe()} offers only {', '.join(unsafe)}, which is refused: only safetensors are "
+            f"loaded, because these formats can execute code when read (pickle in PyTorch .bin files, Keras "
+            f"Lambda layers and custom objects in .h5/.keras files). Convert the checkpoint to safetensors "
+            f"({WEIGHTS_NAME}).")
+    listing = f"; it has: {', '.join(files)}" if files else ""
+    return CheckpointError(f"{checkpoint.describe()} has no weights ({WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME})"
+                           f"{listing}{checkpoint.offline_hint()}")
+
+
+# ------------------------------------------------------------------------------------------ weights
+def state_dict(model) -> dict[str, np.ndarray]:
+    """The model's weights as numpy arrays by stable name (what ``model.safetensors`` holds).
+
+    Raises :class:`CheckpointError` when the names do not cover every weight of the model, so that a save
+    can never silently drop a tensor.
+    """
+    named = model.named_variables()
+    weights = {id(weight) for weight in model.weights}
+    unnamed = len(weights - {id(variable) for variable in named.values()})
+    if unnamed:
+        raise CheckpointError(f"{type(model).__name__}: {unnamed} of its {len(weights)} weights have no name; "
+                              f"saving would lose them")
+    return {name: np.ascontiguousarray(np.asarray(variable.numpy())) for name, variable in named.items()}
+
+
+def write_weights(state_dict: dict[str, np.ndarray], directory: str | os.PathLike,
+                  max_shard_size: int | str | None = None) -> list[str]:
+    """Write safetensors (one file, or shards + index as transformers does); return the file names.
+
+    ``max_shard_size`` (bytes, or a string such as ``"200MB"``): split into ``model-0000k-of-0000n.safetensors``
+    files of at most that size (a single tensor larger than it gets a shard of its own) and write
+    ``model.safetensors.index.json`` mapping every tensor to its shard. ``None``: one ``model.safetensors``.
+    """
+    from safetensors.numpy import save_file
+
+    directory = Path(directory)
+    if max_shard_size is None:
+        save_file(state_dict, str(directory / WEIGHTS_NAME), metadata={"format": "np"})
+        return [WEIGHTS_NAME]
+    split = split_state_dict_into_shards_factory(
+        state_dict, get_storage_size=lambda array: array.nbytes, filename_pattern=SHARD_PATTERN,
+        max_shard_size=max_shard_size)
+    for filename, names in split.filename_to_tensors.items():
+        save_file({name: state_dict[name] for name in names}, str(directory / filename), metadata={"format": "np"})
+    if not split.is_sharded:
+        return list(split.filename_to_tensors)
+    total = int(sum(array.nbytes for array in state_dict.values()))
+    index = {"metadata": {"total_size": total}, "weight_map": split.tensor_to_filename}
+    (directory / WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return [WEIGHTS_INDEX_NAME, *split.filename_to_tensors]
+
+
+@contextmanager
+def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
+    """Write a directory atomically: yields an empty staging folder beside ``target`` and, when the block
+    ends without an exception, swaps it in with renames only (each one atomic on POSIX). An interruption
+    leaves either the previous complete ``target`` or the new complete one, and no stale files remain.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield staging
+        if target.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.rmdir(retired)
+            os.replace(target, retired)
+            os.replace(staging, target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def weight_files(checkpoint: Checkpoint) -> tuple[dict[str, str], dict[str, str] | None]:
+    """Local paths of a checkpoint's weight files by name, and the shard index's tensor -> file map (None
+    for a single ``model.safetensors``). Shard names are checked to stay inside the checkpoint."""
+    source = checkpoint.describe()
+    single = checkpoint.fetch(WEIGHTS_NAME)
+    weight_map = None
+    if single is not None:
+        paths = {WEIGHTS_NAME: single}
+    else:
+        index_path = checkpoint.fetch(WEIGHTS_INDEX_NAME)
+        if index_path is None:
+            raise no_weights_error(checkpoint)
+        try:
+            weight_map = json.loads(Path(index_path).read_text())["weight_map"]
+            if not isinstance(weight_map, dict) or not weight_map:
+                raise ValueError("weight_map must be a non-empty mapping of tensor name -> shard file")
+        except (ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{WEIGHTS_INDEX_NAME} of {source} is not a valid index: {err}") from None
+        files = sorted(set(weight_map.values()), key=str)
+        for filename in files:
+            check_filename(filename, f"{WEIGHTS_INDEX_NAME} of {source}", "shard")
+            if not filename.endswith(".safetensors"):
+                raise CheckpointError(f"{WEIGHTS_INDEX_NAME} of {source} names the shard {filename!r}: only "
+                                      f".safetensors files are read")
+        paths = {}
+        for filename in files:
+            path = checkpoint.fetch(filename)
+            if path is None:
+                raise CheckpointError(f"{WEIGHTS_INDEX_NAME} of {source} lists the shard {filename}, which is "
+                                      f"missing from the checkpoint{checkpoint.offline_hint()}")
+            paths[filename] = path
+    return paths, weight_map
+
+
+def read_weights(name_or_path, hub_kwargs: dict | None = None) -> dict[str, np.ndarray]:
+    """All tensors of a checkpoint (single file or shards), from safetensors only.
+
+    ``name_or_path``: a directory, a Hub repo id (with ``hub_kwargs`` of ``hf_hub_download``) or a
+    :class:`Checkpoint`. As transformers does, ``model.safetensors`` is used when present, else the
+    shard index and the shards it names (which must be ``.safetensors`` files inside the checkpoint).
+    """
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    checkpoint = Checkpoint.of(name_or_path, hub_kwargs)
+    source = checkpoint.describe()
+    paths, weight_map = weight_files(checkpoint)
+    tensors: dict[str, np.ndarray] = {}
+    for filename, path in paths.items():
+        try:
+            shard = load_file(path)
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"{filename} of {source} is corrupt or truncated: {err}") from None
+        if weight_map is not None:
+            stray = sorted(name for name in shard if weight_map.get(name) != filename)
+            if stray:
+                raise CheckpointError(f"{filename} of {source} holds tensors that {WEIGHTS_INDEX_NAME} places "
+                                      f"elsewhere or not at all: {stray}")
+        tensors.update(shard)
+    if weight_map is not None:
+        missing = sorted(set(weight_map) - set(tensors))
+        if missing:
+            raise CheckpointError(f"tensors listed in {WEIGHTS_INDEX_NAME} of {source} are missing from the "
+                                  f"shards: {missing}")
+    return tensors
+
+
+def is_float_dtype(dtype) -> bool:
+    """float16/32/64, and bfloat16 (an ``ml_dtypes`` type numpy does not count as floating)."""
+    return np.issubdtype(dtype, np.floating) or "float" in np.dtype(dtype).name
+
+
+def raise_if_mismatched(source: str, target: str, sections: list[tuple[str, list[str]]], missing: list[str],
+                        unexpected: list[str], strict: bool, described_as: str | None = None) -> None:
+    """Raise one :class:`CheckpointError` listing every problem of a checkpoint against ``target``.
+
+    ``sections`` are (label, items) pairs that are always errors (shape or dtype mismatches); missing and
+    unexpected tensors are errors only when ``strict``. Used by native loading and by conversion.
+    """
+    problems = [f"{label}: " + "; ".join(items) for label, items in sections if items]
+    if strict and missing:
+        problems.append(f"missing from the checkpoint: {missing}")
+    if strict and unexpected:
+        problems.append(f"not used by {target}: {unexpected}")
+    if problems:
+        raise CheckpointError(f"{source} does not match {described_as or target}:\n  " + "\n  ".join(problems))
+
+
+def assign_weights(model, tensors: dict[str, np.ndarray], strict: bool = True,
+                   source: str = "checkpoint") -> dict[str, list[str]]:
+    """Copy named tensors into the model; report missing / unexpected / mismatched names.
+
+    With ``strict`` any discrepancy raises :class:`CheckpointError` listing them; otherwise matching
+    weights load, shape/dtype mismatches still raise, and the report is returned (as transformers logs it).
+    """
+    variables = model.named_variables()
+    missing = sorted(set(variables) - set(tensors))
+    unexpected = sorted(set(tensors) - set(variables))
+    mismatched = [f"{name}: checkpoint {tuple(tensors[name].shape)} vs model {tuple(variables[name].shape)}"
+                  for name in sorted(set(variables) & set(tensors))
+                  if tuple(tensors[name].shape) != tuple(variables[name].shape)]
+    bad_dtype = [f"{name}: {tensors[name].dtype}" for name in sorted(set(variables) & set(tensors))
+                 if not is_float_dtype(tensors[name].dtype)]
+    target = type(model).__name__
+    raise_if_mismatched(source, target, [("shape mismatch", mismatched), ("non-float tensors", bad_dtype)], missing,
+                        unexpected, strict, described_as=f"{target}'s config")
+    for name, variable in variables.items():
+        if name in tensors:
+            variable.assign(tensors[name].astype(variable.dtype))
+    return {"missing_keys": missing, "unexpected_keys": unexpected}
+
+
+
+
+# ------------------------------------------------------------------------------------------ loading
+def load_config(name_or_path, hub_kwargs: dict | None = None) -> tuple[dict, str]:
+    """``config.json`` of a checkpoint as a dict, and its local path."""
+    checkpoint = Checkpoint.of(name_or_path, hub_kwargs)
+    path = checkpoint.fetch(CONFIG_NAME, required=True)
+    try:
+        raw = json.loads(Path(path).read_text())
+    except ValueError as err:
+        raise CheckpointError(f"{CONFIG_NAME} of {checkpoint.describe()} is not valid JSON: {err}") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{CONFIG_NAME} of {checkpoint.describe()} is not a JSON object")
+    return raw, path
+
+
+def finish_loading(model, checkpoint: Checkpoint, loading_info: dict[str, list[str]],
+                   default_generation_config=None):
+    """The end of every load: report missing / unexpected weights (once, as transformers logs them), read
+    ``generation_config.json`` (else keep ``default_generation_config``, else the model's own) and record
+    where the model came from (``model.name_or_path``, ``model.commit_hash``, ``model.loading_info``)."""
+    target = type(model).__name__
+    if loading_info.get("missing_keys"):
+        logger.warning("Some weights of %s were not initialized from the checkpoint at %s and are newly "
+                       "initialized: %s", target, checkpoint.describe(), loading_info["missing_keys"])
+    if loading_info.get("unexpected_keys"):
+        logger.warning("Some weights of the checkpoint at %s were not used when initializing %s: %s",
+                       checkpoint.describe(), target, loading_info["unexpected_keys"])
+    path = checkpoint.fetch(GENERATION_CONFIG_NAME)
+    if path is not None:
+        from transformers import GenerationConfig
+
+        try:
+            model.generation_config = GenerationConfig.from_pretrained(os.path.dirname(path))
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{GENERATION_CONFIG_NAME} of {checkpoint.describe()} is invalid: {err}") from None
+    elif default_generation_config is not None:
+        model.generation_config = default_generation_config
+    model.record_origin(checkpoint.name, checkpoint.commit_hash, loading_info)
+    return model
+
+
+def registered_model_class(name: str | None):
+    """The model class of this package called ``name`` (found in Keras' serialization registry), or None.
+
+    >>> registered_model_class("TransformerForSeq2SeqLM").__name__
+    'TransformerForSeq2SeqLM'
+    >>> registered_model_class("MaskedAccuracy") is None  # registered too, but not a model
+    True
+    """
+    import keras
+
+    found = keras.saving.get_registered_object(f"vanilla_transformer>{name}") if name else None
+    return found if isinstance(found, type) and issubclass(found, keras.Model) else None
+
+
+def resolves_architecture(cls) -> bool:
+    """Whether ``cls.from_pretrained`` picks the class from the checkpoint's ``architectures`` (``AutoModel``
+    and the common base class do; concrete classes and their subclasses load as themselves)."""
+    return bool(cls.__dict__.get("resolves_architecture", False))

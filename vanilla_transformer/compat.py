@@ -1,0 +1,58 @@
+"""The only place that touches other libraries' private APIs, each where no public API does the job.
+
+Every entry names the library version it was written against; ``tests/test_compat.py`` checks each one
+against the installed version and fails with a message naming the entry when it changes, instead of the
+package going silently wrong after an upgrade.
+
+- :class:`TrainerBuildHook`: Keras' ``Trainer._maybe_symbolic_build`` / ``_symbolic_build`` (keras 3.15.1);
+- :func:`default_generation_params`: ``GenerationConfig._get_default_generation_params`` (transformers 5.24.0);
+- :func:`mark_generation_config_explicit`: ``GenerationConfig._from_model_config`` (transformers 5.24.0).
+"""
+
+from __future__ import annotations
+
+WRITTEN_AGAINST = {"keras": "3.15.1", "transformers": "5.24.0"}
+
+
+class TrainerBuildHook:
+    """Mixin letting a ``keras.Model`` replace the batch Keras builds it from before the first training step.
+
+    Keras' TensorFlow trainer calls the private ``_maybe_symbolic_build(iterator, data_batch)``, which takes
+    the first batch of the epoch iterator and passes it to ``_symbolic_build(data_batch=...)``. A subclass
+    returns the batch to build from in :meth:`batch_for_symbolic_build`, or None to keep Keras' behaviour.
+    """
+
+    def batch_for_symbolic_build(self, first_batch):
+        """The batch to build from instead of ``first_batch`` (None: Keras' own build)."""
+        return None
+
+    def replaces_symbolic_build(self) -> bool:
+        """Whether :meth:`batch_for_symbolic_build` may replace the batch (checked before reading any)."""
+        return False
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is None or not self.replaces_symbolic_build():
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        for _, _, batches in iterator:  # what Keras does: the first batch of the epoch iterator
+            data_batch = next(batches)
+            break
+        replacement = self.batch_for_symbolic_build(data_batch)
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch if replacement is None else replacement)
+
+
+def default_generation_params() -> dict:
+    """transformers' values for ``GenerationConfig`` fields left unset (None), e.g. ``num_beams`` -> 1.
+
+    >>> default_generation_params()["num_beams"]
+    1
+    """
+    from transformers import GenerationConfig
+
+    return dict(GenerationConfig._get_default_generation_params())
+
+
+def mark_generation_config_explicit(generation_config) -> None:
+    """Mark a ``GenerationConfig`` derived from a model config as the user's own, so that transformers saves
+    and applies it as given rather than re-deriving it from the model config."""
+    generation_config._from_model_config = False

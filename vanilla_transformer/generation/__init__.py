@@ -1,0 +1,187 @@
+"""Decoding: greedy, sampling (temperature, top-k, top-p) and beam search, with a key/value cache.
+
+The whole decode loop is one compiled program (XLA on TensorFlow, ``jax.jit`` on JAX) over static
+shapes: the encoder runs once, cross-attention keys/values are computed once, the self-attention cache
+has a fixed number of slots and each step writes one. Source and prompt lengths are rounded up to a
+multiple of 8 so that new calls of similar shapes reuse the compiled program.
+
+- :mod:`.plan`: the ``GenerationConfig`` resolved into a validated :class:`~.plan.DecodingPlan`;
+- :mod:`.logits_process`: transformers' logits processors and the sampling warpers;
+- :mod:`.search` and :mod:`.beam_search`: the loops; :mod:`.programs`: the compiled-program cache.
+
+Beam search follows the algorithm of ``transformers`` (top 2K candidates, finished hypotheses scored
+``sum log p / length ** length_penalty``) so that results are comparable token for token.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from keras import ops
+
+from ..data_collators import bucket_length, pad_batch, padding_mask
+from .logits_process import blocked_top_k, top_p_filter
+from .plan import DecodingPlan, make_plan, resolve_generation_config
+from .programs import ProgramCache, compiled_decoder
+
+__all__ = ["DecodingPlan", "GenerationMixin", "ProgramCache", "blocked_top_k", "generate",
+           "resolve_generation_config", "top_p_filter"]
+
+LENGTH_MULTIPLE = 8
+
+
+@dataclass
+class DecodingInputs:
+    """The padded arrays a decoding program runs on (int32 numpy); ``trim`` columns of prompt padding are
+    cut from the output so the prompt comes back as given."""
+
+    source_ids: np.ndarray | None  # (batch, source bucket) encoder input, None for decoder-only models
+    source_mask: np.ndarray | None
+    prefix_ids: np.ndarray  # (batch, prefix) what the decoder starts from: the start token or the prompt
+    prefix_mask: np.ndarray
+    prefix_positions: np.ndarray
+    trim: int
+
+    def repeat(self, times: int) -> "DecodingInputs":
+        """Every row ``times`` times in a row (independent samples of one input)."""
+        rep = lambda x: None if x is None else np.repeat(x, times, 0)  # noqa: E731
+        return DecodingInputs(rep(self.source_ids), rep(self.source_mask), rep(self.prefix_ids),
+                              rep(self.prefix_mask), rep(self.prefix_positions), self.trim)
+
+
+def left_align(ids: np.ndarray, mask: np.ndarray, width: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """Move each row's real tokens (mask 1) to the right end of a ``width``-wide buffer (left padding).
+
+    >>> left_align(np.array([[5, 6, 0]]), np.array([[1, 1, 0]]), width=4, pad=0)[0]
+    array([[0, 0, 5, 6]], dtype=int32)
+    """
+    rows = [row[keep.astype(bool)][::-1] for row, keep in zip(ids, mask)]
+    left_ids = pad_batch(rows, pad, width)[:, ::-1]
+    left_mask = padding_mask([len(row) for row in rows], width)[:, ::-1]
+    return np.ascontiguousarray(left_ids), np.ascontiguousarray(left_mask)
+
+
+def prepare_inputs(model, config, ids: np.ndarray, mask: np.ndarray) -> DecodingInputs:
+    """Pad the source (encoder-decoder) or left-align the prompt (decoder-only) to a length bucket."""
+    if ids.shape[1] == 0:
+        raise ValueError("input_ids has zero length" + (
+            "" if model.config.is_encoder_decoder else ": give at least one prompt token"))
+    pad_id = config.pad_token_id if config.pad_token_id is not None else model.config.pad_token_id
+    fill = 0 if pad_id is None else int(pad_id)
+    batch, width = ids.shape[0], bucket_length(ids.shape[1], LENGTH_MULTIPLE)
+    if model.config.is_encoder_decoder:
+        start = config.decoder_start_token_id
+        if start is None:
+            start = model.config.decoder_start_token_id
+        prefix_ids = np.full((batch, 1), start, dtype="int32")
+        prefix_mask = np.ones((batch, 1), dtype="int32")
+        return DecodingInputs(pad_batch(list(ids), fill, width), pad_batch(list(mask), 0, width), prefix_ids,
+                              prefix_mask, positions_of(prefix_mask), trim=0)
+    prefix_ids, prefix_mask = left_align(ids, mask, width, fill)
+    return DecodingInputs(None, None, prefix_ids, prefix_mask, positions_of(prefix_mask), trim=width - ids.shape[1])
+
+
+def positions_of(mask: np.ndarray) -> np.ndarray:
+    """Position of each token counting real tokens only (0 under left padding)."""
+    return np.maximum(np.cumsum(mask, axis=1) - 1, 0).astype("int32")
+
+
+def ids_and_mask(model, config, input_ids, attention_mask) -> tuple[np.ndarray, np.ndarray]:
+    """Checked int32 ids and mask; without a mask, positions holding the pad id are padding."""
+    checked = model.check_inputs({"input_ids": input_ids, "attention_mask": attention_mask},
+                                 required=("input_ids",))
+    ids = np.asarray(ops.convert_to_numpy(checked["input_ids"])).astype("int32")
+    if ids.shape[0] == 0:
+        raise ValueError("input_ids is an empty batch")
+    pad_id = config.pad_token_id if config.pad_token_id is not None else model.config.pad_token_id
+    if "attention_mask" in checked:
+        mask = np.asarray(ops.convert_to_numpy(checked["attention_mask"])).astype("int32")
+    elif pad_id is not None and (ids == pad_id).any():
+        mask = (ids != pad_id).astype("int32")
+    else:
+        mask = np.ones_like(ids)
+    return ids, mask
+
+
+def generate(model, input_ids, attention_mask=None, generation_config=None, seed: int | None = None,
+             use_cache: bool = True, return_dict_in_generate: bool = False, output_scores: bool = False,
+             **kwargs):
+    """Generate token ids with ``model`` (an encoder-decoder or a decoder-only model of this package).
+
+    Args:
+        input_ids: ``(batch, length)`` integer ids: the source (encoder-decoder) or the prompt (decoder).
+        attention_mask: ``(batch, length)`` 1/0; defaults to ``input_ids != pad_token_id`` when the pad
+            id occurs, else all ones.
+        generation_config: a ``transformers.GenerationConfig`` overriding ``model.generation_config``.
+        seed: seed of the sampling noise; the same seed gives the same samples.
+        use_cache: decode with the key/value cache (default) or recompute every position each step.
+        return_dict_in_generate: return ``{"sequences", "sequences_scores"}`` instead of the ids.
+        **kwargs: any ``GenerationConfig`` field: ``max_new_tokens``, ``max_length``, ``min_new_tokens``,
+            ``num_beams``, ``length_penalty``, ``early_stopping``, ``num_return_sequences``, ``do_sample``,
+            ``temperature``, ``top_k``, ``top_p``, ``repetition_penalty``, ``no_repeat_ngram_size``,
+            ``eos_token_id`` (int or list), ``pad_token_id``.
+
+    Returns:
+        int32 numpy array ``(batch * num_return_sequences, out_length)``. Encoder-decoder rows start with
+        ``decoder_start_token_id``; decoder-only rows start with the (left-padded) prompt. Rows end at their
+        eos and are padded with ``pad_token_id``. Scores are the summed log-probabilities (greedy, sampling)
+        or the length-normalised beam scores.
+
+    Example:
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> model = TransformerForSeq2SeqLM(config)
+        >>> generate(model, np.array([[5, 6, 2]]), max_new_tokens=4, num_beams=2).shape[0]
+        1
+    """
+    config = resolve_generation_config(model, generation_config, kwargs)
+    ids, mask = ids_and_mask(model, config, input_ids, attention_mask)
+    model.build_weights()
+    inputs = prepare_inputs(model, config, ids, mask)
+    prompt_length = inputs.prefix_ids.shape[1] - inputs.trim
+    plan = make_plan(config, prompt_length, use_cache)
+    if inputs.prefix_ids.shape[1] + plan.max_new_tokens > model.config.max_position_embeddings:
+        raise ValueError(f"prompt ({prompt_length} tokens) + max_new_tokens ({plan.max_new_tokens}) "
+                         f"exceeds max_position_embeddings={model.config.max_position_embeddings}")
+    if plan.mode == "sample" and plan.num_return_sequences > 1:
+        inputs = inputs.repeat(plan.num_return_sequences)
+    seed_value = np.int32(np.random.randint(0, 2**31 - 1) if seed is None else seed % (2**31 - 1))
+    run = compiled_decoder(model, plan)
+    sequences, scores, length = run(inputs.source_ids, inputs.source_mask, inputs.prefix_ids, inputs.prefix_mask,
+                                    inputs.prefix_positions, seed_value)
+    sequences = np.asarray(ops.convert_to_numpy(sequences))[:, inputs.trim: int(ops.convert_to_numpy(length))]
+    scores = np.asarray(ops.convert_to_numpy(scores))
+    if return_dict_in_generate or output_scores:
+        return {"sequences": sequences, "sequences_scores": scores}
+    return sequences
+
+
+_PROGRAMS_LOCK = threading.Lock()
+
+
+class GenerationMixin:
+    """``generate`` for the model classes that decode, and the cache of their compiled decoding programs.
+
+    A model class implements the decoding protocol: ``decoding_context(input_ids, attention_mask)``,
+    ``init_decoding_cache(context, batch_size, max_length)`` and ``decode_step(...)``.
+    """
+
+    def generate(self, input_ids, attention_mask=None, generation_config=None, **kwargs):
+        """Decode token ids; see :func:`vanilla_transformer.generation.generate` for every argument.
+
+        Returns a numpy array ``(batch * num_return_sequences, length)`` of ids in transformers' format.
+        """
+        return generate(self, input_ids, attention_mask=attention_mask, generation_config=generation_config,
+                        **kwargs)
+
+    @property
+    def decoding_programs(self) -> ProgramCache:
+        """The compiled decoding programs of this model (bounded, least recently used dropped first)."""
+        with _PROGRAMS_LOCK:
+            cache = self.__dict__.get("_decoding_programs")
+            if cache is None:  # set in __dict__: a cache of functions is not state for Keras to track
+                cache = self.__dict__["_decoding_programs"] = ProgramCache()
+            return cache

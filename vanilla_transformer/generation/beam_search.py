@@ -1,0 +1,173 @@
+"""Beam search as transformers vectorises it, over ``batch * num_beams`` rows with a reordered cache.
+
+Each step ranks the top ``2 * num_beams`` (more with several eos ids) candidates of every source: the best
+``num_beams`` that did not end continue as the running beams; those that ended join the kept finished
+hypotheses, scored ``sum log p / length ** length_penalty``. The search stops when no running beam can
+beat the worst kept hypothesis (transformers' ``early_stopping`` heuristic), so ids match transformers'.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from keras import ops
+
+from .logits_process import EXCLUDED_SCORE, blocked_top_k, gumbel_noise, process_logits, scatter_mask, warp_logits
+from .plan import DecodingPlan
+from .search import decode_functions, grow_cache, is_eos, phase_bounds, reorder_cache, split_cache
+
+
+class BeamState(NamedTuple):
+    """The loop state; shapes with ``B`` sources, ``K`` beams, ``T`` = prompt + max_new_tokens."""
+
+    cur: Any  # int32 scalar: the position decoded in this step
+    running: Any  # (B, K, T) ids of the running beams
+    running_scores: Any  # (B, K) their summed log-probabilities
+    logits: Any  # (B * K, vocab) float32 next-token logits of the running beams
+    cache: Any  # self-attention keys/values of the running beams (() without a cache)
+    finished: Any  # (B, K, T) ids of the kept finished hypotheses
+    finished_scores: Any  # (B, K) their length-normalised scores
+    is_finished: Any  # (B, K) bool: whether a kept slot holds a finished hypothesis
+    finished_lengths: Any  # (B, K) int32 new tokens of each kept hypothesis
+    improvable: Any  # (B, 1) bool: a running beam can still beat the worst kept hypothesis
+    all_ended: Any  # bool scalar: every candidate of the last step ended
+    presence: Any = ()  # (B * K, vocab) bool tokens seen, for the repetition penalty; () when unused
+
+
+class Candidates(NamedTuple):
+    scores: Any  # (B, C) summed log-probabilities
+    sequences: Any  # (B, C, T)
+    source_beam: Any  # (B, C) the running beam each extends
+    ended: Any  # (B, C) bool: the candidate ends with eos or at max_length
+
+
+def initial_state(plan: DecodingPlan, prefix_ids, logits, cache, vocab: int, batch: int) -> BeamState:
+    rows, prompt_length = prefix_ids.shape[0], prefix_ids.shape[1]
+    num_beams, max_length = plan.num_beams, prefix_ids.shape[1] + plan.max_new_tokens
+    running = ops.reshape(
+        ops.concatenate([prefix_ids, ops.full((rows, plan.max_new_tokens), plan.pad_token_id, "int32")], 1),
+        (batch, num_beams, max_length))
+    # Only the first beam starts alive, so the first step does not pick K copies of the same token.
+    running_scores = ops.concatenate(
+        [ops.zeros((batch, 1)), ops.full((batch, num_beams - 1), EXCLUDED_SCORE)], axis=1)
+    # presence only in the loop state when used: a loop variable that passes through unchanged breaks
+    # TensorFlow's XLA conversion of consecutive loops (the phases)
+    presence = (scatter_mask(prefix_ids, ops.ones_like(prefix_ids, dtype="bool"), vocab)
+                if plan.repetition_penalty != 1.0 else ())
+    return BeamState(
+        cur=ops.convert_to_tensor(prompt_length, "int32"), running=running, running_scores=running_scores,
+        logits=ops.cast(logits, "float32"), cache=cache, finished=running,
+        finished_scores=ops.full((batch, num_beams), EXCLUDED_SCORE),
+        is_finished=ops.zeros((batch, num_beams), "bool"), finished_lengths=ops.zeros((batch, num_beams), "int32"),
+        improvable=ops.ones((batch, 1), "bool"), all_ended=ops.convert_to_tensor(False), presence=presence)
+
+
+def top_candidates(plan: DecodingPlan, s: BeamState, keep: int, prompt_length: int, max_length: int,
+                   seed) -> Candidates:
+    """The ``keep`` best (or, sampling, drawn) one-token extensions of each source's running beams."""
+    batch, num_beams = s.running_scores.shape[0], plan.num_beams
+    rows = batch * num_beams
+    log_probs = ops.log_softmax(s.logits, axis=-1)
+    vocab = log_probs.shape[-1]
+    log_probs = process_logits(plan, log_probs, ops.reshape(s.running, (rows, max_length)), s.cur, prompt_length,
+                               s.presence if plan.repetition_penalty != 1.0 else None, max_length)
+    if plan.warps_logits:
+        log_probs = warp_logits(plan, log_probs)
+    accumulated = ops.reshape(ops.reshape(log_probs, (batch, num_beams, vocab)) + s.running_scores[..., None],
+                              (batch, num_beams * vocab))
+    if plan.warps_logits or plan.mode == "sample":
+        # Sampling without replacement (Gumbel top-k), then ordered by score as transformers does.
+        _, picked = blocked_top_k(accumulated + gumbel_noise(ops.shape(accumulated), seed, s.cur), keep)
+        scores, order = ops.top_k(ops.take_along_axis(accumulated, picked, axis=-1), keep)
+        indices = ops.take_along_axis(picked, order, axis=-1)
+    else:
+        scores, indices = blocked_top_k(accumulated, keep)
+    source_beam = indices // vocab
+    tokens = ops.cast(indices % vocab, "int32")
+    sequences = ops.take_along_axis(s.running, source_beam[..., None], axis=1)
+    sequences = ops.slice_update(sequences, (0, 0, s.cur), tokens[..., None])
+    return Candidates(scores, sequences, source_beam, ops.logical_or(is_eos(plan, tokens), s.cur + 1 >= max_length))
+
+
+def continue_best(c: Candidates, num_beams: int):
+    """The best ``num_beams`` candidates that did not end: (ids, scores, the old beam of each)."""
+    continuing_scores = c.scores + ops.cast(c.ended, "float32") * EXCLUDED_SCORE
+    running_scores, next_index = ops.top_k(continuing_scores, num_beams)
+    running = ops.take_along_axis(c.sequences, next_index[..., None], axis=1)
+    return running, running_scores, ops.take_along_axis(c.source_beam, next_index, axis=1)
+
+
+def merge_finished(plan: DecodingPlan, s: BeamState, c: Candidates, prompt_length: int):
+    """The kept finished hypotheses after adding the candidates that ended among the top ``num_beams``."""
+    num_beams, keep = plan.num_beams, c.scores.shape[1]
+    batch = c.scores.shape[0]
+    just_finished = ops.logical_and(c.ended, (ops.arange(keep) < num_beams)[None, :])
+    normalised = c.scores / ops.cast(s.cur + 1 - prompt_length, "float32") ** plan.length_penalty
+    full = ops.logical_and(ops.all(s.is_finished, axis=-1, keepdims=True), plan.early_stopping is True)
+    normalised = normalised + ops.cast(full, "float32") * EXCLUDED_SCORE
+    normalised = normalised + ops.cast(ops.logical_not(s.improvable), "float32") * EXCLUDED_SCORE
+    normalised = normalised + ops.cast(ops.logical_not(just_finished), "float32") * EXCLUDED_SCORE
+    merged_lengths = ops.concatenate(
+        [s.finished_lengths, ops.full((batch, keep), 1, "int32") * (s.cur + 1 - prompt_length)], axis=1)
+    finished_scores, best = ops.top_k(ops.concatenate([s.finished_scores, normalised], axis=1), num_beams)
+    finished = ops.take_along_axis(ops.concatenate([s.finished, c.sequences], axis=1), best[..., None], axis=1)
+    is_finished = ops.take_along_axis(ops.concatenate([s.is_finished, just_finished], axis=1), best, axis=1)
+    return finished, finished_scores, is_finished, ops.take_along_axis(merged_lengths, best, axis=1)
+
+
+def still_improvable(plan: DecodingPlan, s: BeamState, running_scores, finished_scores, is_finished,
+                     prompt_length: int, max_length: int):
+    """Can a running beam still beat the worst kept hypothesis? (transformers' early-stop heuristic)"""
+    next_cur = s.cur + 1
+    if plan.early_stopping == "never" and plan.length_penalty > 0:
+        best_length = float(max_length - prompt_length)
+    else:
+        best_length = ops.cast(next_cur - prompt_length, "float32")
+    best_possible = running_scores[:, :1] / best_length ** plan.length_penalty
+    worst_finished = ops.where(is_finished, ops.min(finished_scores, axis=1, keepdims=True), EXCLUDED_SCORE)
+    return ops.logical_and(s.improvable, ops.any(best_possible > worst_finished, axis=-1, keepdims=True))
+
+
+def beam_search(model, plan: DecodingPlan, context, prefix_ids, prefix_mask, prefix_positions, seed):
+    """Returns ``(sequences (B * n, T), scores (B * n,), length)`` for ``n = num_return_sequences``."""
+    num_beams = plan.num_beams
+    rows, prompt_length = prefix_ids.shape[0], prefix_ids.shape[1]
+    batch, max_length, vocab = rows // num_beams, prompt_length + plan.max_new_tokens, model.config.vocab_size
+    keep = max(2, 1 + len(plan.eos_token_ids)) * num_beams
+    bounds = phase_bounds(plan, prompt_length, max_length)
+    first, step = decode_functions(model, plan, context, prefix_mask, prefix_positions, max_length, bounds[0])
+    logits, cache = first(prefix_ids)
+    cache, rebuild = split_cache(cache)
+
+    def cond(s: BeamState):
+        open_beams = ops.logical_not(ops.logical_and(ops.all(s.is_finished), plan.early_stopping is True))
+        return ops.logical_and(ops.logical_and(s.cur < max_length, ops.any(s.improvable)),
+                               ops.logical_and(open_beams, ops.logical_not(s.all_ended)))
+
+    def body(s: BeamState):
+        c = top_candidates(plan, s, keep, prompt_length, max_length, seed)
+        running, running_scores, beam_of_row = continue_best(c, num_beams)
+        reorder = ops.reshape(beam_of_row + ops.arange(batch)[:, None] * num_beams, (-1,))
+        finished, finished_scores, is_finished, finished_lengths = merge_finished(plan, s, c, prompt_length)
+        presence = s.presence
+        if plan.repetition_penalty != 1.0:
+            new = ops.reshape(running[:, :, s.cur], (rows, 1))
+            presence = ops.logical_or(ops.take(presence, reorder, axis=0),
+                                      scatter_mask(new, ops.ones_like(new, dtype="bool"), vocab))
+        cache_state = reorder_cache(s.cache, reorder) if s.cache else ()
+        new_tokens = ops.reshape(ops.take(running, s.cur, axis=2), (rows,))
+        logits, cache = step(rebuild(cache_state), ops.reshape(running, (rows, max_length)), s.cur, new_tokens)
+        improvable = still_improvable(plan, s, running_scores, finished_scores, is_finished, prompt_length,
+                                      max_length)
+        return [BeamState(s.cur + 1, running, running_scores, ops.cast(logits, "float32"), split_cache(cache)[0],
+                          finished, finished_scores, is_finished, finished_lengths, improvable, ops.all(c.ended),
+                          presence)]
+
+    state = initial_state(plan, prefix_ids, logits, cache, vocab, batch)
+    for bound in bounds:
+        state = state._replace(cache=grow_cache(state.cache, bound))
+        state = ops.while_loop(lambda s, bound=bound: ops.logical_and(s.cur < bound, cond(s)), body, [state])[0]
+    n = plan.num_return_sequences
+    sequences = ops.reshape(state.finished[:, :n], (batch * n, max_length))
+    scores = ops.reshape(state.finished_scores[:, :n], (batch * n,))
+    return sequences, scores, prompt_length + ops.max(state.finished_lengths[:, :n])

@@ -1,0 +1,149 @@
+"""The decoding plan: a ``GenerationConfig`` resolved and validated into the static description of one
+``generate`` call (:class:`DecodingPlan`), which keys the cache of compiled decoding programs.
+
+Parameters and their meaning follow ``transformers.GenerationConfig``; unset fields take transformers'
+defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from transformers import GenerationConfig
+
+from ..compat import default_generation_params
+from ..configuration import token_ids
+
+
+def resolve_generation_config(model, generation_config: GenerationConfig | None, kwargs: dict) -> GenerationConfig:
+    """The model's config, then ``generation_config``'s explicitly set values, then keyword arguments."""
+    config = copy.deepcopy(model.generation_config)
+    if generation_config is not None:
+        if not isinstance(generation_config, GenerationConfig):
+            raise TypeError(f"generation_config must be a transformers.GenerationConfig, got "
+                            f"{type(generation_config).__name__}")
+        config.update(**generation_config.to_diff_dict())
+    unknown = config.update(**kwargs)
+    if unknown:
+        raise ValueError(f"Unknown generation arguments: {sorted(unknown)}")
+    return config
+
+
+@dataclass(frozen=True)
+class DecodingPlan:
+    """Everything static about one decoding call: the key of the compiled-program cache."""
+
+    mode: str  # "greedy" | "sample" | "beam"
+    max_new_tokens: int
+    min_new_tokens: int
+    num_beams: int
+    num_return_sequences: int
+    eos_token_ids: tuple[int, ...]
+    pad_token_id: int
+    length_penalty: float
+    early_stopping: Any
+    temperature: float
+    top_k: int
+    top_p: float
+    repetition_penalty: float
+    no_repeat_ngram_size: int
+    use_cache: bool
+    banned_tokens: tuple[int, ...] = ()  # bad_words_ids (single tokens) and suppress_tokens
+    begin_suppress_tokens: tuple[int, ...] = ()
+    forced_bos_token_id: int | None = None
+    forced_eos_token_id: tuple[int, ...] = ()
+
+    @property
+    def warps_logits(self) -> bool:
+        """Whether temperature, top-k or top-p change the scores before choosing."""
+        return self.temperature != 1.0 or bool(self.top_k) or self.top_p < 1.0
+
+
+def integer(name: str, value, minimum: int = 1) -> int:
+    """``value`` as an int, or a ValueError naming ``name`` when it is not an integer >= ``minimum``."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class _Fields:
+    """A config's field values, with transformers' default for each field left unset (None)."""
+
+    def __init__(self, config: GenerationConfig):
+        self.config = config
+        self.defaults = default_generation_params()
+
+    def __call__(self, name: str):
+        value = getattr(self.config, name, None)
+        return self.defaults.get(name) if value is None else value
+
+
+def new_token_bounds(config: GenerationConfig, get: _Fields, prompt_length: int) -> tuple[int, int]:
+    """``(max_new_tokens, min_new_tokens)`` from the ``*_new_tokens`` fields, else from the total lengths."""
+    if config.max_new_tokens is not None:
+        max_new = integer("max_new_tokens", config.max_new_tokens)
+    else:
+        max_new = integer("max_length", get("max_length")) - prompt_length
+        if max_new < 1:
+            raise ValueError(f"max_length={get('max_length')} leaves no room after a prompt of {prompt_length} "
+                             f"tokens; set max_new_tokens")
+    min_new = config.min_new_tokens
+    if min_new is None:
+        min_new = max(0, get("min_length") - prompt_length)
+    return max_new, integer("min_new_tokens", min_new, minimum=0)
+
+
+def sampling_fields(config: GenerationConfig, get: _Fields, do_sample: bool) -> dict:
+    """Temperature, top-k and top-p, validated; neutral values when not sampling."""
+    temperature = float(get("temperature"))
+    if do_sample and not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {config.temperature!r}")
+    top_p = float(get("top_p"))
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {config.top_p!r}")
+    top_k = integer("top_k", get("top_k"), minimum=0)
+    if not do_sample:
+        return dict(temperature=1.0, top_k=0, top_p=1.0)
+    return dict(temperature=temperature, top_k=top_k, top_p=top_p)
+
+
+def token_constraints(config: GenerationConfig) -> dict:
+    """Banned, suppressed and forced tokens (transformers' token-level logits processors)."""
+    banned = list(config.suppress_tokens or [])
+    for words in config.bad_words_ids or []:
+        if len(words) != 1:
+            raise ValueError(f"bad_words_ids: only single-token entries are supported, got {words}")
+        banned.extend(words)
+    return dict(banned_tokens=tuple(sorted(set(int(t) for t in banned))),
+                begin_suppress_tokens=tuple(int(t) for t in config.begin_suppress_tokens or []),
+                forced_bos_token_id=None if config.forced_bos_token_id is None else int(config.forced_bos_token_id),
+                forced_eos_token_id=tuple(int(e) for e in token_ids(config.forced_eos_token_id)))
+
+
+def make_plan(config: GenerationConfig, prompt_length: int, use_cache: bool) -> DecodingPlan:
+    """Validate ``config`` for a prompt of ``prompt_length`` tokens into a :class:`DecodingPlan`."""
+    get = _Fields(config)
+    num_beams = integer("num_beams", get("num_beams"))
+    num_return = integer("num_return_sequences", get("num_return_sequences"))
+    do_sample = bool(get("do_sample"))
+    if num_return > num_beams and not (do_sample and num_beams == 1):
+        raise ValueError(f"num_return_sequences={num_return} must be <= num_beams={num_beams}")
+    max_new, min_new = new_token_bounds(config, get, prompt_length)
+    repetition_penalty = float(get("repetition_penalty"))
+    if not repetition_penalty > 0:
+        raise ValueError(f"repetition_penalty must be > 0, got {config.repetition_penalty!r}")
+    eos = tuple(int(e) for e in token_ids(config.eos_token_id))
+    pad = config.pad_token_id
+    if pad is None:
+        pad = eos[0] if eos else 0
+    mode = "beam" if num_beams > 1 else ("sample" if do_sample else "greedy")
+    return DecodingPlan(
+        mode=mode, max_new_tokens=max_new, min_new_tokens=min_new, num_beams=num_beams,
+        num_return_sequences=num_return, eos_token_ids=eos, pad_token_id=int(pad),
+        length_penalty=float(get("length_penalty")), early_stopping=get("early_stopping"),
+        repetition_penalty=repetition_penalty,
+        no_repeat_ngram_size=integer("no_repeat_ngram_size", get("no_repeat_ngram_size"), minimum=0),
+        use_cache=bool(use_cache), **sampling_fields(config, get, do_sample), **token_constraints(config))
