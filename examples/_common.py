@@ -32,26 +32,37 @@ SPECIAL_TEMPLATE = ("<s>", "</s>")  # every sequence is "<s> tokens </s>": <s> i
 
 
 # ------------------------------------------------------------------------------------------ arguments
-def build_parser(description: str, default_model: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> None:
+    """The model and tokenizer flags every script shares (sizes apply when building from a preset)."""
     model = parser.add_argument_group("model")
     model.add_argument("--model_name_or_path", default=default_model,
-                       help="a preset name (pretrain from scratch: bert-base, gpt, gpt2, ...), a directory written "
-                            "by save_pretrained, or a Hub repo id")
+                       help="a preset name (train from scratch: transformer-base, bert-base, gpt, gpt2, ...), a "
+                            "directory written by save_pretrained, or a Hub repo id")
     model.add_argument("--tokenizer_name", default=None,
                        help="tokenizer directory or Hub id (default: the one saved with the model; trained on "
-                            "the training data when pretraining from a preset)")
-    model.add_argument("--vocab_size", type=int, default=8000, help="BPE vocabulary trained from scratch")
+                            "the training data when building from a preset)")
+    model.add_argument("--vocab_size", type=int, default=None, help="BPE vocabulary trained from scratch (8000)")
     model.add_argument("--d_model", type=int, default=None, help="override the preset's d_model")
-    model.add_argument("--num_layers", type=int, default=None, help="override the preset's number of layers")
+    model.add_argument("--num_layers", type=int, default=None,
+                       help="override the preset's number of layers (encoder and decoder alike)")
     model.add_argument("--num_heads", type=int, default=None,
                        help="override the preset's heads (default with --d_model: d_model / 32)")
     model.add_argument("--d_ff", type=int, default=None, help="override d_ff (default with --d_model: 4 d_model)")
     model.add_argument("--max_position_embeddings", type=int, default=None,
-                       help="positions of a model built from a preset (default: --max_seq_length)")
-    model.add_argument("--dropout", type=float, default=None, help="override dropout and attention dropout")
+                       help="positions of a model built from a preset (default: the longest sequence allowed)")
+    model.add_argument("--dropout", type=float, default=None,
+                       help="override the dropout of sub-layer outputs and embeddings (section 5.4)")
+    model.add_argument("--attention_dropout", type=float, default=None, help="override attention dropout")
 
+
+def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
+    hub = parser.add_argument_group("hub")
+    hub.add_argument("--push_to_hub", action="store_true")
+    hub.add_argument("--hub_model_id", default=None, help="repo id to push to (default: output_dir's name)")
+    hub.add_argument("--hub_token", default=None, help="token for the push (default: HF_TOKEN / the saved login)")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--dataset_name", default=None, help="a dataset on the Hub (datasets.load_dataset)")
     data.add_argument("--dataset_config_name", default=None)
@@ -67,6 +78,8 @@ def build_parser(description: str, default_model: str) -> argparse.ArgumentParse
     data.add_argument("--max_train_samples", type=int, default=None)
     data.add_argument("--max_eval_samples", type=int, default=None)
 
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     train = parser.add_argument_group("training")
     train.add_argument("--output_dir", required=True)
     train.add_argument("--do_train", action="store_true", help="(both train and eval run when neither is given)")
@@ -76,31 +89,61 @@ def build_parser(description: str, default_model: str) -> argparse.ArgumentParse
     train.add_argument("--per_device_eval_batch_size", type=int, default=64)
     train.add_argument("--learning_rate", type=float, default=5e-4)
     train.add_argument("--warmup_ratio", type=float, default=0.05, help="share of the steps spent warming up")
-    train.add_argument("--weight_decay", type=float, default=0.0)
+    train.add_argument("--weight_decay", type=float, default=0.0, help="AdamW's decoupled weight decay (0: Adam)")
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--jit_compile", action=argparse.BooleanOptionalAction, default=None,
                        help="XLA-compile the training step (default: on, except bfloat16 on a CPU; "
                             "--no-jit_compile starts faster on tiny runs)")
-    train.add_argument("--push_to_hub", action="store_true")
-    train.add_argument("--hub_model_id", default=None, help="repo id to push to (default: output_dir's name)")
-    train.add_argument("--hub_token", default=None)
+
+
+def build_parser(description: str, default_model: str) -> argparse.ArgumentParser:
+    """The parser of run_mlm.py, run_clm.py and run_classification.py (transformers' flag names)."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_arguments(parser, default_model)
+    add_data_arguments(parser)
+    add_training_arguments(parser)
+    add_hub_arguments(parser)
     return parser
+
+
+PRESET_ONLY_FLAGS = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "max_position_embeddings")
+
+
+def refuse_unused_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit with a clear error for flags that would do nothing: model sizes given with a pretrained model."""
+    if not is_preset(args.model_name_or_path):
+        given = [f"--{flag}" for flag in PRESET_ONLY_FLAGS if getattr(args, flag, None) is not None]
+        if given:
+            parser.error(f"{', '.join(given)} only apply when building a model from a preset; "
+                         f"{args.model_name_or_path} brings its own sizes")
+    if args.tokenizer_name and is_preset(args.model_name_or_path) and args.vocab_size is not None:
+        parser.error("--vocab_size sizes a tokenizer trained from scratch; --tokenizer_name brings its own")
+    if args.vocab_size is None:
+        args.vocab_size = 8000
 
 
 def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.dataset_name is None and args.train_file is None and args.validation_file is None:
         parser.error("give --dataset_name or --train_file / --validation_file")
+    refuse_unused_flags(parser, args)
     if not args.do_train and not args.do_eval:
         args.do_train = args.do_eval = True
     return args
 
 
-def setup(args) -> None:
+def setup_logging() -> None:
+    """One log format for the scripts; libraries' chatter below warnings is silenced."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # no-op if already set up
     logger.setLevel(logging.INFO)
     for noisy in ("absl", "tensorflow", "datasets", "httpx", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def setup(args) -> None:
+    """Logging for the scripts and the seed of every random generator."""
+    setup_logging()
     import keras
 
     keras.utils.set_random_seed(args.seed)
@@ -168,91 +211,101 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
 
 # ------------------------------------------------------------------------------------------ model
 def is_preset(name: str) -> bool:
-    from vanilla_transformer.configuration import PRESETS
+    """Whether ``--model_name_or_path`` names a preset (built from scratch) rather than a directory or repo."""
+    from vanilla_transformer import PRESETS
 
     return name in PRESETS and not os.path.isdir(name)
 
 
-def new_tokenizer(texts: list[str], vocab_size: int):
-    """A BPE tokenizer trained on ``texts``, encoding every sequence as ``<s> ... </s>``."""
+def new_tokenizer(texts: list[str], vocab_size: int, split_punctuation: bool = False, wrap: bool = True):
+    """A BPE tokenizer trained on ``texts``; with ``wrap`` it encodes every sequence as ``<s> ... </s>``."""
     from tokenizers import processors
 
-    from vanilla_transformer.tokenization import train_bpe_tokenizer
+    from vanilla_transformer import train_bpe_tokenizer
 
-    tokenizer = train_bpe_tokenizer(texts, vocab_size=vocab_size)
-    bos, eos = SPECIAL_TEMPLATE
-    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} $B {eos}",
-        special_tokens=[(bos, tokenizer.convert_tokens_to_ids(bos)), (eos, tokenizer.convert_tokens_to_ids(eos))])
+    tokenizer = train_bpe_tokenizer(texts, vocab_size=vocab_size, split_punctuation=split_punctuation)
+    if wrap:
+        bos, eos = SPECIAL_TEMPLATE
+        tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} $B {eos}",
+            special_tokens=[(bos, tokenizer.convert_tokens_to_ids(bos)), (eos, tokenizer.convert_tokens_to_ids(eos))])
     return tokenizer
 
 
-def load_or_train_tokenizer(args, train_texts: list[str]):
+def pretrained_tokenizer(args):
+    """``--tokenizer_name``, else the tokenizer saved with ``--model_name_or_path`` (an error when there is none)."""
     from transformers import AutoTokenizer
 
-    from vanilla_transformer.hub import load_tokenizer
+    from vanilla_transformer import load_tokenizer
 
     if args.tokenizer_name:
         return AutoTokenizer.from_pretrained(args.tokenizer_name)
-    if not is_preset(args.model_name_or_path):
-        tokenizer = load_tokenizer(args.model_name_or_path)
-        if tokenizer is None:
-            raise ValueError(f"{args.model_name_or_path} has no tokenizer; pass --tokenizer_name")
-        return tokenizer
+    tokenizer = load_tokenizer(args.model_name_or_path)
+    if tokenizer is None:
+        raise SystemExit(f"{args.model_name_or_path} has no tokenizer saved with it; pass --tokenizer_name")
+    return tokenizer
+
+
+def load_or_train_tokenizer(args, train_texts: list[str], wrap: bool = True):
+    """The pretrained tokenizer, or (building from a preset) a BPE tokenizer trained on ``train_texts``."""
+    if args.tokenizer_name or not is_preset(args.model_name_or_path):
+        return pretrained_tokenizer(args)
     started = time.time()
-    tokenizer = new_tokenizer(train_texts, args.vocab_size)
+    tokenizer = new_tokenizer(train_texts, args.vocab_size, getattr(args, "split_punctuation", False), wrap)
     logger.info("trained a BPE tokenizer of %d tokens on %d texts in %.1fs", len(tokenizer), len(train_texts),
                 time.time() - started)
     return tokenizer
 
 
-def preset_config(args, tokenizer, **extra):
-    """The preset's config with the tokenizer's vocabulary and special ids and the size overrides."""
-    from vanilla_transformer import TransformerConfig
-    from vanilla_transformer.configuration import PRESETS
-
-    preset = PRESETS[args.model_name_or_path]
-    overrides = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                     max_position_embeddings=args.max_position_embeddings or args.max_seq_length)
-    if preset["architecture"] == "decoder":
-        overrides.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    else:
-        overrides.update(mask_token_id=tokenizer.mask_token_id)
+def size_overrides(args, architecture: str) -> dict:
+    """Config fields set by the size flags (``--d_model`` alone also sets heads d_model / 32 and d_ff 4 d_model)."""
+    overrides = {}
     if args.d_model is not None:
         overrides.update(d_model=args.d_model, num_heads=args.num_heads or max(1, args.d_model // 32),
                          d_ff=args.d_ff or 4 * args.d_model)
     else:
         overrides.update({k: v for k, v in (("num_heads", args.num_heads), ("d_ff", args.d_ff)) if v})
     if args.num_layers is not None:
-        key = "num_decoder_layers" if preset["architecture"] == "decoder" else "num_encoder_layers"
-        overrides[key] = args.num_layers
-    if args.dropout is not None:
-        overrides.update(dropout=args.dropout, attention_dropout=args.dropout)
-    overrides.update(extra)
+        if architecture != "encoder":
+            overrides["num_decoder_layers"] = args.num_layers
+        if architecture != "decoder":
+            overrides["num_encoder_layers"] = args.num_layers
+    return overrides
+
+
+def dropout_overrides(args) -> dict:
+    """Config fields set by ``--dropout`` and ``--attention_dropout``, for presets and pretrained models alike."""
+    return {field: getattr(args, field) for field in ("dropout", "attention_dropout")
+            if getattr(args, field) is not None}
+
+
+def preset_config(args, tokenizer, max_length: int, **extra):
+    """The preset's config with the tokenizer's vocabulary and special ids and the size overrides."""
+    from vanilla_transformer import PRESETS, TransformerConfig
+
+    architecture = PRESETS[args.model_name_or_path]["architecture"]
+    overrides = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                     max_position_embeddings=args.max_position_embeddings or max_length)
+    if architecture != "encoder":
+        overrides.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    if architecture == "encoder-decoder":
+        overrides.update(decoder_start_token_id=tokenizer.bos_token_id)
+    if architecture == "encoder":
+        overrides.update(mask_token_id=tokenizer.mask_token_id)
+    overrides.update(size_overrides(args, architecture), **dropout_overrides(args), **extra)
     return TransformerConfig.from_preset(args.model_name_or_path, **overrides)
 
 
-def load_model(cls, args, tokenizer, **config_overrides):
-    """A model built from a preset (from scratch) or loaded with ``from_pretrained`` (reporting what did not
-    match, as transformers does when a checkpoint of another head type is loaded)."""
+def load_model(cls, args, tokenizer, max_length: int | None = None, **config_overrides):
+    """A model built from a preset (from scratch, ``max_length`` positions unless ``--max_position_embeddings``)
+    or loaded with ``from_pretrained``, which reports weights that did not match."""
     if is_preset(args.model_name_or_path):
-        model = cls(preset_config(args, tokenizer, **config_overrides))
+        model = cls(preset_config(args, tokenizer, max_length or args.max_seq_length, **config_overrides))
         model.build_weights()
         logger.info("new %s from preset %r: %s parameters", cls.__name__, args.model_name_or_path,
                     f"{model.num_parameters():,}")
         return model
-    sizes = [flag for flag in ("d_model", "num_layers", "num_heads", "d_ff") if getattr(args, flag) is not None]
-    if sizes:
-        logger.warning("ignoring %s: the sizes come from %s", ", ".join(f"--{s}" for s in sizes),
-                       args.model_name_or_path)
-    model = cls.from_pretrained(args.model_name_or_path, **config_overrides)
-    info = getattr(model, "loading_info", None) or {}
-    if info.get("missing_keys"):
-        logger.warning("Some weights of %s were not initialized from the checkpoint at %s and are newly "
-                       "initialized: %s", cls.__name__, args.model_name_or_path, info["missing_keys"])
-    if info.get("unexpected_keys"):
-        logger.warning("Some weights of the checkpoint at %s were not used when initializing %s: %s",
-                       args.model_name_or_path, cls.__name__, info["unexpected_keys"])
+    model = cls.from_pretrained(args.model_name_or_path, **dropout_overrides(args), **config_overrides)
     logger.info("loaded %s from %s: %s parameters", cls.__name__, args.model_name_or_path,
                 f"{model.num_parameters():,}")
     return model
@@ -276,6 +329,41 @@ def fit(model, args, train_dataset, eval_dataset):
                         shuffle=False)  # make_tf_dataset shuffles (by length groups) itself
     logger.info("trained %d epochs in %.1fs", args.num_train_epochs, time.time() - started)
     return history
+
+
+def compile_for_training(model, args, num_examples: int) -> tuple[int, int]:
+    """Compile with Adam (AdamW with ``--weight_decay``) on a linear warm-up and decay over the run, keeping the
+    model's own loss and metrics; returns ``(warmup steps, total steps)``."""
+    from vanilla_transformer.optimization import language_model_optimizer
+
+    warmup, total = schedule_steps(args, num_examples)
+    model.compile(optimizer=language_model_optimizer(args.learning_rate, warmup, total, args.weight_decay),
+                  jit_compile=args.jit_compile)
+    return warmup, total
+
+
+def compile_and_fit(model, args, num_examples: int, train_dataset, eval_dataset) -> dict:
+    """:func:`compile_for_training`, then train; returns ``{"train_loss"}``."""
+    warmup, total = compile_for_training(model, args, num_examples)
+    logger.info("%d training examples, %d steps (%d warmup)", num_examples, total, warmup)
+    history = fit(model, args, train_dataset, eval_dataset)
+    return {"train_loss": float(history.history["loss"][-1])}
+
+
+def text_splits(args) -> dict[str, list[str]]:
+    """The non-empty texts of each split of the raw datasets."""
+    raw = load_raw_datasets(args)
+    column = text_column(next(iter(raw.values())), args.text_column_name)
+    return {split: nonempty_texts(raw[split], column) for split in raw}
+
+
+def evaluate_language_model(model, dataset, shift: bool, num_sentences: int, what: str) -> dict:
+    """Token-weighted loss, accuracy and perplexity of ``dataset`` (see :func:`evaluate_tokens`), logged."""
+    loss, accuracy, count = evaluate_tokens(model, dataset, shift)
+    logger.info("%s: loss %.4f, accuracy %.4f, perplexity %.2f (%d tokens in %d validation sentences)", what, loss,
+                accuracy, math.exp(loss), count, num_sentences)
+    return dict(eval_loss=loss, eval_accuracy=accuracy, perplexity=math.exp(loss), eval_samples=num_sentences,
+                eval_tokens=count)
 
 
 def evaluate_tokens(model, dataset, shift: bool) -> tuple[float, float, int]:

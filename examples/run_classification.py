@@ -31,12 +31,49 @@ def main(argv=None) -> dict:
     args = _common.parse_args(parser, argv)
     _common.setup(args)
 
-    import numpy as np
-
     from vanilla_transformer import TransformerForSequenceClassification
     from vanilla_transformer.batching import make_tf_dataset
     from vanilla_transformer.data_collators import DataCollatorForSequenceClassification
-    from vanilla_transformer.optimization import language_model_optimizer
+
+    data, names = labelled_splits(parser, args)
+    id2label = dict(enumerate(names))
+    tokenizer = _common.load_or_train_tokenizer(args, (data.get("train") or data["validation"])[0])
+    model = _common.load_model(TransformerForSequenceClassification, args, tokenizer, id2label=id2label,
+                               label2id={name: i for i, name in id2label.items()})
+    max_length = min(args.max_seq_length, model.config.max_position_embeddings)
+    ids = {split: (_common.tokenize(tokenizer, texts, max_length), labels) for split, (texts, labels) in data.items()}
+    collator = DataCollatorForSequenceClassification(tokenizer.pad_token_id, max_length=max_length,
+                                                     pad_to_multiple_of=_common.pad_multiple(args, max_length))
+
+    def dataset(split, **kwargs):
+        if split not in ids:
+            return None
+        rows, labels = ids[split]
+        return make_tf_dataset(rows, collator, **kwargs, labels=labels)
+
+    results = {}
+    if args.do_train:
+        logger.info("%d labels: %s", len(id2label), names)
+        train = dataset("train", batch_size=args.per_device_train_batch_size, seed=args.seed)
+        eval_data = dataset("validation", batch_size=args.per_device_eval_batch_size, shuffle=False)
+        results.update(_common.compile_and_fit(model, args, len(ids["train"][0]), train, eval_data))
+    else:
+        model.compile(jit_compile=args.jit_compile)
+    if args.do_eval and "validation" in ids:
+        loss, accuracy = model.evaluate(dataset("validation", batch_size=args.per_device_eval_batch_size,
+                                                shuffle=False), verbose=0)
+        results.update(eval_loss=float(loss), eval_accuracy=float(accuracy), eval_samples=len(ids["validation"][0]))
+        logger.info("validation loss %.4f, accuracy %.4f on %d sentences", loss, accuracy, len(ids["validation"][0]))
+    _common.save(model, tokenizer, args, results,
+                 f"A sentence classifier ({', '.join(names)}) trained by examples/run_classification.py.",
+                 _common.dataset_label(args))
+    results["loading_info"] = model.loading_info
+    return results
+
+
+def labelled_splits(parser, args) -> tuple[dict[str, tuple[list[str], list[int]]], list[str]]:
+    """``{split: (texts, label ids)}`` of the non-empty texts, and the label names (``id2label`` order)."""
+    import numpy as np
 
     raw = _common.load_raw_datasets(args)
     first = next(iter(raw.values()))
@@ -53,49 +90,11 @@ def main(argv=None) -> dict:
     else:
         names = args.label_names or [str(v) for v in values]
         label_of = {value: names.index(str(value)) for value in values}
-    id2label = dict(enumerate(names))
-    label2id = {name: i for i, name in id2label.items()}
-
     data = {}
     for split, dataset in raw.items():
         rows = [(t, label_of[y]) for t, y in zip(dataset[column], dataset[args.label_column_name]) if t and t.strip()]
         data[split] = ([t for t, _ in rows], [y for _, y in rows])
-    tokenizer = _common.load_or_train_tokenizer(args, (data.get("train") or data["validation"])[0])
-    model = _common.load_model(TransformerForSequenceClassification, args, tokenizer, id2label=id2label,
-                               label2id=label2id)
-    max_length = min(args.max_seq_length, model.config.max_position_embeddings)
-    ids = {split: (_common.tokenize(tokenizer, texts, max_length), labels) for split, (texts, labels) in data.items()}
-    collator = DataCollatorForSequenceClassification(tokenizer.pad_token_id, max_length=max_length,
-                                                     pad_to_multiple_of=_common.pad_multiple(args, max_length))
-
-    def eval_dataset():
-        if "validation" not in ids:
-            return None
-        rows, labels = ids["validation"]
-        return make_tf_dataset(rows, collator, args.per_device_eval_batch_size, labels=labels, shuffle=False)
-
-    results = {}
-    if args.do_train:
-        warmup, total = _common.schedule_steps(args, len(ids["train"][0]))
-        model.compile(optimizer=language_model_optimizer(args.learning_rate, warmup, total, args.weight_decay),
-                      jit_compile=args.jit_compile)
-        logger.info("%d training sentences, %d labels %s, %d steps (%d warmup)", len(ids["train"][0]),
-                    len(id2label), names, total, warmup)
-        rows, labels = ids["train"]
-        train = make_tf_dataset(rows, collator, args.per_device_train_batch_size, labels=labels, seed=args.seed)
-        history = _common.fit(model, args, train, eval_dataset())
-        results["train_loss"] = float(history.history["loss"][-1])
-    else:
-        model.compile(jit_compile=args.jit_compile)
-    if args.do_eval and "validation" in ids:
-        loss, accuracy = model.evaluate(eval_dataset(), verbose=0)
-        results.update(eval_loss=float(loss), eval_accuracy=float(accuracy), eval_samples=len(ids["validation"][0]))
-        logger.info("validation loss %.4f, accuracy %.4f on %d sentences", loss, accuracy, len(ids["validation"][0]))
-    results["loading_info"] = getattr(model, "loading_info", None)
-    _common.save(model, tokenizer, args, {k: v for k, v in results.items() if k != "loading_info"},
-                 f"A sentence classifier ({', '.join(names)}) trained by examples/run_classification.py.",
-                 _common.dataset_label(args))
-    return results
+    return data, names
 
 
 if __name__ == "__main__":

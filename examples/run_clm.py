@@ -13,7 +13,6 @@ the token at t + 1. The validation perplexity is exp(mean next-token cross-entro
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 
@@ -35,9 +34,7 @@ def main(argv=None) -> dict:
     from vanilla_transformer.batching import make_tf_dataset
     from vanilla_transformer.data_collators import DataCollatorForCausalLM
 
-    raw = _common.load_raw_datasets(args)
-    column = _common.text_column(next(iter(raw.values())), args.text_column_name)
-    texts = {split: _common.nonempty_texts(raw[split], column) for split in raw}
+    texts = _common.text_splits(args)
     tokenizer = _common.load_or_train_tokenizer(args, texts.get("train") or texts["validation"])
     model = _common.load_model(TransformerForCausalLM, args, tokenizer)
     max_length = min(args.max_seq_length, model.config.max_position_embeddings)
@@ -52,32 +49,29 @@ def main(argv=None) -> dict:
 
     results = {}
     if args.do_train:
-        warmup, total = _common.schedule_steps(args, len(ids["train"]))
-        model.compile(learning_rate=args.learning_rate, warmup_steps=warmup, decay_steps=total,
-                      jit_compile=args.jit_compile)
-        logger.info("%d training sequences, %d steps (%d warmup)", len(ids["train"]), total, warmup)
         train = make_tf_dataset(ids["train"], collator, args.per_device_train_batch_size, seed=args.seed)
-        history = _common.fit(model, args, train, eval_dataset())
-        results["train_loss"] = float(history.history["loss"][-1])
+        results.update(_common.compile_and_fit(model, args, len(ids["train"]), train, eval_dataset()))
     if args.do_eval and "validation" in ids:
-        loss, accuracy, count = _common.evaluate_tokens(model, eval_dataset(), shift=True)
-        results.update(eval_loss=loss, eval_accuracy=accuracy, perplexity=math.exp(loss),
-                       eval_samples=len(ids["validation"]), eval_tokens=count)
-        logger.info("next-token loss %.4f, accuracy %.4f, perplexity %.2f (%d predicted tokens in %d validation "
-                    "sentences)", loss, accuracy, math.exp(loss), count, len(ids["validation"]))
+        results.update(_common.evaluate_language_model(model, eval_dataset(), True, len(ids["validation"]),
+                                                       "next tokens"))
     model.generation_config.max_new_tokens = args.max_new_tokens
-    if args.prompts:
-        samples = {}
-        for prompt in args.prompts:
-            prompt_ids = [tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            output = model.generate([prompt_ids], max_new_tokens=args.max_new_tokens)
-            samples[prompt] = tokenizer.decode(output[0], skip_special_tokens=True)
-            logger.info("greedy: %r -> %r", prompt, samples[prompt])
-        results["samples"] = samples
-    _common.save(model, tokenizer, args, {k: v for k, v in results.items() if k != "samples"},
+    _common.save(model, tokenizer, args, results,
                  "A GPT-style decoder trained with the causal-language-model objective by examples/run_clm.py.",
                  _common.dataset_label(args))
+    if args.prompts:
+        results["samples"] = continue_prompts(model, tokenizer, args.prompts, args.max_new_tokens)
     return results
+
+
+def continue_prompts(model, tokenizer, prompts: list[str], max_new_tokens: int) -> dict[str, str]:
+    """Greedy continuations of the prompts (each after the bos token), logged."""
+    samples = {}
+    for prompt in prompts:
+        prompt_ids = [tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        output = model.generate([prompt_ids], max_new_tokens=max_new_tokens)
+        samples[prompt] = tokenizer.decode(output[0], skip_special_tokens=True)
+        logger.info("greedy: %r -> %r", prompt, samples[prompt])
+    return samples
 
 
 if __name__ == "__main__":

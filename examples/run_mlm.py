@@ -13,7 +13,6 @@ chosen per epoch (dynamic masking): 80% ``<mask>``, 10% random, 10% unchanged.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import warnings
@@ -36,9 +35,7 @@ def main(argv=None) -> dict:
     from vanilla_transformer.batching import make_tf_dataset
     from vanilla_transformer.data_collators import DataCollatorForMaskedLM
 
-    raw = _common.load_raw_datasets(args)
-    column = _common.text_column(next(iter(raw.values())), args.text_column_name)
-    texts = {split: _common.nonempty_texts(raw[split], column) for split in raw}
+    texts = _common.text_splits(args)
     tokenizer = _common.load_or_train_tokenizer(args, texts.get("train") or texts["validation"])
     model = _common.load_model(TransformerForMaskedLM, args, tokenizer)
     max_length = min(args.max_seq_length, model.config.max_position_embeddings)
@@ -58,22 +55,12 @@ def main(argv=None) -> dict:
 
     results = {}
     if args.do_train:
-        warmup, total = _common.schedule_steps(args, len(ids["train"]))
-        model.compile(learning_rate=args.learning_rate, warmup_steps=warmup, decay_steps=total,
-                      jit_compile=args.jit_compile)
-        logger.info("%d training sequences, %d steps (%d warmup)", len(ids["train"]), total, warmup)
         train = make_tf_dataset(ids["train"], collator(args.seed), args.per_device_train_batch_size,
                                 seed=args.seed)
-        history = _common.fit(model, args, train, eval_dataset())
-        results["train_loss"] = float(history.history["loss"][-1])
-    else:
-        model.compile(jit_compile=args.jit_compile)
+        results.update(_common.compile_and_fit(model, args, len(ids["train"]), train, eval_dataset()))
     if args.do_eval and "validation" in ids:
-        loss, accuracy, count = _common.evaluate_tokens(model, eval_dataset(), shift=False)
-        results.update(eval_loss=loss, eval_accuracy=accuracy, perplexity=math.exp(loss),
-                       eval_samples=len(ids["validation"]), eval_masked_tokens=count)
-        logger.info("masked tokens: loss %.4f, accuracy %.4f, perplexity %.2f (%d masked tokens in %d validation "
-                    "sentences)", loss, accuracy, math.exp(loss), count, len(ids["validation"]))
+        results.update(_common.evaluate_language_model(model, eval_dataset(), False, len(ids["validation"]),
+                                                       "masked tokens"))
     _common.save(model, tokenizer, args, results,
                  "A BERT-style encoder trained with the masked-language-model objective by examples/run_mlm.py.",
                  _common.dataset_label(args))

@@ -26,73 +26,82 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common  # noqa: E402
+
+
+def add_translation_arguments(p: argparse.ArgumentParser) -> None:
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset_name", default=None, help="a datasets-loadable dataset, e.g. bentrevett/multi30k")
+    data.add_argument("--train_file", default=None)
+    data.add_argument("--validation_file", default=None)
+    data.add_argument("--test_file", default=None)
+    data.add_argument("--source_lang", default="en")
+    data.add_argument("--target_lang", default="de")
+    data.add_argument("--max_source_length", type=int, default=128)
+    data.add_argument("--max_target_length", type=int, default=128)
+    data.add_argument("--split_punctuation", action="store_true",
+                      help="learn the BPE vocabulary with punctuation split from words (reversibly), so 'street.' "
+                           "is 'street' + '.' rather than a token of its own")
+    decoding = p.add_argument_group("decoding and evaluation")
+    decoding.add_argument("--num_beams", type=int, default=4)
+    decoding.add_argument("--length_penalty", type=float, default=0.6)
+    decoding.add_argument("--length_penalty_candidates", type=float, nargs="+", default=None,
+                          help="after training, decode the full validation set with each of these length penalties "
+                               "and use the best for test and the saved model's generation_config.json")
+    decoding.add_argument("--eval_every", type=int, default=1, help="evaluate BLEU on validation every N epochs")
+    decoding.add_argument("--max_eval_samples", type=int, default=None)
+
+
+def add_schedule_arguments(p: argparse.ArgumentParser) -> None:
+    train = p.add_argument_group("training")
+    train.add_argument("--output_dir", required=True)
+    train.add_argument("--num_train_epochs", type=int, default=10)
+    train.add_argument("--max_tokens_per_batch", type=int, default=4096,
+                       help="token budget per batch (padded source or target tokens x sentences)")
+    train.add_argument("--pad_to_multiple_of", type=int, default=8,
+                       help="round batch lengths up to this (8: few shapes for XLA; without XLA, e.g. bf16 on a CPU, "
+                            "4 pads ~8%% fewer tokens on Multi30k, epochs ~5%% faster, but fewer updates an epoch)")
+    train.add_argument("--per_device_train_batch_size", type=int, default=None,
+                       help="sentences per batch (instead of --max_tokens_per_batch)")
+    train.add_argument("--learning_rate", type=float, default=None,
+                       help="peak learning rate; default: the paper's schedule d_model^-0.5 * warmup^-0.5")
+    train.add_argument("--lr_scale", type=float, default=None, help="multiplier of the paper's schedule (1.0)")
+    train.add_argument("--warmup_steps", type=int, default=4000)
+    train.add_argument("--lr_decay", choices=["inverse_sqrt", "linear"], default="inverse_sqrt",
+                       help="after warm-up: the paper's inverse square root, or linear to 0 at the last step of "
+                            "--num_train_epochs (anneals within a fixed budget)")
+    train.add_argument("--label_smoothing", type=float, default=0.1)
+    train.add_argument("--average_last_k", type=int, nargs="+", default=None,
+                       help="average the weights of the last k epoch checkpoints at the end (paper: 5 or 20); with "
+                            "several values each average is scored on validation and the best one competes with "
+                            "the best epoch")
+    train.add_argument("--max_train_minutes", type=float, default=None,
+                       help="stop after the epoch that would make the next one overrun this wall-time budget")
+    train.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default="no")
+    train.add_argument("--strategy", choices=["default", "mirrored", "multi_worker"], default="default")
+    train.add_argument("--backup_every", type=int, default=200, help="back up the training state every N batches")
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--resume", action="store_true", help="continue from the backup in --output_dir")
+    train.add_argument("--verbose", type=int, default=None, help="Keras verbosity (default: bars on a terminal)")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_name_or_path", default="transformer-base",
-                   help="a preset (trained from scratch), a saved directory or a Hub repo id")
-    p.add_argument("--dataset_name", default=None, help="a datasets-loadable dataset, e.g. bentrevett/multi30k")
-    p.add_argument("--train_file", default=None)
-    p.add_argument("--validation_file", default=None)
-    p.add_argument("--test_file", default=None)
-    p.add_argument("--source_lang", default="en")
-    p.add_argument("--target_lang", default="de")
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--vocab_size", type=int, default=8000, help="shared BPE vocabulary trained on the train split")
-    p.add_argument("--split_punctuation", action="store_true",
-                   help="learn the BPE vocabulary with punctuation split from words (reversibly), so 'street.' "
-                        "is 'street' + '.' rather than a token of its own")
-    p.add_argument("--d_model", type=int, default=None)
-    p.add_argument("--num_layers", type=int, default=None)
-    p.add_argument("--num_heads", type=int, default=None)
-    p.add_argument("--d_ff", type=int, default=None)
-    p.add_argument("--dropout", type=float, default=None)
-    p.add_argument("--attention_dropout", type=float, default=None)
-    p.add_argument("--num_train_epochs", type=int, default=10)
-    p.add_argument("--max_tokens_per_batch", type=int, default=4096,
-                   help="token budget per batch (padded source or target tokens x sentences)")
-    p.add_argument("--pad_to_multiple_of", type=int, default=8,
-                   help="round batch lengths up to this (8: few shapes for XLA; without XLA, e.g. bf16 on a CPU, "
-                        "4 pads ~8%% fewer tokens on Multi30k, epochs ~5%% faster, but fewer updates an epoch)")
-    p.add_argument("--per_device_train_batch_size", type=int, default=None,
-                   help="sentences per batch (instead of --max_tokens_per_batch)")
-    p.add_argument("--learning_rate", type=float, default=None,
-                   help="peak learning rate; default: the paper's schedule d_model^-0.5 * warmup^-0.5")
-    p.add_argument("--lr_scale", type=float, default=1.0, help="multiplier of the paper's schedule")
-    p.add_argument("--warmup_steps", type=int, default=4000)
-    p.add_argument("--lr_decay", choices=["inverse_sqrt", "linear"], default="inverse_sqrt",
-                   help="after warm-up: the paper's inverse square root, or linear to 0 at the last step of "
-                        "--num_train_epochs (anneals within a fixed budget)")
-    p.add_argument("--label_smoothing", type=float, default=0.1)
-    p.add_argument("--max_source_length", type=int, default=128)
-    p.add_argument("--max_target_length", type=int, default=128)
-    p.add_argument("--num_beams", type=int, default=4)
-    p.add_argument("--length_penalty", type=float, default=0.6)
-    p.add_argument("--length_penalty_candidates", type=float, nargs="+", default=None,
-                   help="after training, decode the full validation set with each of these length penalties and "
-                        "use the best for test and the saved model's generation_config.json")
-    p.add_argument("--eval_every", type=int, default=1, help="evaluate BLEU on validation every N epochs")
-    p.add_argument("--max_eval_samples", type=int, default=None)
-    p.add_argument("--average_last_k", type=int, nargs="+", default=None,
-                   help="average the weights of the last k epoch checkpoints at the end (paper: 5 or 20); with "
-                        "several values each average is scored on validation and the best one competes with the "
-                        "best epoch")
-    p.add_argument("--max_train_minutes", type=float, default=None,
-                   help="stop after the epoch that would make the next one overrun this wall-time budget")
-    p.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default="no")
-    p.add_argument("--strategy", choices=["default", "mirrored", "multi_worker"], default="default")
-    p.add_argument("--backup_every", type=int, default=200, help="back up the training state every N batches")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--resume", action="store_true", help="continue from the backup in --output_dir")
-    p.add_argument("--push_to_hub", action="store_true")
-    p.add_argument("--hub_model_id", default=None)
-    p.add_argument("--verbose", type=int, default=None, help="Keras verbosity (default: bars on a terminal)")
+    _common.add_model_arguments(p, default_model="transformer-base")
+    add_translation_arguments(p)
+    add_schedule_arguments(p)
+    _common.add_hub_arguments(p)
     args = p.parse_args(argv)
     if not (args.dataset_name or args.train_file):
         p.error("give --train_file or --dataset_name")
+    if args.learning_rate is not None and args.lr_scale is not None:
+        p.error("--lr_scale scales the paper's schedule, which --learning_rate replaces: give one of them")
+    args.lr_scale = 1.0 if args.lr_scale is None else args.lr_scale
+    if args.split_punctuation and not _common.is_preset(args.model_name_or_path):
+        p.error("--split_punctuation shapes a tokenizer trained from scratch; the model brings its own")
+    _common.refuse_unused_flags(p, args)
     return args
 
 
@@ -184,27 +193,14 @@ def _worker_output_dir(output_dir: Path, strategy) -> Path:
 
 
 def build_model_and_tokenizer(args, train):
-    from vanilla_transformer import PRESETS, TransformerConfig, TransformerForSeq2SeqLM
-    from vanilla_transformer.hub import load_tokenizer
-    from vanilla_transformer.tokenization import train_bpe_tokenizer
+    """A new model from a preset with a BPE tokenizer learnt on both sides of ``train``, or a saved model and
+    its tokenizer."""
+    from vanilla_transformer import TransformerForSeq2SeqLM
 
-    if args.model_name_or_path in PRESETS:
-        tokenizer = train_bpe_tokenizer(list(train["source"]) + list(train["target"]), vocab_size=args.vocab_size,
-                                        split_punctuation=args.split_punctuation)
-        overrides = {key: value for key, value in dict(
-            d_model=args.d_model, num_heads=args.num_heads, d_ff=args.d_ff, dropout=args.dropout,
-            attention_dropout=args.attention_dropout, num_encoder_layers=args.num_layers,
-            num_decoder_layers=args.num_layers).items() if value is not None}
-        config = TransformerConfig.from_preset(
-            args.model_name_or_path, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            decoder_start_token_id=tokenizer.bos_token_id, label_smoothing=args.label_smoothing,
-            max_position_embeddings=max(args.max_source_length, args.max_target_length) + 2, **overrides)
-        return TransformerForSeq2SeqLM(config), tokenizer
-    model = TransformerForSeq2SeqLM.from_pretrained(args.model_name_or_path)
-    tokenizer = load_tokenizer(args.model_name_or_path)
-    if tokenizer is None:
-        raise SystemExit(f"{args.model_name_or_path} has no tokenizer saved with it")
+    tokenizer = _common.load_or_train_tokenizer(args, list(train["source"]) + list(train["target"]), wrap=False)
+    model = _common.load_model(TransformerForSeq2SeqLM, args, tokenizer,
+                               max_length=max(args.max_source_length, args.max_target_length) + 2,
+                               label_smoothing=args.label_smoothing)
     return model, tokenizer
 
 
@@ -381,48 +377,51 @@ def make_learning_rate(args, d_model: int, total_steps: int):
 
 
 # ------------------------------------------------------------------------------------------ main
-def main(argv=None, extra_callbacks=()):
-    """Run the script; ``extra_callbacks`` are added to ``fit`` (tests use one to interrupt a run)."""
-    args = parse_args(argv)
-    import keras
-
-    from vanilla_transformer.batching import EpochShuffledBatches, seq2seq_batches
-    from vanilla_transformer.losses import MaskedAccuracy, MaskedSparseCrossEntropy
-    from vanilla_transformer.training import StopOnNaN, fit_resumable
-
+def prepare_output(args):
+    """The distribution strategy and where this process writes: ``(strategy, output_dir, is_chief_or_alone)``."""
     strategy = _strategy(args.strategy)  # first: MultiWorkerMirroredStrategy must exist before any TF op
     output_dir = _worker_output_dir(Path(args.output_dir), strategy)
-    is_chief_or_alone = output_dir == Path(args.output_dir)
-    backup_dir = output_dir / "backup"
-    if backup_dir.exists() and not args.resume:
+    if (output_dir / "backup").exists() and not args.resume:
         raise SystemExit(f"{output_dir} holds a backup of an earlier run: pass --resume to continue it, or choose "
                          f"another --output_dir")
     output_dir.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(args.seed)
-    if args.mixed_precision != "no":
-        keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.mixed_precision == "bf16" else "mixed_float16")
+    return strategy, output_dir, output_dir == Path(args.output_dir)
 
-    splits = load_data(args)
-    train = splits["train"]
+
+def build_and_compile(args, strategy, train):
+    """Model, tokenizer, collator and training batches, built and compiled in the strategy's scope."""
+    import keras
+
+    from vanilla_transformer.losses import MaskedAccuracy, MaskedSparseCrossEntropy
+
     with strategy.scope() if strategy else contextlib.nullcontext():
         model, tokenizer = build_model_and_tokenizer(args, train)
-        config = model.config
         model.build_weights()
         tokenized = tokenize(train, tokenizer, args)
-        collator, batches = make_train_batches(tokenized, config, args)  # the decay needs the number of steps
-        learning_rate = make_learning_rate(args, config.d_model, total_steps=args.num_train_epochs * len(batches))
+        collator, batches = make_train_batches(tokenized, model.config, args)  # the decay needs the step count
+        learning_rate = make_learning_rate(args, model.config.d_model,
+                                           total_steps=args.num_train_epochs * len(batches))
         model.compile(optimizer=keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.98, epsilon=1e-9),
                       loss=MaskedSparseCrossEntropy(args.label_smoothing), metrics=[MaskedAccuracy()])
-    validation_data = None
-    if "validation" in splits:
-        tokenized_val = tokenize(splits["validation"], tokenizer, args)
-        validation_data = EpochShuffledBatches(seq2seq_batches(
-            tokenized_val["input_ids"], tokenized_val["labels"], collator, max_tokens=args.max_tokens_per_batch,
-            shuffle=False), shuffle=False).dataset()
-    print(f"{len(train)} training pairs in {len(batches)} batches; vocabulary {len(tokenizer)}; model "
-          f"{model.num_parameters():,} parameters (d_model {config.d_model}, {config.num_encoder_layers}+"
-          f"{config.num_decoder_layers} layers, {config.num_heads} heads, d_ff {config.d_ff})"
-          + (f"; {strategy.num_replicas_in_sync} replicas in sync" if strategy else ""), flush=True)
+    return model, tokenizer, collator, batches
+
+
+def validation_batches(splits, tokenizer, collator, args):
+    from vanilla_transformer.batching import EpochShuffledBatches, seq2seq_batches
+
+    if "validation" not in splits:
+        return None
+    tokenized = tokenize(splits["validation"], tokenizer, args)
+    return EpochShuffledBatches(seq2seq_batches(
+        tokenized["input_ids"], tokenized["labels"], collator, max_tokens=args.max_tokens_per_batch,
+        shuffle=False), shuffle=False).dataset()
+
+
+def train(model, tokenizer, splits, batches, validation_data, args, output_dir: Path, extra_callbacks):
+    """Resumable training with per-epoch BLEU; returns the run's state and the NaN guard."""
+    import keras
+
+    from vanilla_transformer.training import StopOnNaN, fit_resumable
 
     state_path = output_dir / "history.json"
     state = {"history": []}
@@ -434,39 +433,46 @@ def main(argv=None, extra_callbacks=()):
     callbacks = [nan_stop, keras.callbacks.TensorBoard(str(output_dir / "logs")),
                  make_epoch_callback(model, tokenizer, splits, args, output_dir, state), *extra_callbacks]
     verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
-    fit_resumable(model, batches, args.num_train_epochs, backup_dir, save_freq=args.backup_every, callbacks=callbacks,
-                  verbose=verbose, validation_data=validation_data)
-    train_time = time.time() - state["started"] + state.get("time_before", 0.0)
+    fit_resumable(model, batches, args.num_train_epochs, output_dir / "backup", save_freq=args.backup_every,
+                  callbacks=callbacks, verbose=verbose, validation_data=validation_data)
+    return state, nan_stop
 
-    results = {"train_time_s": round(train_time, 1), "parameters": model.num_parameters(),
-               "epochs_completed": len(state["history"]), "best_epoch": state.get("best_epoch"),
-               "best_validation_bleu": state.get("best_bleu")}
-    if nan_stop.stopped_at:
-        results["stopped_on_nan"] = nan_stop.stopped_at
-    if args.average_last_k and (output_dir / "checkpoints").exists():
-        score = None
-        if "validation" in splits:
-            def score(averaged):  # on the validation subset the epochs were scored on
-                return evaluate_bleu(averaged, tokenizer, splits["validation"], args, args.max_eval_samples)["bleu"]
-        best_k, averages, search = search_averages(model, output_dir / "checkpoints", args.average_last_k, score)
-        for k, bleu in search.items():
-            print(f"average of the last {len(averages[k])} epochs: validation BLEU {bleu:.2f}")
-        if len(search) > 1:
-            results["average_search"] = {str(k): bleu for k, bleu in search.items()}
-        results["averaged"] = averages[best_k]
-        if search:
-            results["averaged_validation_bleu"] = search[best_k]
-            if state.get("best_bleu") is None or search[best_k] > state["best_bleu"]:  # a tie keeps the epoch
-                state["best_bleu"], state["kept"] = search[best_k], "average of " + ", ".join(averages[best_k])
-                model.save_pretrained(output_dir / "best", tokenizer=tokenizer, model_card=card_info(args, state))
-    final = model
-    if (output_dir / "best").exists():
-        from vanilla_transformer import TransformerForSeq2SeqLM
 
-        # Reported scores come from float32 decoding whatever precision the run trained in.
-        keras.mixed_precision.set_global_policy("float32")
-        final = TransformerForSeq2SeqLM.from_pretrained(output_dir / "best")
-        results["kept"] = state.get("kept") or (f"epoch-{state['best_epoch']:03d}" if state.get("best_epoch") else None)
+def keep_best_average(model, tokenizer, splits, args, output_dir: Path, state: dict, results: dict) -> None:
+    """Average the last k epochs; an average that beats the best epoch on validation becomes ``best/``."""
+    score = None
+    if "validation" in splits:
+        def score(averaged):  # on the validation subset the epochs were scored on
+            return evaluate_bleu(averaged, tokenizer, splits["validation"], args, args.max_eval_samples)["bleu"]
+    best_k, averages, search = search_averages(model, output_dir / "checkpoints", args.average_last_k, score)
+    for k, bleu in search.items():
+        print(f"average of the last {len(averages[k])} epochs: validation BLEU {bleu:.2f}")
+    if len(search) > 1:
+        results["average_search"] = {str(k): bleu for k, bleu in search.items()}
+    results["averaged"] = averages[best_k]
+    if search:
+        results["averaged_validation_bleu"] = search[best_k]
+        if state.get("best_bleu") is None or search[best_k] > state["best_bleu"]:  # a tie keeps the epoch
+            state["best_bleu"], state["kept"] = search[best_k], "average of " + ", ".join(averages[best_k])
+            model.save_pretrained(output_dir / "best", tokenizer=tokenizer, model_card=card_info(args, state))
+
+
+def kept_model(model, output_dir: Path, state: dict, results: dict):
+    """The model to report: ``best/`` (reloaded in float32) when the run kept one, else the trained model."""
+    if not (output_dir / "best").exists():
+        return model
+    import keras
+
+    from vanilla_transformer import TransformerForSeq2SeqLM
+
+    # Reported scores come from float32 decoding whatever precision the run trained in.
+    keras.mixed_precision.set_global_policy("float32")
+    results["kept"] = state.get("kept") or (f"epoch-{state['best_epoch']:03d}" if state.get("best_epoch") else None)
+    return TransformerForSeq2SeqLM.from_pretrained(output_dir / "best")
+
+
+def evaluate_final(final, tokenizer, splits, args, results: dict) -> None:
+    """The length penalty chosen on the full validation set (never test), then validation and test BLEU."""
     if args.length_penalty_candidates and "validation" in splits:
         # Decoding is a hyper-parameter too: chosen on the full validation set, never on test.
         search = {lp: evaluate_bleu(final, tokenizer, splits["validation"], args, length_penalty=lp)
@@ -483,6 +489,9 @@ def main(argv=None, extra_callbacks=()):
             scores = results.get(split) or evaluate_bleu(final, tokenizer, splits[split], args)
             results[split] = scores
             print(f"{split}: BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f} ({scores['signature']})")
+
+
+def save_final(final, tokenizer, args, output_dir: Path, state: dict, results: dict, push: bool) -> None:
     # The saved model translates the way it was scored: from_pretrained(...).translate(...) needs no arguments.
     final.generation_config.num_beams = args.num_beams
     final.generation_config.max_new_tokens = args.max_target_length
@@ -495,8 +504,40 @@ def main(argv=None, extra_callbacks=()):
     final.save_pretrained(output_dir / "model", tokenizer=tokenizer, model_card=info)
     (output_dir / "results.json").write_text(json.dumps(results, indent=2))
     print(f"wrote {output_dir / 'results.json'}; model in {output_dir / 'model'}")
-    if args.push_to_hub and is_chief_or_alone:
-        final.push_to_hub(args.hub_model_id or output_dir.name, tokenizer=tokenizer, model_card=info)
+    if push:
+        final.push_to_hub(args.hub_model_id or output_dir.name, tokenizer=tokenizer, model_card=info,
+                          token=args.hub_token)
+
+
+def main(argv=None, extra_callbacks=()):
+    """Run the script; ``extra_callbacks`` are added to ``fit`` (tests use one to interrupt a run)."""
+    args = parse_args(argv)
+    _common.setup_logging()
+    import keras
+
+    strategy, output_dir, is_chief_or_alone = prepare_output(args)
+    keras.utils.set_random_seed(args.seed)
+    if args.mixed_precision != "no":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.mixed_precision == "bf16" else "mixed_float16")
+    splits = load_data(args)
+    model, tokenizer, collator, batches = build_and_compile(args, strategy, splits["train"])
+    validation_data = validation_batches(splits, tokenizer, collator, args)
+    config = model.config
+    print(f"{len(splits['train'])} training pairs in {len(batches)} batches; vocabulary {len(tokenizer)}; model "
+          f"{model.num_parameters():,} parameters (d_model {config.d_model}, {config.num_encoder_layers}+"
+          f"{config.num_decoder_layers} layers, {config.num_heads} heads, d_ff {config.d_ff})"
+          + (f"; {strategy.num_replicas_in_sync} replicas in sync" if strategy else ""), flush=True)
+    state, nan_stop = train(model, tokenizer, splits, batches, validation_data, args, output_dir, extra_callbacks)
+    results = {"train_time_s": round(time.time() - state["started"] + state.get("time_before", 0.0), 1),
+               "parameters": model.num_parameters(), "epochs_completed": len(state["history"]),
+               "best_epoch": state.get("best_epoch"), "best_validation_bleu": state.get("best_bleu")}
+    if nan_stop.stopped_at:
+        results["stopped_on_nan"] = nan_stop.stopped_at
+    if args.average_last_k and (output_dir / "checkpoints").exists():
+        keep_best_average(model, tokenizer, splits, args, output_dir, state, results)
+    final = kept_model(model, output_dir, state, results)
+    evaluate_final(final, tokenizer, splits, args, results)
+    save_final(final, tokenizer, args, output_dir, state, results, push=args.push_to_hub and is_chief_or_alone)
     return results
 
 

@@ -22,8 +22,8 @@ from .modeling import (  # noqa: E402
     TransformerPreTrainedModel,
 )
 from .tokenization import train_bpe_tokenizer  # noqa: E402
+from .version import __version__  # noqa: E402
 
-__version__ = "0.1.0"
 
 __all__ = [
     "AutoModel",

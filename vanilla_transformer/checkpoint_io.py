@@ -126,7 +126,7 @@ class Checkpoint:
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-        from . import __version__
+        from .version import __version__
 
         try:
             path = hf_hub_download(self.name, filename, library_name="vanilla-transformer",

@@ -18,21 +18,11 @@ def _quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def train_number_words(args) -> int:
-    """Train, evaluate, save, reload and re-check a small Transformer on the number-words task."""
-    import keras
-    import numpy as np
-
+def number_words_model(args, train_pairs):
+    """A BPE tokenizer trained on the pairs and a small encoder-decoder sized by ``args``."""
     from . import TransformerConfig, TransformerForSeq2SeqLM
-    from .number_words import make_splits
     from .tokenization import train_bpe_tokenizer
-    from .batching import batches_to_tf_dataset, seq2seq_batches
-    from .data_collators import Seq2SeqCollator
-    from .optimization import TransformerSchedule
 
-    started = time.time()
-    keras.utils.set_random_seed(args.seed)
-    train_pairs, test_pairs = make_splits(args.num_train, args.num_test, seed=args.seed)
     tokenizer = train_bpe_tokenizer([text for pair in train_pairs for text in pair], vocab_size=args.vocab_size)
     config = TransformerConfig(
         vocab_size=len(tokenizer), d_model=args.d_model, num_heads=4, d_ff=4 * args.d_model,
@@ -41,21 +31,44 @@ def train_number_words(args) -> int:
         eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.bos_token_id)
     model = TransformerForSeq2SeqLM(config)
     model.generation_config.max_new_tokens = 32
+    return model, tokenizer
 
+
+def fit_number_words(model, tokenizer, train_pairs, args) -> int:
+    """Teacher-forced training with the paper's optimizer, warm-up over two epochs; returns the warm-up."""
+    from .batching import batches_to_tf_dataset, seq2seq_batches
+    from .data_collators import Seq2SeqCollator
+    from .optimization import transformer_optimizer
+
+    config = model.config
     sources = tokenizer([en for en, _ in train_pairs])["input_ids"]
     targets = tokenizer([de for _, de in train_pairs])["input_ids"]
     collator = Seq2SeqCollator(config.pad_token_id, config.decoder_start_token_id, config.vocab_size)
     batches = seq2seq_batches(sources, targets, collator, batch_size=args.batch_size, seed=args.seed)
     dataset = batches_to_tf_dataset(batches, seed=args.seed)
-    print(f"number words: {len(train_pairs)} training pairs, {len(test_pairs)} held out; vocabulary "
+    print(f"number words: {len(train_pairs)} training pairs, {args.num_test} held out; vocabulary "
           f"{len(tokenizer)}; model {model.num_parameters():,} parameters "
           f"(d_model {config.d_model}, {config.num_encoder_layers}+{config.num_decoder_layers} layers)")
     print(f"example: {train_pairs[0][0]!r} -> {train_pairs[0][1]!r}")
     warmup = max(1, len(batches) * 2)
-    model.compile(optimizer=keras.optimizers.Adam(
-        TransformerSchedule(config.d_model, warmup_steps=warmup, scale=args.lr_scale), beta_1=0.9, beta_2=0.98,
-        epsilon=1e-9))
+    model.compile(optimizer=transformer_optimizer(config.d_model, warmup_steps=warmup, scale=args.lr_scale))
     model.fit(dataset, epochs=args.epochs, shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+    return warmup
+
+
+def train_number_words(args) -> int:
+    """Train, evaluate, save, reload and re-check a small Transformer on the number-words task."""
+    import keras
+    import numpy as np
+
+    from . import TransformerForSeq2SeqLM
+    from .number_words import make_splits
+
+    started = time.time()
+    keras.utils.set_random_seed(args.seed)
+    train_pairs, test_pairs = make_splits(args.num_train, args.num_test, seed=args.seed)
+    model, tokenizer = number_words_model(args, train_pairs)
+    warmup = fit_number_words(model, tokenizer, train_pairs, args)
 
     sources_test = [en for en, _ in test_pairs]
     references = [de for _, de in test_pairs]

@@ -14,6 +14,14 @@ from __future__ import annotations
 WRITTEN_AGAINST = {"keras": "3.15.1", "transformers": "5.24.0"}
 
 
+def _changed(library: str, name: str) -> str:
+    import importlib
+
+    installed = importlib.import_module(library).__version__
+    return (f"{library} {installed} no longer has {name}, which vanilla_transformer.compat was written against "
+            f"({library} {WRITTEN_AGAINST[library]}); update vanilla_transformer/compat.py")
+
+
 class TrainerBuildHook:
     """Mixin letting a ``keras.Model`` replace the batch Keras builds it from before the first training step.
 
@@ -31,6 +39,8 @@ class TrainerBuildHook:
         return False
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if not hasattr(super(), "_maybe_symbolic_build") or not hasattr(self, "_symbolic_build"):
+            raise RuntimeError(_changed("keras", "Trainer._maybe_symbolic_build / _symbolic_build"))
         if iterator is None or not self.replaces_symbolic_build():
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
         for _, _, batches in iterator:  # what Keras does: the first batch of the epoch iterator
@@ -49,6 +59,8 @@ def default_generation_params() -> dict:
     """
     from transformers import GenerationConfig
 
+    if not hasattr(GenerationConfig, "_get_default_generation_params"):
+        raise RuntimeError(_changed("transformers", "GenerationConfig._get_default_generation_params"))
     return dict(GenerationConfig._get_default_generation_params())
 
 

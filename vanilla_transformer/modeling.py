@@ -201,40 +201,7 @@ class TransformerPreTrainedModel(HubMixin, MultiWorkerTrainerFixes, keras.Model)
         unknown = set(inputs) - allowed
         if unknown:
             raise ValueError(f"Unknown inputs {sorted(unknown)}; expected keys among {sorted(allowed)}")
-        checked = {}
-        for name, value in inputs.items():
-            if value is None:
-                continue
-            if isinstance(value, (list, tuple)):
-                try:
-                    value = np.asarray(value)
-                except ValueError as err:
-                    raise ValueError(f"{name} is ragged; pad the rows to one length ({err})") from None
-                if value.dtype == object:
-                    raise ValueError(f"{name} is ragged; pad the rows to one length")
-            raw_dtype = getattr(value, "dtype", type(value))
-            try:
-                dtype = keras.backend.standardize_dtype(raw_dtype)
-            except ValueError:  # strings, objects: not a tensor dtype at all
-                dtype = str(raw_dtype)
-            # Concrete inputs (numpy, eager tensors, lists) are checked. Symbolic ones are not: Keras' symbolic
-            # build under tf.distribute describes every input as float64 whatever the data holds.
-            symbolic = isinstance(value, keras.KerasTensor) or _as_numpy_if_concrete(value) is None
-            if "int" not in dtype and dtype != "bool" and not symbolic:
-                raise TypeError(f"{name} must hold integer ids, got dtype {dtype}")
-            if len(value.shape) != 2:
-                raise ValueError(f"{name} must have shape (batch, sequence), got {tuple(value.shape)}")
-            length = value.shape[1]
-            if length is not None and length > self.config.max_position_embeddings:
-                raise ValueError(f"{name} has {length} positions, more than max_position_embeddings="
-                                 f"{self.config.max_position_embeddings}")
-            concrete = _as_numpy_if_concrete(value) if name.endswith("input_ids") else None
-            if concrete is not None and concrete.size:
-                low, high = int(concrete.min()), int(concrete.max())
-                if low < 0 or high >= self.config.vocab_size:
-                    raise ValueError(f"{name} holds ids outside [0, vocab_size={self.config.vocab_size}): "
-                                     f"min {low}, max {high}")
-            checked[name] = value
+        checked = {name: self.check_input(name, value) for name, value in inputs.items() if value is not None}
         for name in self.input_names if required is None else required:
             if name not in checked:
                 raise ValueError(f"Missing input {name!r}")
@@ -249,6 +216,39 @@ class TransformerPreTrainedModel(HubMixin, MultiWorkerTrainerFixes, keras.Model)
         if len(set(batches.values())) > 1:  # attention would otherwise pair rows of different examples
             raise ValueError(f"inputs have different batch sizes: {batches}")
         return checked
+
+    def check_input(self, name: str, value):
+        """One input: lists become arrays (ragged ones are refused), then dtype, rank, length and id range."""
+        if isinstance(value, (list, tuple)):
+            try:
+                value = np.asarray(value)
+            except ValueError as err:
+                raise ValueError(f"{name} is ragged; pad the rows to one length ({err})") from None
+            if value.dtype == object:
+                raise ValueError(f"{name} is ragged; pad the rows to one length")
+        raw_dtype = getattr(value, "dtype", type(value))
+        try:
+            dtype = keras.backend.standardize_dtype(raw_dtype)
+        except ValueError:  # strings, objects: not a tensor dtype at all
+            dtype = str(raw_dtype)
+        # Concrete inputs (numpy, eager tensors, lists) are checked. Symbolic ones are not: Keras' symbolic
+        # build under tf.distribute describes every input as float64 whatever the data holds.
+        symbolic = isinstance(value, keras.KerasTensor) or _as_numpy_if_concrete(value) is None
+        if "int" not in dtype and dtype != "bool" and not symbolic:
+            raise TypeError(f"{name} must hold integer ids, got dtype {dtype}")
+        if len(value.shape) != 2:
+            raise ValueError(f"{name} must have shape (batch, sequence), got {tuple(value.shape)}")
+        length = value.shape[1]
+        if length is not None and length > self.config.max_position_embeddings:
+            raise ValueError(f"{name} has {length} positions, more than max_position_embeddings="
+                             f"{self.config.max_position_embeddings}")
+        concrete = _as_numpy_if_concrete(value) if name.endswith("input_ids") else None
+        if concrete is not None and concrete.size:
+            low, high = int(concrete.min()), int(concrete.max())
+            if low < 0 or high >= self.config.vocab_size:
+                raise ValueError(f"{name} holds ids outside [0, vocab_size={self.config.vocab_size}): "
+                                 f"min {low}, max {high}")
+        return value
 
     # ---------------------------------------------------------------- training defaults
     def compile(self, optimizer=None, loss=None, metrics=None, jit_compile="auto", **kwargs):

@@ -139,11 +139,8 @@ def weight_map(config, model_class, prefix: str | None = None) -> WeightMap:
 
 
 # ------------------------------------------------------------------------------------------ export
-def export(model, allow_inexact: bool = False):
-    from transformers import BertConfig
-
-    config = model.config
-    name = type(model).__name__
+def _check_exportable(config, name: str) -> str:
+    """Reject what BERT cannot represent; returns transformers' name of the activation."""
     if name not in EXPORT_ARCHITECTURES:
         raise unsupported("model class", name, f"BERT export supports {sorted(EXPORT_ARCHITECTURES)}")
     require(not config.norm_first, "norm_first", config.norm_first, "BERT is post-LN only")
@@ -151,7 +148,15 @@ def export(model, allow_inexact: bool = False):
             "BERT has no LayerNorm after the last layer")
     require(config.embedding_layer_norm, "embedding_layer_norm", config.embedding_layer_norm,
             "BERT always normalises the embedding sum")
-    activation = check_choice("activation", config.activation, _EXPORT_ACTIVATIONS, "BERT")
+    if name == "TransformerForSequenceClassification":
+        require(config.add_pooler, "add_pooler", config.add_pooler,
+                "BertForSequenceClassification always classifies the pooler output (dense + tanh)")
+    return check_choice("activation", config.activation, _EXPORT_ACTIVATIONS, "BERT")
+
+
+def _bert_state(model, name: str) -> tuple[dict[str, np.ndarray], int, bool]:
+    """Our weights re-expressed for BERT: (state, type_vocab_size, tie_word_embeddings)."""
+    config = model.config
     state = model_state(model)
     position_table(state, config, "encoder.embed.embed_positions.embeddings")
     type_vocab_size = config.type_vocab_size
@@ -159,39 +164,29 @@ def export(model, allow_inexact: bool = False):
         # BERT always adds token-type embedding 0: a single zero row adds nothing.
         type_vocab_size = 1
         state["encoder.embed.token_type_embeddings.embeddings"] = np.zeros((1, config.d_model), np.float32)
-    head = "lm_head.kernel" if name == "TransformerForMaskedLM" else None
-    tied = fold_embedding_scale(state, config, head)
+    tied = fold_embedding_scale(state, config, "lm_head.kernel" if name == "TransformerForMaskedLM" else None)
     if name == "TransformerEncoderModel" and not config.add_pooler:
         # BertModel always has a pooler; the source had none, so pooler_output is left at zero.
         logger.warning("%s has no pooler (add_pooler=False) but BertModel always has one: writing a zero pooler, "
                        "so the exported model's pooler_output is all zeros (last_hidden_state is exact)", name)
         state["pooler.kernel"] = np.zeros((config.d_model, config.d_model), np.float32)
         state["pooler.bias"] = np.zeros((config.d_model,), np.float32)
-    if name == "TransformerForSequenceClassification":
-        require(config.add_pooler, "add_pooler", config.add_pooler,
-                "BertForSequenceClassification always classifies the pooler output (dense + tanh)")
     if name == "TransformerForMaskedLM" and config.add_pooler:
         logger.info("BertForMaskedLM has no pooler: the (unused) pooler weights are not exported")
-    layout = SimpleNamespace(num_encoder_layers=config.num_encoder_layers, tie_word_embeddings=tied,
-                             add_pooler=name != "TransformerForMaskedLM")
-    eos = config.eos_token_id
+    return state, type_vocab_size, tied
+
+
+def _bert_config(config, name: str, activation: str, type_vocab_size: int, tied: bool):
+    from transformers import BertConfig
+
     kwargs = dict(
-        vocab_size=config.vocab_size,
-        hidden_size=config.d_model,
-        num_hidden_layers=config.num_encoder_layers,
-        num_attention_heads=config.num_heads,
-        intermediate_size=config.d_ff,
-        hidden_act=activation,
-        hidden_dropout_prob=config.dropout,
-        attention_probs_dropout_prob=config.attention_dropout,
-        max_position_embeddings=config.max_position_embeddings,
-        type_vocab_size=type_vocab_size,
-        initializer_range=config.initializer_range,
-        layer_norm_eps=config.layer_norm_eps,
-        pad_token_id=config.pad_token_id,
-        bos_token_id=config.bos_token_id,
-        eos_token_id=plain_token_id(eos),
-        tie_word_embeddings=tied,
+        vocab_size=config.vocab_size, hidden_size=config.d_model, num_hidden_layers=config.num_encoder_layers,
+        num_attention_heads=config.num_heads, intermediate_size=config.d_ff, hidden_act=activation,
+        hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.attention_dropout,
+        max_position_embeddings=config.max_position_embeddings, type_vocab_size=type_vocab_size,
+        initializer_range=config.initializer_range, layer_norm_eps=config.layer_norm_eps,
+        pad_token_id=config.pad_token_id, bos_token_id=config.bos_token_id,
+        eos_token_id=plain_token_id(config.eos_token_id), tie_word_embeddings=tied,
     )
     if config.mask_token_id is not None:
         kwargs["mask_token_id"] = config.mask_token_id
@@ -200,9 +195,19 @@ def export(model, allow_inexact: bool = False):
                       label2id={k: int(v) for k, v in config.label2id.items()})
         if getattr(config, "problem_type", None):
             kwargs["problem_type"] = config.problem_type
-    hf = BertConfig(**kwargs)
+    return BertConfig(**kwargs)
+
+
+def export(model, allow_inexact: bool = False):
+    """``(BertConfig, torch-layout tensors, architecture name)`` of ``model``."""
+    config = model.config
+    name = type(model).__name__
+    activation = _check_exportable(config, name)
+    state, type_vocab_size, tied = _bert_state(model, name)
+    layout = SimpleNamespace(num_encoder_layers=config.num_encoder_layers, tie_word_embeddings=tied,
+                             add_pooler=name != "TransformerForMaskedLM")
     tensors = weight_map(layout, name).to_source(state)
     if name == "TransformerForMaskedLM" and not tied:
         # transformers writes the (tied) decoder bias beside the head's own bias when untied
         tensors["cls.predictions.decoder.bias"] = tensors["cls.predictions.bias"].copy()
-    return hf, tensors, EXPORT_ARCHITECTURES[name]
+    return _bert_config(config, name, activation, type_vocab_size, tied), tensors, EXPORT_ARCHITECTURES[name]

@@ -155,11 +155,8 @@ def permute_residual(state: dict[str, np.ndarray], perm: np.ndarray) -> dict[str
     return out
 
 
-def export(model, allow_inexact: bool = False):
-    """``(MarianConfig, state dict, architecture)`` for our encoder-decoder; raises for what Marian lacks."""
-    from transformers import MarianConfig
-
-    config = model.config
+def _check_exportable(config, allow_inexact: bool) -> str:
+    """Reject what MarianMTModel cannot represent; returns transformers' name of the activation."""
     require(not config.norm_first, "norm_first", config.norm_first, "MarianMTModel is post-LN only")
     require(not config.final_layer_norm, "final_layer_norm", config.final_layer_norm,
             "MarianMTModel has no LayerNorm after the last layer")
@@ -179,35 +176,31 @@ def export(model, allow_inexact: bool = False):
                               "(small) difference")
         logger.warning("layer_norm_eps=%r: %s; exporting anyway (allow_inexact=True), outputs will differ slightly",
                        config.layer_norm_eps, reason)
+    return activation
+
+
+def export(model, allow_inexact: bool = False):
+    """``(MarianConfig, state dict, architecture)`` for our encoder-decoder; raises for what Marian lacks."""
+    from transformers import MarianConfig
+
+    config = model.config
+    activation = _check_exportable(config, allow_inexact)
     state = model_state(model)
     if config.sinusoidal_layout == "interleaved":
         state = permute_residual(state, interleaved_to_halves(config.d_model))
     if not config.final_logits_bias:
         state["final_logits_bias"] = np.zeros((config.vocab_size,), np.float32)
-    eos = config.eos_token_id
     hf = MarianConfig(
-        vocab_size=config.vocab_size,
-        decoder_vocab_size=config.vocab_size,
-        d_model=config.d_model,
-        encoder_layers=config.num_encoder_layers,
-        decoder_layers=config.num_decoder_layers,
-        encoder_attention_heads=config.num_heads,
-        decoder_attention_heads=config.num_heads,
-        encoder_ffn_dim=config.d_ff,
-        decoder_ffn_dim=config.d_ff,
-        activation_function=activation,
-        dropout=config.dropout,
-        attention_dropout=config.attention_dropout,
-        activation_dropout=config.activation_dropout,
-        max_position_embeddings=config.max_position_embeddings,
-        init_std=config.initializer_range,
-        scale_embedding=config.scale_embedding,
-        share_encoder_decoder_embeddings=True,
-        tie_word_embeddings=config.tie_word_embeddings,
-        pad_token_id=config.pad_token_id,
-        bos_token_id=config.bos_token_id,
-        eos_token_id=plain_token_id(eos),
-        decoder_start_token_id=config.decoder_start_token_id,
+        vocab_size=config.vocab_size, decoder_vocab_size=config.vocab_size, d_model=config.d_model,
+        encoder_layers=config.num_encoder_layers, decoder_layers=config.num_decoder_layers,
+        encoder_attention_heads=config.num_heads, decoder_attention_heads=config.num_heads,
+        encoder_ffn_dim=config.d_ff, decoder_ffn_dim=config.d_ff, activation_function=activation,
+        dropout=config.dropout, attention_dropout=config.attention_dropout,
+        activation_dropout=config.activation_dropout, max_position_embeddings=config.max_position_embeddings,
+        init_std=config.initializer_range, scale_embedding=config.scale_embedding,
+        share_encoder_decoder_embeddings=True, tie_word_embeddings=config.tie_word_embeddings,
+        pad_token_id=config.pad_token_id, bos_token_id=config.bos_token_id,
+        eos_token_id=plain_token_id(config.eos_token_id), decoder_start_token_id=config.decoder_start_token_id,
         forced_eos_token_id=None,
     )
     return hf, weight_map(config).to_source(state), EXPORT_ARCHITECTURE

@@ -1,0 +1,66 @@
+"""Each private API of another library that vanilla_transformer.compat uses, checked against the installed
+version: a change fails here, naming the entry and the version it was written against."""
+
+from __future__ import annotations
+
+import inspect
+
+import keras
+import pytest
+import transformers
+from transformers import GenerationConfig, PretrainedConfig
+
+from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM, compat
+
+
+def written_against(library: str) -> str:
+    return f"(vanilla_transformer.compat was written against {library} {compat.WRITTEN_AGAINST[library]})"
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the hook is TensorFlow's trainer's")
+def test_keras_trainer_calls_the_build_hook_with_iterator_and_data_batch():
+    for name in ("_maybe_symbolic_build", "_symbolic_build"):
+        assert hasattr(keras.Model, name), f"keras {keras.__version__} has no Trainer.{name} {written_against('keras')}"
+        parameters = inspect.signature(getattr(keras.Model, name)).parameters
+        assert "data_batch" in parameters, (f"keras {keras.__version__} changed Trainer.{name}{tuple(parameters)} "
+                                            f"{written_against('keras')}")
+    assert "iterator" in inspect.signature(keras.Model._maybe_symbolic_build).parameters
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the hook is TensorFlow's trainer's")
+def test_the_build_hook_really_replaces_the_batch_keras_builds_from():
+    seen = []
+
+    class Probe(TransformerForSeq2SeqLM):
+        def replaces_symbolic_build(self):
+            return True
+
+        def batch_for_symbolic_build(self, first_batch):
+            seen.append(tuple(first_batch[0]["input_ids"].shape))
+            return first_batch
+
+    config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+                               num_decoder_layers=1)
+    model = Probe(config)
+    model.compile(jit_compile=False)
+    ids = (keras.ops.arange(12) % 17 + 3).numpy().reshape(3, 4).astype("int32")
+    model.fit({"input_ids": ids, "decoder_input_ids": ids}, ids, batch_size=3, epochs=1, verbose=0)
+    assert seen == [(3, 4)], f"keras {keras.__version__} no longer calls the hook {written_against('keras')}"
+
+
+def test_transformers_default_generation_params():
+    defaults = compat.default_generation_params()
+    expected = {"num_beams": 1, "do_sample": False, "top_k": 50, "top_p": 1.0, "temperature": 1.0,
+                "repetition_penalty": 1.0, "length_penalty": 1.0, "max_length": 20, "num_return_sequences": 1}
+    got = {key: defaults.get(key) for key in expected}
+    assert got == expected, (f"transformers {transformers.__version__} changed "
+                             f"GenerationConfig._get_default_generation_params {written_against('transformers')}")
+
+
+def test_transformers_marks_generation_configs_derived_from_a_model_config():
+    derived = GenerationConfig.from_model_config(PretrainedConfig())
+    assert getattr(derived, "_from_model_config", None) is True, (
+        f"transformers {transformers.__version__} no longer has GenerationConfig._from_model_config "
+        f"{written_against('transformers')}")
+    compat.mark_generation_config_explicit(derived)
+    assert derived._from_model_config is False
