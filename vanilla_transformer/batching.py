@@ -5,7 +5,7 @@
   run sees exactly the batches of an uninterrupted one (:func:`vanilla_transformer.training.fit_resumable`);
 - :func:`make_tf_dataset`: examples grouped by length and collated again every epoch (dynamic MLM masks).
 
-Both pipelines go through one ``tf.data`` builder, :func:`generator_dataset`.
+Both pipelines go through one ``tf.data`` builder, :func:`_generator_dataset`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 from .data_collators import Seq2SeqCollator, bucket_length, id_rows
 
 
-def generator_dataset(make_batches: Callable[[], Iterator[tuple[dict, np.ndarray]]], example: tuple[dict, np.ndarray],
+def _generator_dataset(make_batches: Callable[[], Iterator[tuple[dict, np.ndarray]]], example: tuple[dict, np.ndarray],
                       num_batches: int):
     """A ``tf.data.Dataset`` over the ``(inputs, labels)`` batches ``make_batches()`` yields at each pass.
 
@@ -104,7 +104,7 @@ class EpochShuffledBatches:
 
     def dataset(self, skip: int = 0):
         """The dataset; ``skip`` drops the first batches of the (current) epoch, for a resumed epoch."""
-        return generator_dataset(lambda: self.batches_of_epoch(skip), self.batches[0], len(self.batches) - skip)
+        return _generator_dataset(lambda: self.batches_of_epoch(skip), self.batches[0], len(self.batches) - skip)
 
     def callback(self):
         """A Keras callback that tells the dataset which epoch is starting."""
@@ -169,4 +169,4 @@ def make_tf_dataset(examples: Sequence[Sequence[int]], collator, batch_size: int
                 yield collator(rows, [labels[i] for i in batch])
 
     example = collator(examples[:1]) if labels is None else collator(examples[:1], labels[:1])
-    return generator_dataset(generate, example, num_batches)
+    return _generator_dataset(generate, example, num_batches)

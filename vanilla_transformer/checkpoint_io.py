@@ -211,7 +211,7 @@ class Checkpoint:
             return None
 
 
-def no_weights_error(checkpoint: Checkpoint) -> CheckpointError:
+def _no_weights_error(checkpoint: Checkpoint) -> CheckpointError:
     """The error for a checkpoint without safetensors weights, naming the unsafe formats it offers instead."""
     files = checkpoint.list_files()
     if files is None:  # offline or unlistable: look for the unsafe formats one name at a time
@@ -295,7 +295,7 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def weight_files(checkpoint: Checkpoint) -> tuple[dict[str, str], dict[str, str] | None]:
+def _weight_files(checkpoint: Checkpoint) -> tuple[dict[str, str], dict[str, str] | None]:
     """Local paths of a checkpoint's weight files by name, and the shard index's tensor -> file map (None
     for a single ``model.safetensors``). Shard names are checked to stay inside the checkpoint."""
     source = checkpoint.describe()
@@ -306,7 +306,7 @@ def weight_files(checkpoint: Checkpoint) -> tuple[dict[str, str], dict[str, str]
     else:
         index_path = checkpoint.fetch(WEIGHTS_INDEX_NAME)
         if index_path is None:
-            raise no_weights_error(checkpoint)
+            raise _no_weights_error(checkpoint)
         try:
             weight_map = json.loads(Path(index_path).read_text())["weight_map"]
             if not isinstance(weight_map, dict) or not weight_map:
@@ -341,7 +341,7 @@ def read_weights(name_or_path, hub_kwargs: dict | None = None) -> dict[str, np.n
 
     checkpoint = Checkpoint.of(name_or_path, hub_kwargs)
     source = checkpoint.describe()
-    paths, weight_map = weight_files(checkpoint)
+    paths, weight_map = _weight_files(checkpoint)
     tensors: dict[str, np.ndarray] = {}
     for filename, path in paths.items():
         try:

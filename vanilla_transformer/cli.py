@@ -18,7 +18,7 @@ def _quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def number_words_model(args, train_pairs):
+def _number_words_model(args, train_pairs):
     """A BPE tokenizer trained on the pairs and a small encoder-decoder sized by ``args``."""
     from . import TransformerConfig, TransformerForSeq2SeqLM
     from .tokenization import train_bpe_tokenizer
@@ -34,7 +34,7 @@ def number_words_model(args, train_pairs):
     return model, tokenizer
 
 
-def fit_number_words(model, tokenizer, train_pairs, args) -> int:
+def _fit_number_words(model, tokenizer, train_pairs, args) -> int:
     """Teacher-forced training with the paper's optimizer, warm-up over two epochs; returns the warm-up."""
     from .batching import batches_to_tf_dataset, seq2seq_batches
     from .data_collators import Seq2SeqCollator
@@ -67,8 +67,8 @@ def train_number_words(args) -> int:
     started = time.time()
     keras.utils.set_random_seed(args.seed)
     train_pairs, test_pairs = make_splits(args.num_train, args.num_test, seed=args.seed)
-    model, tokenizer = number_words_model(args, train_pairs)
-    warmup = fit_number_words(model, tokenizer, train_pairs, args)
+    model, tokenizer = _number_words_model(args, train_pairs)
+    warmup = _fit_number_words(model, tokenizer, train_pairs, args)
 
     sources_test = [en for en, _ in test_pairs]
     references = [de for _, de in test_pairs]

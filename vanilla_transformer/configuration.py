@@ -30,6 +30,7 @@ POSITION_EMBEDDINGS = ("sinusoidal", "learned")
 SINUSOIDAL_LAYOUTS = ("interleaved", "halves")
 ACTIVATIONS = ("relu", "gelu", "gelu_new", "swish", "silu")
 
+# Preset tables, one value per config field: alike in shape, different in content.
 # Table 3 of the paper. "base" and "big" share everything not listed; vocab 37,000 is the shared
 # byte-pair vocabulary of WMT 2014 English-German (section 5.1).
 _PAPER = dict(

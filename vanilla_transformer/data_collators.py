@@ -76,7 +76,7 @@ def id_rows(examples) -> list[list[int]]:
     return [list(example["input_ids"] if isinstance(example, dict) else example) for example in examples]
 
 
-def pad_rows(rows: Sequence[Sequence[int]], pad_token_id: int, pad_to_multiple_of: int | None,
+def _pad_rows(rows: Sequence[Sequence[int]], pad_token_id: int, pad_to_multiple_of: int | None,
          max_length: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Right-pad (and truncate to ``max_length``) into int32 ``input_ids`` and ``attention_mask``.
 
@@ -206,7 +206,7 @@ class DataCollatorForMaskedLM:
         return input_ids, labels
 
     def __call__(self, examples) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        input_ids, attention_mask = pad_rows(id_rows(examples), self.pad_token_id, self.pad_to_multiple_of,
+        input_ids, attention_mask = _pad_rows(id_rows(examples), self.pad_token_id, self.pad_to_multiple_of,
                                          self.max_length)
         corrupted, labels = self.mask_tokens(input_ids, self.special_tokens_mask(input_ids, attention_mask))
         return {"input_ids": corrupted, "attention_mask": attention_mask}, labels
@@ -229,7 +229,7 @@ class DataCollatorForCausalLM:
         self.max_length = max_length
 
     def __call__(self, examples) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        input_ids, attention_mask = pad_rows(id_rows(examples), self.pad_token_id, self.pad_to_multiple_of,
+        input_ids, attention_mask = _pad_rows(id_rows(examples), self.pad_token_id, self.pad_to_multiple_of,
                                          self.max_length)
         labels = np.where(attention_mask == 1, input_ids, IGNORE_INDEX).astype("int32")
         return {"input_ids": input_ids, "attention_mask": attention_mask}, labels
@@ -250,5 +250,5 @@ class DataCollatorForSequenceClassification:
         rows = id_rows(examples)
         if len(rows) != len(labels):
             raise ValueError(f"{len(rows)} examples but {len(labels)} labels")
-        input_ids, attention_mask = pad_rows(rows, self.pad_token_id, self.pad_to_multiple_of, self.max_length)
+        input_ids, attention_mask = _pad_rows(rows, self.pad_token_id, self.pad_to_multiple_of, self.max_length)
         return {"input_ids": input_ids, "attention_mask": attention_mask}, np.asarray(labels, dtype="int32")

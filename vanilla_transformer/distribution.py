@@ -51,7 +51,7 @@ def in_multi_worker_mode(strategy) -> bool:
     return sum(len(cluster.get(job, ())) for job in ("chief", "worker")) > 1
 
 
-def multi_worker_strategy(model):
+def _multi_worker_strategy(model):
     """The strategy Keras reduces ``model``'s steps with when it spans several workers; None otherwise."""
     strategy = model.distribute_strategy if keras.backend.backend() == "tensorflow" else None
     return strategy if in_multi_worker_mode(strategy) else None
@@ -69,11 +69,11 @@ class MultiWorkerTrainerFixes(TrainerBuildHook):
     """
 
     def replaces_symbolic_build(self) -> bool:
-        return multi_worker_strategy(self) is not None
+        return _multi_worker_strategy(self) is not None
 
     def batch_for_symbolic_build(self, first_batch):
         """One replica's part of the first distributed batch (the build needs shapes, not values)."""
-        strategy = multi_worker_strategy(self)
+        strategy = _multi_worker_strategy(self)
         import tensorflow as tf
 
         return keras.tree.map_structure(
@@ -88,7 +88,7 @@ class MultiWorkerTrainerFixes(TrainerBuildHook):
 
     def logs_reducible_across_workers(self, logs):
         """``logs`` with a leading axis of length 1 under multi-worker training, else unchanged."""
-        if multi_worker_strategy(self) is None:
+        if _multi_worker_strategy(self) is None:
             return logs
         # Every value, not only scalars: the reduction averages axis 0, which must be the new one.
         return keras.tree.map_structure(lambda v: ops.expand_dims(v, 0), logs)
@@ -101,7 +101,7 @@ def check_same_position_on_every_worker(model, position: tuple[int, int]) -> Non
     and the worker with more steps to run would then wait forever in an all-reduce. Every worker must call
     this (it is a collective); outside multi-worker training it does nothing.
     """
-    strategy = multi_worker_strategy(model)
+    strategy = _multi_worker_strategy(model)
     if strategy is None:
         return
     import tensorflow as tf

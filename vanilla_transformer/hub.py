@@ -84,7 +84,7 @@ def resolve_model_class(cls, saved_class: str | None, raw: dict, source: str):
     return model_class
 
 
-def load_native_checkpoint(cls, checkpoint: Checkpoint, raw: dict, strict: bool | None = None,
+def _load_native_checkpoint(cls, checkpoint: Checkpoint, raw: dict, strict: bool | None = None,
                            **config_overrides):
     """Build a model from a checkpoint of this package (``model_type`` ``"vanilla_transformer"``)."""
     raw = {**raw, **config_overrides}
@@ -129,7 +129,7 @@ def from_pretrained(cls, pretrained_model_name_or_path, *, revision=None, cache_
         raw, _ = load_config(checkpoint)
         model_type = raw.get("model_type")
         if model_type == TransformerConfig.model_type:
-            return load_native_checkpoint(cls, checkpoint, raw, strict, **config_overrides)
+            return _load_native_checkpoint(cls, checkpoint, raw, strict, **config_overrides)
         if model_type in SUPPORTED_MODEL_TYPES:
             return load_transformers_checkpoint(cls, checkpoint, raw, **config_overrides)
         raise CheckpointError(f"{checkpoint.name}: model_type {model_type!r} is not supported (expected "
@@ -153,7 +153,7 @@ def load_tokenizer(name_or_path, revision=None, cache_dir=None, force_download=F
 
     checkpoint = Checkpoint(name_or_path, revision=revision, cache_dir=cache_dir, force_download=force_download,
                             local_files_only=local_files_only, token=token)
-    directory = tokenizer_directory(checkpoint)
+    directory = _tokenizer_directory(checkpoint)
     if directory is None:
         return None
     try:
@@ -162,7 +162,7 @@ def load_tokenizer(name_or_path, revision=None, cache_dir=None, force_download=F
         raise CheckpointError(f"The tokenizer files of {checkpoint.describe()} cannot be loaded: {err}") from None
 
 
-def tokenizer_directory(checkpoint: Checkpoint) -> str | None:
+def _tokenizer_directory(checkpoint: Checkpoint) -> str | None:
     """The local folder holding the checkpoint's tokenizer files (downloaded at one commit), or None."""
     if checkpoint.is_local:
         directory = checkpoint.name
@@ -222,7 +222,7 @@ def push_to_hub(model, repo_id: str, *, private: bool = False, token=None,
         folder = Path(tmp) / "model"
         save_pretrained(model, folder, tokenizer=tokenizer, max_shard_size=max_shard_size,
                         model_card={"repo_id": repo_id, **(model_card or {})})
-        return commit_folder(api, folder, repo_id, revision=revision, create_pr=create_pr,
+        return _commit_folder(api, folder, repo_id, revision=revision, create_pr=create_pr,
                               commit_message=commit_message or f"Upload {type(model).__name__}",
                               commit_description=commit_description)
 
@@ -239,12 +239,12 @@ def push_folder_to_hub(folder, repo_id: str, *, private: bool = False, token=Non
         raise CheckpointError(f"{folder} has no safetensors weights ({WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME})")
     api = HfApi(token=token, library_name="vanilla-transformer")
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-    return commit_folder(api, folder, repo_id, revision=revision, create_pr=create_pr,
+    return _commit_folder(api, folder, repo_id, revision=revision, create_pr=create_pr,
                           commit_message=commit_message or f"Upload {folder.resolve().name}",
                           commit_description=commit_description)
 
 
-def commit_folder(api, folder: Path, repo_id: str, *, revision, create_pr, commit_message, commit_description):
+def _commit_folder(api, folder: Path, repo_id: str, *, revision, create_pr, commit_message, commit_description):
     """One ``create_commit``: every file of ``folder``, and deletions of stale weight files."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 

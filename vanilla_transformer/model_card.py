@@ -15,7 +15,7 @@ from huggingface_hub import ModelCard, ModelCardData
 TEMPLATE_PATH = Path(__file__).with_name("model_card.md")
 
 
-def hub_origin(model) -> str | None:
+def _hub_origin(model) -> str | None:
     """The Hub repo id the model was loaded from (None for local directories and new models)."""
     origin = getattr(model, "name_or_path", None)
     if not isinstance(origin, str) or not origin or os.path.exists(origin):
@@ -35,7 +35,7 @@ def render_model_card(model, info: dict[str, Any] | None = None) -> ModelCard:
     info = json.loads(json.dumps({**getattr(model, "model_card_info", {}), **(info or {})}))
     config = model.config
     if "base_model" not in info:
-        origin = hub_origin(model)
+        origin = _hub_origin(model)
         if origin is not None and origin != info.get("repo_id"):
             info["base_model"] = origin
     results = info.get("results") or {}

@@ -37,7 +37,7 @@ def named_variables(layer: keras.layers.Layer, prefix: str = "") -> dict[str, ke
         if id(obj) in seen:
             return
         seen.add(id(obj))
-        children = list(sublayers(obj))
+        children = list(_sublayers(obj))
         held_below = {id(weight) for _, child in children for weight in child.weights}
         for variable in obj.weights:
             if id(variable) not in held_below and id(variable) not in seen:
@@ -50,7 +50,7 @@ def named_variables(layer: keras.layers.Layer, prefix: str = "") -> dict[str, ke
     return names
 
 
-def sublayers(layer: keras.layers.Layer):
+def _sublayers(layer: keras.layers.Layer):
     """``(name, sub-layer)`` pairs of the layers held in public attributes, in assignment order; layers in a
     list or tuple are named ``attribute.index``."""
     for attr, value in vars(layer).items():

@@ -36,8 +36,8 @@ def transformer_optimizer(d_model: int, warmup_steps: int = 4000, scale: float =
     """The paper's optimizer (section 5.3): Adam(beta_1=0.9, beta_2=0.98, epsilon=1e-9) on equation 3.
 
     >>> optimizer = transformer_optimizer(d_model=512)
-    >>> round(float(optimizer.learning_rate), 8)  # step 1 of 4000 warm-up steps: 512^-0.5 * 4000^-1.5
-    1.75e-06
+    >>> f"{float(optimizer.learning_rate):.4g}"  # step 1 of 4000 warm-up steps: 512^-0.5 * 1 * 4000^-1.5
+    '1.747e-07'
     """
     return keras.optimizers.Adam(learning_rate=TransformerSchedule(d_model, warmup_steps=warmup_steps, scale=scale),
                                  beta_1=0.9, beta_2=0.98, epsilon=1e-9)

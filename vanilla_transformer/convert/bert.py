@@ -12,20 +12,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .common import (
-    WeightMap,
-    check_choice,
-    dense,
-    fold_embedding_scale,
-    layer_norm,
-    linear,
-    model_state,
-    plain_token_id,
-    position_table,
-    require,
-    same,
-    unsupported,
-)
+from .common import (WeightMap, check_choice, dense, fold_embedding_scale, layer_norm, linear, model_state,
+                     plain_token_id, position_table, require, same, unsupported)
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +37,8 @@ def _has_pooler(tensors) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ config
+# Field-by-field mapping of this family's config to ours; the other families' read alike in
+# shape but map different fields, so each stays beside its weight map.
 def config_from_transformers(hf, model_class, tensors) -> dict:
     require(not getattr(hf, "is_decoder", False), "is_decoder", True,
             "a causal BERT decoder is not an encoder model; only bidirectional BERT is supported")

@@ -16,21 +16,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .common import (
-    WeightMap,
-    check_choice,
-    conv1d,
-    fold_embedding_scale,
-    fused,
-    layer_norm,
-    linear,
-    model_state,
-    plain_token_id,
-    position_table,
-    require,
-    same,
-    unsupported,
-)
+from .common import (WeightMap, check_choice, conv1d, fold_embedding_scale, fused, layer_norm, linear, model_state,
+                     plain_token_id, position_table, require, same, unsupported)
 
 
 class _GptFamily:
@@ -52,6 +39,7 @@ class _GptFamily:
         self.activation_field = activation_field
 
     # -------------------------------------------------------------------------------------- config
+    # Field-by-field mapping of this family's config to ours (alike in shape to the other families').
     def config_from_transformers(self, hf, model_class, tensors) -> dict:
         if self.norm_first:
             require(not getattr(hf, "add_cross_attention", False), "add_cross_attention", True,

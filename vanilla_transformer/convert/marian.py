@@ -13,19 +13,8 @@ import logging
 
 import numpy as np
 
-from .common import (
-    Entry,
-    WeightMap,
-    check_choice,
-    dense,
-    layer_norm,
-    linear,
-    model_state,
-    plain_token_id,
-    require,
-    same,
-    unsupported,
-)
+from .common import (Entry, WeightMap, check_choice, dense, layer_norm, linear, model_state, plain_token_id,
+                     require, same, unsupported)
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +33,8 @@ _EXPORT_ACTIVATIONS = {"swish": "swish", "silu": "silu", "relu": "relu", "gelu":
 
 
 # ------------------------------------------------------------------------------------------ config
+# Field-by-field mapping of this family's config to ours; the other families' read alike in
+# shape but map different fields, so each stays beside its weight map.
 def config_from_transformers(hf, model_class, tensors) -> dict:
     """Our config fields from a ``MarianConfig``; raises for what our model cannot represent."""
     require(hf.encoder_attention_heads == hf.decoder_attention_heads, "decoder_attention_heads",
@@ -127,12 +118,12 @@ def weight_map(config, model_class=None, prefix: str = "model.") -> WeightMap:
 
 
 # ------------------------------------------------------------------------------------------ export
-def interleaved_to_halves(d_model: int) -> np.ndarray:
+def _interleaved_to_halves(d_model: int) -> np.ndarray:
     """The permutation p of model dimensions with ``halves_table == interleaved_table[:, p]``."""
     return np.concatenate([np.arange(0, d_model, 2), np.arange(1, d_model, 2)])
 
 
-def permute_residual(state: dict[str, np.ndarray], perm: np.ndarray) -> dict[str, np.ndarray]:
+def _permute_residual(state: dict[str, np.ndarray], perm: np.ndarray) -> dict[str, np.ndarray]:
     """Re-express the model in a permuted basis of the d_model (residual-stream) dimensions.
 
     Every weight that reads the stream has its input rows permuted, every weight that writes it has its
@@ -187,7 +178,7 @@ def export(model, allow_inexact: bool = False):
     activation = _check_exportable(config, allow_inexact)
     state = model_state(model)
     if config.sinusoidal_layout == "interleaved":
-        state = permute_residual(state, interleaved_to_halves(config.d_model))
+        state = _permute_residual(state, _interleaved_to_halves(config.d_model))
     if not config.final_logits_bias:
         state["final_logits_bias"] = np.zeros((config.vocab_size,), np.float32)
     hf = MarianConfig(

@@ -33,7 +33,7 @@ LENGTH_MULTIPLE = 8
 
 
 @dataclass
-class DecodingInputs:
+class _DecodingInputs:
     """The padded arrays a decoding program runs on (int32 numpy); ``trim`` columns of prompt padding are
     cut from the output so the prompt comes back as given."""
 
@@ -44,10 +44,10 @@ class DecodingInputs:
     prefix_positions: np.ndarray
     trim: int
 
-    def repeat(self, times: int) -> "DecodingInputs":
+    def repeat(self, times: int) -> "_DecodingInputs":
         """Every row ``times`` times in a row (independent samples of one input)."""
         rep = lambda x: None if x is None else np.repeat(x, times, 0)  # noqa: E731
-        return DecodingInputs(rep(self.source_ids), rep(self.source_mask), rep(self.prefix_ids),
+        return _DecodingInputs(rep(self.source_ids), rep(self.source_mask), rep(self.prefix_ids),
                               rep(self.prefix_mask), rep(self.prefix_positions), self.trim)
 
 
@@ -63,7 +63,7 @@ def left_align(ids: np.ndarray, mask: np.ndarray, width: int, pad: int) -> tuple
     return np.ascontiguousarray(left_ids), np.ascontiguousarray(left_mask)
 
 
-def prepare_inputs(model, config, ids: np.ndarray, mask: np.ndarray) -> DecodingInputs:
+def _prepare_inputs(model, config, ids: np.ndarray, mask: np.ndarray) -> _DecodingInputs:
     """Pad the source (encoder-decoder) or left-align the prompt (decoder-only) to a length bucket."""
     if ids.shape[1] == 0:
         raise ValueError("input_ids has zero length" + (
@@ -77,18 +77,18 @@ def prepare_inputs(model, config, ids: np.ndarray, mask: np.ndarray) -> Decoding
             start = model.config.decoder_start_token_id
         prefix_ids = np.full((batch, 1), start, dtype="int32")
         prefix_mask = np.ones((batch, 1), dtype="int32")
-        return DecodingInputs(pad_batch(list(ids), fill, width), pad_batch(list(mask), 0, width), prefix_ids,
-                              prefix_mask, positions_of(prefix_mask), trim=0)
+        return _DecodingInputs(pad_batch(list(ids), fill, width), pad_batch(list(mask), 0, width), prefix_ids,
+                              prefix_mask, _positions_of(prefix_mask), trim=0)
     prefix_ids, prefix_mask = left_align(ids, mask, width, fill)
-    return DecodingInputs(None, None, prefix_ids, prefix_mask, positions_of(prefix_mask), trim=width - ids.shape[1])
+    return _DecodingInputs(None, None, prefix_ids, prefix_mask, _positions_of(prefix_mask), trim=width - ids.shape[1])
 
 
-def positions_of(mask: np.ndarray) -> np.ndarray:
+def _positions_of(mask: np.ndarray) -> np.ndarray:
     """Position of each token counting real tokens only (0 under left padding)."""
     return np.maximum(np.cumsum(mask, axis=1) - 1, 0).astype("int32")
 
 
-def ids_and_mask(model, config, input_ids, attention_mask) -> tuple[np.ndarray, np.ndarray]:
+def _ids_and_mask(model, config, input_ids, attention_mask) -> tuple[np.ndarray, np.ndarray]:
     """Checked int32 ids and mask; without a mask, positions holding the pad id are padding."""
     checked = model.check_inputs({"input_ids": input_ids, "attention_mask": attention_mask},
                                  required=("input_ids",))
@@ -138,9 +138,9 @@ def generate(model, input_ids, attention_mask=None, generation_config=None, seed
         1
     """
     config = resolve_generation_config(model, generation_config, kwargs)
-    ids, mask = ids_and_mask(model, config, input_ids, attention_mask)
+    ids, mask = _ids_and_mask(model, config, input_ids, attention_mask)
     model.build_weights()
-    inputs = prepare_inputs(model, config, ids, mask)
+    inputs = _prepare_inputs(model, config, ids, mask)
     prompt_length = inputs.prefix_ids.shape[1] - inputs.trim
     plan = make_plan(config, prompt_length, use_cache)
     if inputs.prefix_ids.shape[1] + plan.max_new_tokens > model.config.max_position_embeddings:

@@ -34,14 +34,14 @@ class BeamState(NamedTuple):
     presence: Any = ()  # (B * K, vocab) bool tokens seen, for the repetition penalty; () when unused
 
 
-class Candidates(NamedTuple):
+class _Candidates(NamedTuple):
     scores: Any  # (B, C) summed log-probabilities
     sequences: Any  # (B, C, T)
     source_beam: Any  # (B, C) the running beam each extends
     ended: Any  # (B, C) bool: the candidate ends with eos or at max_length
 
 
-def initial_state(plan: DecodingPlan, prefix_ids, logits, cache, vocab: int, batch: int) -> BeamState:
+def _initial_state(plan: DecodingPlan, prefix_ids, logits, cache, vocab: int, batch: int) -> BeamState:
     rows, prompt_length = prefix_ids.shape[0], prefix_ids.shape[1]
     num_beams, max_length = plan.num_beams, prefix_ids.shape[1] + plan.max_new_tokens
     running = ops.reshape(
@@ -62,8 +62,8 @@ def initial_state(plan: DecodingPlan, prefix_ids, logits, cache, vocab: int, bat
         improvable=ops.ones((batch, 1), "bool"), all_ended=ops.convert_to_tensor(False), presence=presence)
 
 
-def top_candidates(plan: DecodingPlan, s: BeamState, keep: int, prompt_length: int, max_length: int,
-                   seed) -> Candidates:
+def _top_candidates(plan: DecodingPlan, s: BeamState, keep: int, prompt_length: int, max_length: int,
+                   seed) -> _Candidates:
     """The ``keep`` best (or, sampling, drawn) one-token extensions of each source's running beams."""
     batch, num_beams = s.running_scores.shape[0], plan.num_beams
     rows = batch * num_beams
@@ -86,10 +86,10 @@ def top_candidates(plan: DecodingPlan, s: BeamState, keep: int, prompt_length: i
     tokens = ops.cast(indices % vocab, "int32")
     sequences = ops.take_along_axis(s.running, source_beam[..., None], axis=1)
     sequences = ops.slice_update(sequences, (0, 0, s.cur), tokens[..., None])
-    return Candidates(scores, sequences, source_beam, ops.logical_or(is_eos(plan, tokens), s.cur + 1 >= max_length))
+    return _Candidates(scores, sequences, source_beam, ops.logical_or(is_eos(plan, tokens), s.cur + 1 >= max_length))
 
 
-def continue_best(c: Candidates, num_beams: int):
+def _continue_best(c: _Candidates, num_beams: int):
     """The best ``num_beams`` candidates that did not end: (ids, scores, the old beam of each)."""
     continuing_scores = c.scores + ops.cast(c.ended, "float32") * EXCLUDED_SCORE
     running_scores, next_index = ops.top_k(continuing_scores, num_beams)
@@ -97,7 +97,7 @@ def continue_best(c: Candidates, num_beams: int):
     return running, running_scores, ops.take_along_axis(c.source_beam, next_index, axis=1)
 
 
-def merge_finished(plan: DecodingPlan, s: BeamState, c: Candidates, prompt_length: int):
+def _merge_finished(plan: DecodingPlan, s: BeamState, c: _Candidates, prompt_length: int):
     """The kept finished hypotheses after adding the candidates that ended among the top ``num_beams``."""
     num_beams, keep = plan.num_beams, c.scores.shape[1]
     batch = c.scores.shape[0]
@@ -115,7 +115,7 @@ def merge_finished(plan: DecodingPlan, s: BeamState, c: Candidates, prompt_lengt
     return finished, finished_scores, is_finished, ops.take_along_axis(merged_lengths, best, axis=1)
 
 
-def still_improvable(plan: DecodingPlan, s: BeamState, running_scores, finished_scores, is_finished,
+def _still_improvable(plan: DecodingPlan, s: BeamState, running_scores, finished_scores, is_finished,
                      prompt_length: int, max_length: int):
     """Can a running beam still beat the worst kept hypothesis? (transformers' early-stop heuristic)"""
     next_cur = s.cur + 1
@@ -145,10 +145,10 @@ def beam_search(model, plan: DecodingPlan, context, prefix_ids, prefix_mask, pre
                                ops.logical_and(open_beams, ops.logical_not(s.all_ended)))
 
     def body(s: BeamState):
-        c = top_candidates(plan, s, keep, prompt_length, max_length, seed)
-        running, running_scores, beam_of_row = continue_best(c, num_beams)
+        c = _top_candidates(plan, s, keep, prompt_length, max_length, seed)
+        running, running_scores, beam_of_row = _continue_best(c, num_beams)
         reorder = ops.reshape(beam_of_row + ops.arange(batch)[:, None] * num_beams, (-1,))
-        finished, finished_scores, is_finished, finished_lengths = merge_finished(plan, s, c, prompt_length)
+        finished, finished_scores, is_finished, finished_lengths = _merge_finished(plan, s, c, prompt_length)
         presence = s.presence
         if plan.repetition_penalty != 1.0:
             new = ops.reshape(running[:, :, s.cur], (rows, 1))
@@ -157,13 +157,13 @@ def beam_search(model, plan: DecodingPlan, context, prefix_ids, prefix_mask, pre
         cache_state = reorder_cache(s.cache, reorder) if s.cache else ()
         new_tokens = ops.reshape(ops.take(running, s.cur, axis=2), (rows,))
         logits, cache = step(rebuild(cache_state), ops.reshape(running, (rows, max_length)), s.cur, new_tokens)
-        improvable = still_improvable(plan, s, running_scores, finished_scores, is_finished, prompt_length,
+        improvable = _still_improvable(plan, s, running_scores, finished_scores, is_finished, prompt_length,
                                       max_length)
         return [BeamState(s.cur + 1, running, running_scores, ops.cast(logits, "float32"), split_cache(cache)[0],
                           finished, finished_scores, is_finished, finished_lengths, improvable, ops.all(c.ended),
                           presence)]
 
-    state = initial_state(plan, prefix_ids, logits, cache, vocab, batch)
+    state = _initial_state(plan, prefix_ids, logits, cache, vocab, batch)
     for bound in bounds:
         state = state._replace(cache=grow_cache(state.cache, bound))
         state = ops.while_loop(lambda s, bound=bound: ops.logical_and(s.cur < bound, cond(s)), body, [state])[0]

@@ -23,7 +23,7 @@ def scatter_mask(ids, valid, vocab_size):
     return counts > 0
 
 
-def banned_ngram_tokens(sequences, cur, n, vocab_size):
+def _banned_ngram_tokens(sequences, cur, n, vocab_size):
     """Tokens that would repeat an n-gram of ``sequences[:, :cur]`` (transformers' NoRepeatNGram)."""
     length = ops.shape(sequences)[1]
     starts = ops.arange(length)
@@ -38,7 +38,7 @@ def banned_ngram_tokens(sequences, cur, n, vocab_size):
     return scatter_mask(candidates, valid, vocab_size)
 
 
-def token_mask(tokens, vocab_size):
+def _token_mask(tokens, vocab_size):
     """Boolean ``(vocab,)``: True at the given token ids."""
     vocab = ops.arange(vocab_size)
     return ops.any(ops.stack([vocab == t for t in tokens]), axis=0)
@@ -51,23 +51,23 @@ def process_logits(plan: DecodingPlan, logits, sequences, cur, prompt_length, pr
         penalised = ops.where(logits < 0, logits * plan.repetition_penalty, logits / plan.repetition_penalty)
         logits = ops.where(presence, penalised, logits)
     if plan.no_repeat_ngram_size:
-        banned = banned_ngram_tokens(sequences, cur, plan.no_repeat_ngram_size, ops.shape(logits)[-1])
+        banned = _banned_ngram_tokens(sequences, cur, plan.no_repeat_ngram_size, ops.shape(logits)[-1])
         logits = ops.where(banned, NEG_INF, logits)
     vocab_size = ops.shape(logits)[-1]
     if plan.banned_tokens:
-        logits = ops.where(token_mask(plan.banned_tokens, vocab_size)[None, :], NEG_INF, logits)
+        logits = ops.where(_token_mask(plan.banned_tokens, vocab_size)[None, :], NEG_INF, logits)
     if plan.min_new_tokens and plan.eos_token_ids:
         too_short = cur - prompt_length < plan.min_new_tokens
-        logits = ops.where(ops.logical_and(token_mask(plan.eos_token_ids, vocab_size)[None, :], too_short),
+        logits = ops.where(ops.logical_and(_token_mask(plan.eos_token_ids, vocab_size)[None, :], too_short),
                            NEG_INF, logits)
     if plan.begin_suppress_tokens:
         first = cur == prompt_length
-        logits = ops.where(ops.logical_and(token_mask(plan.begin_suppress_tokens, vocab_size)[None, :], first),
+        logits = ops.where(ops.logical_and(_token_mask(plan.begin_suppress_tokens, vocab_size)[None, :], first),
                            NEG_INF, logits)
     for tokens, when in ((() if plan.forced_bos_token_id is None else (plan.forced_bos_token_id,), cur == 1),
                          (plan.forced_eos_token_id, cur == max_length - 1)):
         if tokens:
-            forced = ops.where(token_mask(tokens, vocab_size)[None, :], 0.0, NEG_INF)
+            forced = ops.where(_token_mask(tokens, vocab_size)[None, :], 0.0, NEG_INF)
             logits = ops.where(when, forced, logits)
     return logits
 

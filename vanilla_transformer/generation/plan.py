@@ -81,7 +81,7 @@ class _Fields:
         return self.defaults.get(name) if value is None else value
 
 
-def new_token_bounds(config: GenerationConfig, get: _Fields, prompt_length: int) -> tuple[int, int]:
+def _new_token_bounds(config: GenerationConfig, get: _Fields, prompt_length: int) -> tuple[int, int]:
     """``(max_new_tokens, min_new_tokens)`` from the ``*_new_tokens`` fields, else from the total lengths."""
     if config.max_new_tokens is not None:
         max_new = integer("max_new_tokens", config.max_new_tokens)
@@ -96,7 +96,7 @@ def new_token_bounds(config: GenerationConfig, get: _Fields, prompt_length: int)
     return max_new, integer("min_new_tokens", min_new, minimum=0)
 
 
-def sampling_fields(config: GenerationConfig, get: _Fields, do_sample: bool) -> dict:
+def _sampling_fields(config: GenerationConfig, get: _Fields, do_sample: bool) -> dict:
     """Temperature, top-k and top-p, validated; neutral values when not sampling."""
     temperature = float(get("temperature"))
     if do_sample and not temperature > 0:
@@ -110,7 +110,7 @@ def sampling_fields(config: GenerationConfig, get: _Fields, do_sample: bool) -> 
     return dict(temperature=temperature, top_k=top_k, top_p=top_p)
 
 
-def token_constraints(config: GenerationConfig) -> dict:
+def _token_constraints(config: GenerationConfig) -> dict:
     """Banned, suppressed and forced tokens (transformers' token-level logits processors)."""
     banned = list(config.suppress_tokens or [])
     for words in config.bad_words_ids or []:
@@ -131,7 +131,7 @@ def make_plan(config: GenerationConfig, prompt_length: int, use_cache: bool) -> 
     do_sample = bool(get("do_sample"))
     if num_return > num_beams and not (do_sample and num_beams == 1):
         raise ValueError(f"num_return_sequences={num_return} must be <= num_beams={num_beams}")
-    max_new, min_new = new_token_bounds(config, get, prompt_length)
+    max_new, min_new = _new_token_bounds(config, get, prompt_length)
     repetition_penalty = float(get("repetition_penalty"))
     if not repetition_penalty > 0:
         raise ValueError(f"repetition_penalty must be > 0, got {config.repetition_penalty!r}")
@@ -146,4 +146,4 @@ def make_plan(config: GenerationConfig, prompt_length: int, use_cache: bool) -> 
         length_penalty=float(get("length_penalty")), early_stopping=get("early_stopping"),
         repetition_penalty=repetition_penalty,
         no_repeat_ngram_size=integer("no_repeat_ngram_size", get("no_repeat_ngram_size"), minimum=0),
-        use_cache=bool(use_cache), **sampling_fields(config, get, do_sample), **token_constraints(config))
+        use_cache=bool(use_cache), **_sampling_fields(config, get, do_sample), **_token_constraints(config))

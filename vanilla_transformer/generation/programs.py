@@ -19,7 +19,7 @@ from .search import greedy_or_sample
 MAX_PROGRAMS_PER_MODEL = 32
 
 
-def compile_function(fn: Callable) -> Callable:
+def _compile_function(fn: Callable) -> Callable:
     """``fn`` as one compiled program on the current backend (eager on backends without a compiler)."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -33,7 +33,7 @@ def compile_function(fn: Callable) -> Callable:
     return fn
 
 
-def decoding_function(model, plan: DecodingPlan) -> Callable:
+def _decoding_function(model, plan: DecodingPlan) -> Callable:
     """``run(source_ids, source_mask, prefix_ids, prefix_mask, prefix_positions, seed) -> (sequences, scores,
     length)`` for ``plan``, not yet compiled."""
     def run(source_ids, source_mask, prefix_ids, prefix_mask, prefix_positions, seed):
@@ -85,4 +85,4 @@ class ProgramCache:
 
 def compiled_decoder(model, plan: DecodingPlan) -> Callable:
     """The compiled decoding program of ``plan`` for ``model``, built on first use."""
-    return model.decoding_programs.get(plan, lambda: compile_function(decoding_function(model, plan)))
+    return model.decoding_programs.get(plan, lambda: _compile_function(_decoding_function(model, plan)))
