@@ -12,6 +12,8 @@ from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
 
+from .compat import default_generation_params
+
 logger = logging.getLogger(__name__)
 
 
@@ -114,10 +116,8 @@ def _known_base_keys() -> set[str]:
     """Keys that transformers' base config (and the generation parameters it strips) understand."""
     import dataclasses
 
-    from transformers import GenerationConfig
-
     keys = {field.name for field in dataclasses.fields(PretrainedConfig)}
-    keys |= set(GenerationConfig._get_default_generation_params())
+    keys |= set(default_generation_params())
     keys |= {"name_or_path", "_name_or_path", "torch_dtype", "transformers_version", "model_type", "num_labels",
              "_commit_hash", "attn_implementation", "output_attentions", "experts_implementation",
              "decoder_start_token_id", "use_cache", "is_decoder", "add_cross_attention", "tie_encoder_decoder",
