@@ -28,14 +28,41 @@ class TrainerBuildHook:
     Keras' TensorFlow trainer calls the private ``_maybe_symbolic_build(iterator, data_batch)``, which takes
     the first batch of the epoch iterator and passes it to ``_symbolic_build(data_batch=...)``. A subclass
     returns the batch to build from in :meth:`batch_for_symbolic_build`, or None to keep Keras' behaviour.
+
+    Put it before ``keras.Model`` in the bases. Keras' own build runs unless :meth:`replaces_symbolic_build`
+    returns True; our models use it through
+    :class:`~vanilla_transformer.distribution.MultiWorkerTrainerFixes`, which does so only under
+    multi-worker training.
+
+    Example:
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.compat import TrainerBuildHook
+        >>> issubclass(TransformerForSeq2SeqLM, TrainerBuildHook)
+        True
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> TransformerForSeq2SeqLM(config).replaces_symbolic_build()  # one device: Keras builds as usual
+        False
     """
 
     def batch_for_symbolic_build(self, first_batch):
-        """The batch to build from instead of ``first_batch`` (None: Keras' own build)."""
+        """The batch to build from instead of ``first_batch`` (None: Keras' own build).
+
+        Args:
+            first_batch: the first batch of the epoch iterator, as Keras would build from it (a structure of
+                tensors, possibly ``tf.distribute.DistributedValues``).
+
+        Returns:
+            A batch of the same structure to pass to ``_symbolic_build``, or None to use ``first_batch``.
+        """
         return None
 
     def replaces_symbolic_build(self) -> bool:
-        """Whether :meth:`batch_for_symbolic_build` may replace the batch (checked before reading any)."""
+        """Whether :meth:`batch_for_symbolic_build` may replace the batch (checked before reading any).
+
+        Returns:
+            False here (Keras' own build, untouched); subclasses return True where they need the hook.
+        """
         return False
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -66,5 +93,23 @@ def default_generation_params() -> dict:
 
 def mark_generation_config_explicit(generation_config) -> None:
     """Mark a ``GenerationConfig`` derived from a model config as the user's own, so that transformers saves
-    and applies it as given rather than re-deriving it from the model config."""
+    and applies it as given rather than re-deriving it from the model config.
+
+    Args:
+        generation_config: a ``transformers.GenerationConfig``; changed in place (its private
+            ``_from_model_config`` flag is cleared).
+
+    Returns:
+        None.
+
+    Example:
+        >>> from transformers import BertConfig, GenerationConfig
+        >>> from vanilla_transformer.compat import mark_generation_config_explicit
+        >>> generation_config = GenerationConfig.from_model_config(BertConfig(vocab_size=20, pad_token_id=0))
+        >>> generation_config._from_model_config, generation_config.pad_token_id
+        (True, 0)
+        >>> mark_generation_config_explicit(generation_config)
+        >>> generation_config._from_model_config
+        False
+    """
     generation_config._from_model_config = False

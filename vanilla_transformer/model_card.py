@@ -30,6 +30,27 @@ def render_model_card(model, info: dict[str, Any] | None = None) -> ModelCard:
     ``language``, ``hyperparameters`` (dict), ``results`` (dict metric -> value), ``dataset_name``,
     ``repo_id``, ``description``, ``tags``. ``base_model`` defaults to the Hub repo the model was loaded
     from (a fine-tune), unless that is ``repo_id`` itself.
+
+    Args:
+        model: one of our models (built here if needed, to count its parameters).
+        info: optional card fields, as above; JSON-serialisable values.
+
+    Returns:
+        A ``huggingface_hub.ModelCard``: ``card.data`` is the ``ModelCardData`` (``library_name``, ``license``
+        (default ``apache-2.0``), ``tags``, ``pipeline_tag``, evaluation results, ...), ``str(card)`` the whole
+        README.md text.
+
+    Example:
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.model_card import render_model_card
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> card = render_model_card(TransformerForSeq2SeqLM(config), {"repo_id": "user/tiny-translator",
+        ...                                                            "results": {"BLEU": 12.5}})
+        >>> 'library_name: vanilla-transformer' in str(card), card.data.pipeline_tag, card.data.metrics
+        (True, 'translation', ['bleu'])
+        >>> '| parameters | 1,664 |' in str(card)
+        True
     """
     # json round trip: plain dicts/lists (Keras wraps attributes of a model in tracked containers)
     info = json.loads(json.dumps({**getattr(model, "model_card_info", {}), **(info or {})}))

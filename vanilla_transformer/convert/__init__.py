@@ -55,14 +55,63 @@ __all__ = ["SUPPORTED_MODEL_TYPES", "UnsupportedConfigError", "export_to_transfo
 
 
 def transformers_config(raw_config: dict):
-    """The transformers config object (``MarianConfig``, ``BertConfig``, ...) of a ``config.json`` dict."""
+    """The transformers config object (``MarianConfig``, ``BertConfig``, ...) of a ``config.json`` dict.
+
+    Args:
+        raw_config: the parsed ``config.json``; ``raw_config["model_type"]`` picks the config class (any
+            ``model_type`` transformers knows, not only the supported ones). Not modified.
+
+    Returns:
+        A ``transformers.PretrainedConfig`` subclass instance, with transformers' defaults for absent fields.
+
+    Example:
+        >>> from vanilla_transformer.convert import transformers_config
+        >>> raw_config = {"model_type": "bert", "vocab_size": 20, "hidden_size": 8, "num_attention_heads": 2}
+        >>> hf = transformers_config(raw_config)
+        >>> type(hf).__name__, hf.hidden_size, hf.num_hidden_layers
+        ('BertConfig', 8, 12)
+    """
     from transformers import CONFIG_MAPPING
 
     return CONFIG_MAPPING[raw_config["model_type"]].from_dict(dict(raw_config))
 
 
 def resolve_model_class(cls, family, architectures, name):
-    """(our model class, whether the checkpoint was saved by exactly that head)."""
+    """(our model class, whether the checkpoint was saved by exactly that head).
+
+    Args:
+        cls: the class ``from_pretrained`` was called on: ``AutoModel`` (or the common base class), which picks
+            our counterpart of the saved architecture, or a concrete model class, which must be one of the
+            family's ``SUPPORTED_CLASSES``.
+        family: the converter of the checkpoint's ``model_type`` (a value of ``FAMILIES``: the ``bert`` or
+            ``marian`` module, ``GPT`` or ``GPT2``).
+        architectures: the checkpoint config's ``architectures`` (a list of transformers class names; may be
+            empty).
+        name: how messages name the checkpoint.
+
+    Returns:
+        ``(model_class, strict)``: the class to build, and True when the checkpoint was saved by that very head
+        (its weights must then match exactly), False when only the shared body is expected to.
+
+    Raises:
+        CheckpointError: ``cls`` is a concrete class that this family cannot load into.
+
+    Example:
+        >>> from vanilla_transformer import AutoModel, TransformerEncoderModel, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.convert import bert, resolve_model_class
+        >>> model_class, strict = resolve_model_class(AutoModel, bert, ["BertForMaskedLM"], "tiny-bert")
+        >>> model_class.__name__, strict
+        ('TransformerForMaskedLM', True)
+        >>> model_class, strict = resolve_model_class(TransformerEncoderModel, bert, ["BertForMaskedLM"], "tiny")
+        >>> model_class.__name__, strict  # the body of a masked-LM checkpoint: the head's weights are left over
+        ('TransformerEncoderModel', False)
+        >>> resolve_model_class(TransformerForSeq2SeqLM, bert, ["BertModel"], "tiny-bert")
+        Traceback (most recent call last):
+        ...
+        vanilla_transformer.checkpoint_io.CheckpointError: tiny-bert is a 'bert' checkpoint (BertModel); it loads into
+        TransformerEncoderModel, TransformerForMaskedLM, TransformerForSequenceClassification,
+        not TransformerForSeq2SeqLM
+    """
     saved = architectures[0] if architectures else None
     saved_class = family.ARCHITECTURES.get(saved)
     if resolves_architecture(cls):
@@ -87,6 +136,38 @@ def load_transformers_checkpoint(cls, name_or_checkpoint, raw_config: dict, **co
     another head (e.g. ``BertForMaskedLM`` into ``TransformerEncoderModel``) takes the shared body and
     records ``missing_keys``/``unexpected_keys`` (transformers' names) in ``model.loading_info``.
     ``config_overrides`` set fields of the converted :class:`TransformerConfig` (``dropout=0.0``, ...).
+
+    Args:
+        cls: our model class to load into, or ``AutoModel`` (see :func:`resolve_model_class`).
+        name_or_checkpoint: a local directory, a Hub repo id, or a
+            :class:`~vanilla_transformer.checkpoint_io.Checkpoint`; weights are read from safetensors only.
+        raw_config: the checkpoint's parsed ``config.json`` (its ``model_type`` must be in
+            ``SUPPORTED_MODEL_TYPES``).
+        **config_overrides: fields of our config to set after conversion.
+
+    Returns:
+        The built model (an instance of the resolved class) holding the converted weights, with
+        ``model.loading_info`` and ``model.generation_config`` set.
+
+    Raises:
+        UnsupportedConfigError: the checkpoint's config has a setting our model cannot represent.
+        CheckpointError: missing, unexpected (when strict) or mismatched weights, or unreadable files.
+
+    Example:
+        >>> import json, tempfile
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM, export_to_transformers
+        >>> from vanilla_transformer.convert import load_transformers_checkpoint
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> directory = export_to_transformers(TransformerForSeq2SeqLM(config), tempfile.mkdtemp())
+        >>> raw_config = json.loads((directory / "config.json").read_text())
+        >>> raw_config["model_type"], raw_config["architectures"]
+        ('marian', ['MarianMTModel'])
+        >>> model = load_transformers_checkpoint(TransformerForSeq2SeqLM, directory, raw_config, dropout=0.0)
+        >>> type(model).__name__, model.config.sinusoidal_layout, model.config.dropout
+        ('TransformerForSeq2SeqLM', 'halves', 0.0)
+        >>> model.loading_info
+        {'missing_keys': [], 'unexpected_keys': []}
     """
     from transformers import GenerationConfig
 
@@ -132,7 +213,31 @@ def _family_of(model):
 
 
 def weight_map(model) -> WeightMap:
-    """The map between ``model``'s weights and those of the transformers class it exports to."""
+    """The map between ``model``'s weights and those of the transformers class it exports to.
+
+    Args:
+        model: one of our models: ``TransformerForSeq2SeqLM`` (Marian), ``TransformerForCausalLM`` (GPT-2 when
+            ``norm_first``, else GPT) or one of the encoder classes (BERT).
+
+    Returns:
+        A :class:`~vanilla_transformer.convert.common.WeightMap` for ``model``'s config and class, one entry
+        per transformers tensor (``to_ours``: torch layout -> Keras layout, ``to_source``: back).
+
+    Raises:
+        UnsupportedConfigError: ``model``'s class has no transformers counterpart.
+
+    Example:
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.convert import weight_map
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> weights = weight_map(TransformerForSeq2SeqLM(config))
+        >>> len(weights.entries), weights.prefix
+        (44, 'model.')
+        >>> entry = weights.entries[1]
+        >>> entry.ours, entry.source  # a Keras Dense kernel (in, out) <-> a torch nn.Linear weight (out, in)
+        (('encoder.layers.0.self_attn.q_proj.kernel',), 'encoder.layers.0.self_attn.q_proj.weight')
+    """
     family = _family_of(model)
     return family.weight_map(model.config, type(model))
 
@@ -146,6 +251,34 @@ def export_to_transformers(model, directory, tokenizer=None, *, allow_inexact: b
     :class:`UnsupportedConfigError` naming the field when the target class cannot represent the model
     exactly; ``allow_inexact=True`` accepts the one near-exact case (Marian's fixed LayerNorm epsilon 1e-5
     for a model built with another epsilon) with a warning.
+
+    Args:
+        model: one of our models (built here if needed); see :func:`weight_map` for the target classes.
+        directory: where to write (created if needed; existing files of the same names are replaced).
+        tokenizer: optional; anything with ``save_pretrained(directory)``.
+        allow_inexact: accept Marian's fixed LayerNorm epsilon for a model built with another one.
+
+    Returns:
+        ``directory`` as a :class:`pathlib.Path`.
+
+    Raises:
+        UnsupportedConfigError: the target class cannot represent the model exactly.
+
+    Example:
+        >>> import json, os, tempfile
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM, export_to_transformers
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> directory = export_to_transformers(TransformerForSeq2SeqLM(config), tempfile.mkdtemp())
+        >>> sorted(os.listdir(directory))
+        ['config.json', 'generation_config.json', 'model.safetensors']
+        >>> hf_config = json.loads((directory / "config.json").read_text())
+        >>> hf_config["architectures"], hf_config["d_model"], hf_config["encoder_layers"]
+        (['MarianMTModel'], 8, 1)
+        >>> from safetensors.numpy import load_file
+        >>> tensors = load_file(str(directory / "model.safetensors"))
+        >>> len(tensors), tensors["model.encoder.layers.0.fc1.weight"].shape  # nn.Linear weight (d_ff, d_model)
+        (44, (16, 8))
     """
     from safetensors.numpy import save_file
 

@@ -40,6 +40,33 @@ def _has_pooler(tensors) -> bool:
 # Field-by-field mapping of this family's config to ours; the other families' read alike in
 # shape but map different fields, so each stays beside its weight map.
 def config_from_transformers(hf, model_class, tensors) -> dict:
+    """Our config fields from a ``BertConfig``; raises for what our encoder cannot represent.
+
+    Args:
+        hf: a ``transformers.BertConfig``.
+        model_class: the class being loaded (``TransformerEncoderModel``, ``TransformerForMaskedLM`` or
+            ``TransformerForSequenceClassification``); decides ``add_pooler`` and the label fields.
+        tensors: the checkpoint's tensors by name (only their names are read: whether a pooler is stored).
+
+    Returns:
+        A dict of :class:`~vanilla_transformer.TransformerConfig` keyword arguments (``architecture="encoder"``,
+        post-LN, learned positions, LayerNorm on the embeddings, ...), without ``architectures``.
+
+    Raises:
+        UnsupportedConfigError: a causal or cross-attending BERT, relative positions, or an unknown activation.
+
+    Example:
+        >>> from transformers import BertConfig
+        >>> from vanilla_transformer import TransformerEncoderModel
+        >>> from vanilla_transformer.convert import bert
+        >>> hf = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+        ...                 intermediate_size=16, max_position_embeddings=32)
+        >>> fields = bert.config_from_transformers(hf, TransformerEncoderModel, {"pooler.dense.weight": None})
+        >>> fields["architecture"], fields["d_model"], fields["d_ff"], fields["num_encoder_layers"]
+        ('encoder', 8, 16, 1)
+        >>> fields["activation"], fields["layer_norm_eps"], fields["type_vocab_size"], fields["add_pooler"]
+        ('gelu', 1e-12, 2, True)
+    """
     require(not getattr(hf, "is_decoder", False), "is_decoder", True,
             "a causal BERT decoder is not an encoder model; only bidirectional BERT is supported")
     require(not getattr(hf, "add_cross_attention", False), "add_cross_attention", True,
@@ -91,6 +118,34 @@ def config_from_transformers(hf, model_class, tensors) -> dict:
 
 # ------------------------------------------------------------------------------------------ weights
 def weight_map(config, model_class, prefix: str | None = None) -> WeightMap:
+    """The map between our encoder's weights and a BERT checkpoint's.
+
+    Args:
+        config: our config (or anything with ``num_encoder_layers``, ``add_pooler``, ``tie_word_embeddings``).
+        model_class: our encoder class or its name; a masked LM adds the ``cls.predictions`` head (the
+            decoder weight tied to the word embeddings unless ``tie_word_embeddings`` is False), a classifier
+            adds ``classifier``.
+        prefix: transformers' prefix for the body; by default ``""`` for ``TransformerEncoderModel``
+            (``BertModel``) and ``"bert."`` for the heads.
+
+    Returns:
+        A :class:`~vanilla_transformer.convert.common.WeightMap`: embeddings, per layer 4 attention and 2
+        feed-forward Dense layers (kernel ``(in, out)`` <-> ``nn.Linear`` weight ``(out, in)``) and 2
+        LayerNorms, then the pooler and head entries.
+
+    Example:
+        >>> from vanilla_transformer import TransformerConfig
+        >>> from vanilla_transformer.convert import bert
+        >>> config = TransformerConfig(architecture="encoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
+        ...                            num_encoder_layers=1, num_decoder_layers=0, max_position_embeddings=32,
+        ...                            embedding_layer_norm=True, add_pooler=True, type_vocab_size=2)
+        >>> weights = bert.weight_map(config, "TransformerEncoderModel")
+        >>> len(weights.entries), weights.prefix, weights.entries[0].source
+        (23, '', 'embeddings.word_embeddings.weight')
+        >>> weights = bert.weight_map(config, "TransformerForMaskedLM")
+        >>> len(weights.entries), weights.prefix, weights.entries[0].aliases
+        (26, 'bert.', ('cls.predictions.decoder.weight',))
+    """
     name = model_class if isinstance(model_class, str) else model_class.__name__
     if prefix is None:
         prefix = "" if name == "TransformerEncoderModel" else "bert."
@@ -189,7 +244,40 @@ def _bert_config(config, name: str, activation: str, type_vocab_size: int, tied:
 
 
 def export(model, allow_inexact: bool = False):
-    """``(BertConfig, torch-layout tensors, architecture name)`` of ``model``."""
+    """``(BertConfig, torch-layout tensors, architecture name)`` of ``model``.
+
+    Sinusoidal positions become a learned table, ``scale_embedding`` is folded into the word embeddings
+    (untying a masked LM's decoder), a missing token-type table becomes one zero row, and a
+    ``TransformerEncoderModel`` without pooler gets a zero one (with a warning: ``BertModel`` always has one).
+
+    Args:
+        model: a built ``TransformerEncoderModel``, ``TransformerForMaskedLM`` or
+            ``TransformerForSequenceClassification``.
+        allow_inexact: unused (BERT exports are exact or refused); accepted for a common signature.
+
+    Returns:
+        ``(hf_config, tensors, architecture)``: a ``transformers.BertConfig``, float32 numpy arrays in torch
+        layout by transformers name (``nn.Linear`` weights ``(out, in)``), and ``"BertModel"``,
+        ``"BertForMaskedLM"`` or ``"BertForSequenceClassification"``.
+
+    Raises:
+        UnsupportedConfigError: pre-LN, a final LayerNorm, no embedding LayerNorm, a classifier without
+            pooler, or an activation BERT lacks.
+
+    Example:
+        >>> from vanilla_transformer import TransformerConfig, TransformerEncoderModel
+        >>> from vanilla_transformer.convert import bert
+        >>> config = TransformerConfig(architecture="encoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
+        ...                            num_encoder_layers=1, num_decoder_layers=0, max_position_embeddings=32,
+        ...                            embedding_layer_norm=True, add_pooler=True, type_vocab_size=2)
+        >>> hf, tensors, architecture = bert.export(TransformerEncoderModel(config).build_weights())
+        >>> type(hf).__name__, architecture, hf.hidden_size, hf.type_vocab_size, len(tensors)
+        ('BertConfig', 'BertModel', 8, 2, 23)
+        >>> tensors["embeddings.position_embeddings.weight"].shape  # the sinusoids as a learned table
+        (32, 8)
+        >>> tensors["encoder.layer.0.intermediate.dense.weight"].shape  # nn.Linear weight (d_ff, d_model)
+        (16, 8)
+    """
     config = model.config
     name = type(model).__name__
     activation = _check_exportable(config, name)

@@ -25,10 +25,36 @@ Arrays = tuple[np.ndarray, ...]
 
 
 class UnsupportedConfigError(CheckpointError):
-    """A config (ours or a checkpoint's) that the other side cannot represent exactly; names the field."""
+    """A config (ours or a checkpoint's) that the other side cannot represent exactly; names the field.
+
+    A :class:`~vanilla_transformer.checkpoint_io.CheckpointError`, hence a ``ValueError``; its message reads
+    ``"<field>=<value>: <reason>"`` (see :func:`unsupported`).
+
+    Example:
+        >>> from vanilla_transformer.checkpoint_io import CheckpointError
+        >>> from vanilla_transformer.convert.common import UnsupportedConfigError
+        >>> issubclass(UnsupportedConfigError, CheckpointError), issubclass(UnsupportedConfigError, ValueError)
+        (True, True)
+    """
 
 
 def unsupported(field_name: str, value, reason: str) -> UnsupportedConfigError:
+    """The error (returned, not raised) for a config field whose value the other side cannot represent.
+
+    Args:
+        field_name: the config field, e.g. ``"norm_first"`` (or a description such as ``"model class"``).
+        value: its offending value, shown with ``repr``.
+        reason: why the other side cannot represent it.
+
+    Returns:
+        An :class:`UnsupportedConfigError` with the message ``"<field_name>=<value!r>: <reason>"``.
+
+    Example:
+        >>> from vanilla_transformer.convert.common import unsupported
+        >>> error = unsupported("norm_first", True, "BERT is post-LN only")
+        >>> type(error).__name__, str(error)
+        ('UnsupportedConfigError', 'norm_first=True: BERT is post-LN only')
+    """
     return UnsupportedConfigError(f"{field_name}={value!r}: {reason}")
 
 
@@ -49,6 +75,31 @@ class Entry:
     ``aliases``: other names of the same tensor (tied copies) accepted on import; all present ones must hold
     the same values. ``copies``: aliases that are also written on export (copies transformers does not tie).
     ``default``: arrays to use when the checkpoint lacks the tensor (a buffer transformers re-creates).
+
+    The helpers :func:`same`, :func:`linear`, :func:`fused`, :func:`layer_norm`, :func:`dense` and
+    :func:`conv1d` build the usual entries; construct one directly for any other layout.
+
+    Attributes:
+        ours: our variable names (normalised, e.g. ``"encoder.layers.0.self_attn.q_proj.kernel"``).
+        source: the tensor's name in the transformers state dict, without the head class' prefix.
+        to_ours: ``np.ndarray`` (torch layout) -> tuple of ``np.ndarray``, one per name in ``ours`` (Keras layout).
+        to_source: tuple of ``np.ndarray`` in the order of ``ours`` -> one ``np.ndarray`` (torch layout).
+        aliases: other source names accepted on import.
+        copies: aliases also written on export.
+        default: our shapes (a tuple of shape tuples) -> arrays, used when the checkpoint lacks ``source``.
+
+    Example:
+        Marian's ``final_logits_bias`` is stored as ``(1, vocab)``; ours is ``(vocab,)``:
+
+        >>> from vanilla_transformer.convert.common import Entry
+        >>> entry = Entry(("final_logits_bias",), "final_logits_bias", to_ours=lambda t: (t.reshape(-1),),
+        ...               to_source=lambda arrays: arrays[0].reshape(1, -1))
+        >>> entry.ours, entry.source
+        (('final_logits_bias',), 'final_logits_bias')
+        >>> [array.shape for array in entry.to_ours(np.zeros((1, 5), np.float32))]
+        [(5,)]
+        >>> entry.to_source(entry.to_ours(np.zeros((1, 5), np.float32))).shape
+        (1, 5)
     """
 
     ours: tuple[str, ...]
@@ -61,17 +112,78 @@ class Entry:
 
 
 def same(ours: str, source: str, **kwargs) -> Entry:
-    """A tensor stored alike on both sides (LayerNorm scales, biases, embedding tables)."""
+    """A tensor stored alike on both sides (LayerNorm scales, biases, embedding tables).
+
+    Args:
+        ours: our variable name.
+        source: the transformers tensor name.
+        **kwargs: ``aliases``, ``copies`` or ``default`` of the :class:`Entry`.
+
+    Returns:
+        An :class:`Entry` whose ``to_ours``/``to_source`` pass the array through unchanged (any shape).
+
+    Example:
+        >>> from vanilla_transformer.convert.common import same
+        >>> entry = same("shared.embeddings", "shared.weight")
+        >>> entry.ours, entry.source
+        (('shared.embeddings',), 'shared.weight')
+        >>> table = np.arange(6, dtype=np.float32).reshape(3, 2)  # (vocab, d_model) on both sides
+        >>> [array.shape for array in entry.to_ours(table)], entry.to_source((table,)).shape
+        ([(3, 2)], (3, 2))
+        >>> bool(np.array_equal(entry.to_source(entry.to_ours(table)), table))
+        True
+    """
     return Entry((ours,), source, lambda t: (t,), _identity, **kwargs)
 
 
 def linear(ours: str, source: str, **kwargs) -> Entry:
-    """A Keras Dense kernel ``(in, out)`` <-> a torch ``nn.Linear`` weight ``(out, in)``."""
+    """A Keras Dense kernel ``(in, out)`` <-> a torch ``nn.Linear`` weight ``(out, in)``.
+
+    Args:
+        ours: our kernel's name (``"...fc1.kernel"``).
+        source: the ``nn.Linear`` weight's name (``"...fc1.weight"``).
+        **kwargs: ``aliases``, ``copies`` or ``default`` of the :class:`Entry`.
+
+    Returns:
+        An :class:`Entry` whose ``to_ours`` and ``to_source`` transpose (into C-contiguous arrays).
+
+    Example:
+        >>> from vanilla_transformer.convert.common import linear
+        >>> entry = linear("feed_forward.fc1.kernel", "fc1.weight")
+        >>> entry.ours, entry.source
+        (('feed_forward.fc1.kernel',), 'fc1.weight')
+        >>> weight = np.zeros((16, 8), np.float32)  # torch nn.Linear(8, 16).weight: (out, in)
+        >>> [array.shape for array in entry.to_ours(weight)]  # Keras Dense(16) on 8 features: (in, out)
+        [(8, 16)]
+        >>> entry.to_source(entry.to_ours(weight)).shape
+        (16, 8)
+    """
     return Entry((ours,), source, lambda t: (np.ascontiguousarray(t.T),), _transpose, **kwargs)
 
 
 def fused(ours: tuple[str, ...], source: str, axis: int) -> Entry:
-    """Several of our tensors concatenated along ``axis`` in one source tensor (GPT-2's ``c_attn``)."""
+    """Several of our tensors concatenated along ``axis`` in one source tensor (GPT-2's ``c_attn``).
+
+    Args:
+        ours: our variable names, in the order of their slices in the source tensor (e.g. query, key, value).
+        source: the fused tensor's name.
+        axis: the axis they are concatenated along (1 for ``Conv1D`` kernels ``(in, 3 * out)``, 0 for biases).
+
+    Returns:
+        An :class:`Entry`: ``to_ours`` splits the tensor into ``len(ours)`` equal parts along ``axis``,
+        ``to_source`` concatenates them back.
+
+    Example:
+        >>> from vanilla_transformer.convert.common import fused
+        >>> entry = fused(("q_proj.kernel", "k_proj.kernel", "v_proj.kernel"), "attn.c_attn.weight", axis=1)
+        >>> entry.ours, entry.source
+        (('q_proj.kernel', 'k_proj.kernel', 'v_proj.kernel'), 'attn.c_attn.weight')
+        >>> c_attn = np.arange(8 * 24, dtype=np.float32).reshape(8, 24)  # (d_model, 3 * d_model)
+        >>> [array.shape for array in entry.to_ours(c_attn)]
+        [(8, 8), (8, 8), (8, 8)]
+        >>> bool(np.array_equal(entry.to_source(entry.to_ours(c_attn)), c_attn))
+        True
+    """
     parts = len(ours)
     return Entry(tuple(ours), source,
                  lambda t: tuple(np.ascontiguousarray(a) for a in np.split(t, parts, axis=axis)),
@@ -79,18 +191,75 @@ def fused(ours: tuple[str, ...], source: str, axis: int) -> Entry:
 
 
 def layer_norm(ours: str, source: str, **kwargs) -> list[Entry]:
-    """Keras ``gamma``/``beta`` <-> torch ``weight``/``bias`` (old checkpoints also say gamma/beta)."""
+    """Keras ``gamma``/``beta`` <-> torch ``weight``/``bias`` (old checkpoints also say gamma/beta).
+
+    Args:
+        ours: our LayerNormalization layer's name (without ``.gamma``/``.beta``).
+        source: the torch ``nn.LayerNorm``'s name (without ``.weight``/``.bias``).
+        **kwargs: passed to both :func:`same` entries.
+
+    Returns:
+        Two :class:`Entry` objects, scale then shift, each ``(d_model,)`` on both sides; the old names
+        ``<source>.gamma``/``<source>.beta`` are accepted as aliases on import.
+
+    Example:
+        >>> from vanilla_transformer.convert.common import layer_norm
+        >>> entries = layer_norm("encoder.embed.layer_norm", "embeddings.LayerNorm")
+        >>> [(entry.ours, entry.source, entry.aliases) for entry in entries]
+        [(('encoder.embed.layer_norm.gamma',), 'embeddings.LayerNorm.weight', ('embeddings.LayerNorm.gamma',)),
+         (('encoder.embed.layer_norm.beta',), 'embeddings.LayerNorm.bias', ('embeddings.LayerNorm.beta',))]
+        >>> [entry.to_source(entry.to_ours(np.ones(8, np.float32))).shape for entry in entries]
+        [(8,), (8,)]
+    """
     return [same(f"{ours}.gamma", f"{source}.weight", aliases=(f"{source}.gamma",), **kwargs),
             same(f"{ours}.beta", f"{source}.bias", aliases=(f"{source}.beta",), **kwargs)]
 
 
 def dense(ours: str, source: str) -> list[Entry]:
-    """A Dense layer with bias <-> an ``nn.Linear`` with bias."""
+    """A Dense layer with bias <-> an ``nn.Linear`` with bias.
+
+    Args:
+        ours: our Dense layer's name (without ``.kernel``/``.bias``).
+        source: the ``nn.Linear``'s name (without ``.weight``/``.bias``).
+
+    Returns:
+        Two :class:`Entry` objects: the kernel ``(in, out)`` <-> weight ``(out, in)`` (:func:`linear`) and the
+        bias ``(out,)`` on both sides (:func:`same`).
+
+    Example:
+        >>> from vanilla_transformer.convert.common import dense
+        >>> kernel, bias = dense("feed_forward.fc1", "intermediate.dense")
+        >>> kernel.ours, kernel.source, bias.ours, bias.source
+        (('feed_forward.fc1.kernel',), 'intermediate.dense.weight',
+         ('feed_forward.fc1.bias',), 'intermediate.dense.bias')
+        >>> [array.shape for array in kernel.to_ours(np.zeros((16, 8), np.float32))]  # (out, in) -> (in, out)
+        [(8, 16)]
+        >>> kernel.to_source(kernel.to_ours(np.zeros((16, 8), np.float32))).shape
+        (16, 8)
+    """
     return [linear(f"{ours}.kernel", f"{source}.weight"), same(f"{ours}.bias", f"{source}.bias")]
 
 
 def conv1d(ours: str, source: str) -> list[Entry]:
-    """A Dense layer <-> GPT's ``Conv1D``, whose weight is already ``(in, out)``."""
+    """A Dense layer <-> GPT's ``Conv1D``, whose weight is already ``(in, out)``.
+
+    Args:
+        ours: our Dense layer's name (without ``.kernel``/``.bias``).
+        source: the ``Conv1D``'s name (without ``.weight``/``.bias``).
+
+    Returns:
+        Two :class:`Entry` objects (:func:`same`): the kernel ``(in, out)`` and the bias ``(out,)``, unchanged.
+
+    Example:
+        >>> from vanilla_transformer.convert.common import conv1d
+        >>> kernel, bias = conv1d("feed_forward.fc1", "h.0.mlp.c_fc")
+        >>> kernel.ours, kernel.source, bias.ours, bias.source
+        (('feed_forward.fc1.kernel',), 'h.0.mlp.c_fc.weight', ('feed_forward.fc1.bias',), 'h.0.mlp.c_fc.bias')
+        >>> [array.shape for array in kernel.to_ours(np.zeros((8, 32), np.float32))]  # no transpose
+        [(8, 32)]
+        >>> kernel.to_source(kernel.to_ours(np.zeros((8, 32), np.float32))).shape
+        (8, 32)
+    """
     return [same(f"{ours}.kernel", f"{source}.weight"), same(f"{ours}.bias", f"{source}.bias")]
 
 
@@ -98,11 +267,37 @@ def conv1d(ours: str, source: str) -> list[Entry]:
 # ------------------------------------------------------------------------------------------ the map
 @dataclass
 class WeightMap:
-    """Entries plus the names a checkpoint may carry that mean nothing to us (buffers, tied copies).
+    r"""Entries plus the names a checkpoint may carry that mean nothing to us (buffers, tied copies).
 
     ``prefix``: what transformers puts before the base model's names in this head class
     (``"model."``, ``"bert."``, ``"transformer."``); names written at the top level (``lm_head.weight``,
     ``final_logits_bias``, ``cls.*``, ``classifier.*``) are listed in ``top_level``.
+
+    Attributes:
+        entries: the :class:`Entry` objects, one per transformers tensor.
+        prefix: prepended on export to every name not in ``top_level``.
+        strip_prefixes: base-model prefixes removed from a checkpoint's names on import (a ``BertModel``
+            checkpoint has none, a ``BertForMaskedLM`` one has ``bert.``).
+        top_level: names (and name prefixes before a ``.``) that never carry ``prefix``.
+        ignore: regular expressions (full match, over normalised names) of checkpoint tensors that are
+            neither loaded nor reported as unexpected.
+
+    Example:
+        >>> from vanilla_transformer.convert.common import WeightMap, dense, linear
+        >>> weights = WeightMap([*dense("pooler", "pooler.dense"), linear("lm_head.kernel", "lm_head.weight")],
+        ...                     prefix="bert.", strip_prefixes=("bert.",), top_level=("lm_head",),
+        ...                     ignore=(r"embeddings\.position_ids",))
+        >>> ours = {"pooler.kernel": np.ones((8, 4), np.float32), "pooler.bias": np.zeros(4, np.float32),
+        ...         "lm_head.kernel": np.ones((4, 20), np.float32)}  # Keras layout: kernels (in, out)
+        >>> tensors = weights.to_source(ours)
+        >>> {name: tensor.shape for name, tensor in tensors.items()}  # torch layout: weights (out, in)
+        {'bert.pooler.dense.weight': (4, 8), 'bert.pooler.dense.bias': (4,), 'lm_head.weight': (20, 4)}
+        >>> tensors["bert.embeddings.position_ids"] = np.arange(4)  # a buffer: ignored, not unexpected
+        >>> shapes = {name: array.shape for name, array in ours.items()}
+        >>> back, report = weights.to_ours(tensors, shapes, strict=True, source="checkpoint", target="model")
+        >>> {name: array.shape for name, array in back.items()}, report
+        ({'pooler.kernel': (8, 4), 'pooler.bias': (4,), 'lm_head.kernel': (4, 20)},
+         {'missing_keys': [], 'unexpected_keys': []})
     """
 
     entries: list[Entry]
@@ -120,17 +315,57 @@ class WeightMap:
         return any(name == top or name.startswith(top + ".") for top in self.top_level)
 
     def external(self, name: str) -> str:
-        """Normalised name -> the name transformers writes in this head class."""
+        """Normalised name -> the name transformers writes in this head class.
+
+        Args:
+            name: a normalised transformers name (no base-model prefix), e.g. ``"pooler.dense.weight"``.
+
+        Returns:
+            ``name`` itself when it is in ``top_level``, else ``prefix + name``.
+
+        Example:
+            >>> from vanilla_transformer.convert.common import WeightMap
+            >>> weights = WeightMap([], prefix="bert.", top_level=("cls",))
+            >>> weights.external("pooler.dense.weight"), weights.external("cls.predictions.bias")
+            ('bert.pooler.dense.weight', 'cls.predictions.bias')
+        """
         return name if self._is_top_level(name) else self.prefix + name
 
     def normalise(self, name: str) -> str:
-        """A checkpoint's name with any known base-model prefix removed."""
+        """A checkpoint's name with any known base-model prefix removed.
+
+        Args:
+            name: a name as stored in a checkpoint, e.g. ``"bert.pooler.dense.weight"``.
+
+        Returns:
+            ``name`` without the first matching entry of ``strip_prefixes`` (top-level names are kept whole).
+
+        Example:
+            >>> from vanilla_transformer.convert.common import WeightMap
+            >>> weights = WeightMap([], strip_prefixes=("bert.",))
+            >>> weights.normalise("bert.pooler.dense.weight"), weights.normalise("pooler.dense.weight")
+            ('pooler.dense.weight', 'pooler.dense.weight')
+        """
         for prefix in self.strip_prefixes:
             if name.startswith(prefix) and not self._is_top_level(name):
                 return name[len(prefix):]
         return name
 
     def ignored(self, name: str) -> bool:
+        r"""Whether a normalised checkpoint name fully matches one of the ``ignore`` patterns.
+
+        Args:
+            name: a normalised transformers name (see :meth:`normalise`).
+
+        Returns:
+            True for tensors to skip silently on import (buffers, tied copies), else False.
+
+        Example:
+            >>> from vanilla_transformer.convert.common import WeightMap
+            >>> weights = WeightMap([], ignore=(r"h\.\d+\.attn\.bias",))
+            >>> weights.ignored("h.0.attn.bias"), weights.ignored("h.0.attn.c_attn.bias")
+            (True, False)
+        """
         return any(pattern.fullmatch(name) for pattern in self._ignore_re)
 
     # -- import
@@ -142,6 +377,31 @@ class WeightMap:
         Shape mismatches always raise :class:`CheckpointError`; missing and unexpected tensors raise when
         ``strict``, otherwise they are returned in the report (``missing_keys``/``unexpected_keys``, in
         transformers' names).
+
+        Args:
+            tensors: the checkpoint's tensors by name (prefixed or not), torch layout (e.g. a Dense weight
+                ``(out, in)``); any numpy floating-point dtype, converted to float32.
+            shapes: our variable names -> their shapes (Keras layout, e.g. a Dense kernel ``(in, out)``).
+            strict: raise on missing or unexpected tensors instead of reporting them.
+            source: how error messages name the checkpoint.
+            target: how error messages name the model being loaded.
+
+        Returns:
+            ``(arrays, report)``: float32 arrays by our names (Keras layout), and
+            ``{"missing_keys": [...], "unexpected_keys": [...]}`` (sorted lists of transformers names).
+
+        Raises:
+            CheckpointError: a shape or dtype mismatch, differing tied copies, or (when ``strict``) missing
+                or unexpected tensors.
+
+        Example:
+            >>> from vanilla_transformer.convert.common import WeightMap, dense
+            >>> weights = WeightMap(dense("pooler", "pooler.dense"))
+            >>> tensors = {"pooler.dense.weight": np.zeros((4, 8)), "pooler.dense.bias": np.zeros(4)}
+            >>> arrays, report = weights.to_ours(tensors, {"pooler.kernel": (8, 4), "pooler.bias": (4,)},
+            ...                                  strict=True, source="checkpoint", target="model")
+            >>> {name: (array.shape, str(array.dtype)) for name, array in arrays.items()}
+            {'pooler.kernel': ((8, 4), 'float32'), 'pooler.bias': ((4,), 'float32')}
         """
         by_name: dict[str, str] = {}
         for original in tensors:
@@ -184,7 +444,26 @@ class WeightMap:
 
     # -- export
     def to_source(self, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Our (re-expressed) arrays -> the torch-layout state dict, in transformers' names."""
+        """Our (re-expressed) arrays -> the torch-layout state dict, in transformers' names.
+
+        Args:
+            state: our arrays by name in Keras layout (e.g. a Dense kernel ``(in, out)``), holding at least
+                every name of every entry; extra names are left out.
+
+        Returns:
+            C-contiguous float32 arrays in torch layout (e.g. an ``nn.Linear`` weight ``(out, in)``) by
+            transformers name (``prefix`` applied), ``copies`` included.
+
+        Raises:
+            CheckpointError: ``state`` lacks a variable an entry needs.
+
+        Example:
+            >>> from vanilla_transformer.convert.common import WeightMap, dense
+            >>> weights = WeightMap(dense("pooler", "pooler.dense"), prefix="bert.")
+            >>> tensors = weights.to_source({"pooler.kernel": np.zeros((8, 4)), "pooler.bias": np.zeros(4)})
+            >>> {name: (tensor.shape, str(tensor.dtype)) for name, tensor in tensors.items()}
+            {'bert.pooler.dense.weight': ((4, 8), 'float32'), 'bert.pooler.dense.bias': ((4,), 'float32')}
+        """
         out = {}
         for entry in self.entries:
             missing = [name for name in entry.ours if name not in state]
@@ -198,7 +477,26 @@ class WeightMap:
 
 # ------------------------------------------------------------------------------------------ shared helpers
 def model_state(model) -> dict[str, np.ndarray]:
-    """Our weights as float32 numpy arrays (what torch checkpoints hold), by name."""
+    """Our weights as float32 numpy arrays (what torch checkpoints hold), by name.
+
+    Args:
+        model: one of our models (built here if needed).
+
+    Returns:
+        ``{name: np.ndarray}`` in Keras layout (a Dense kernel is ``(in, out)``), names as in
+        ``model.safetensors`` (``"shared.embeddings"``, ``"encoder.layers.0.self_attn.q_proj.kernel"``, ...).
+
+    Example:
+        >>> from vanilla_transformer import TransformerConfig, TransformerEncoderModel
+        >>> from vanilla_transformer.convert.common import model_state
+        >>> config = TransformerConfig(architecture="encoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
+        ...                            num_encoder_layers=1, num_decoder_layers=0, max_position_embeddings=32)
+        >>> state = model_state(TransformerEncoderModel(config))
+        >>> len(state), state["shared.embeddings"].shape, state["shared.embeddings"].dtype
+        (17, (20, 8), dtype('float32'))
+        >>> state["encoder.layers.0.feed_forward.fc1.kernel"].shape  # (d_model, d_ff)
+        (8, 16)
+    """
     return {name: array.astype(np.float32) for name, array in state_dict(model).items()}
 
 
@@ -208,6 +506,25 @@ def fold_embedding_scale(state: dict[str, np.ndarray], config, head_kernel: str 
     A tied output projection would then be scaled too, so it becomes a separate (untied) matrix holding the
     original table: ``head_kernel`` is our name of that untied head, ``(d_model, vocab)``, or None when the
     model has no output projection. Returns the exported ``tie_word_embeddings``.
+
+    Args:
+        state: our arrays by name (see :func:`model_state`), holding ``"shared.embeddings"`` ``(vocab, d_model)``;
+            changed in place.
+        config: anything with ``scale_embedding``, ``tie_word_embeddings`` and ``d_model`` (our config).
+        head_kernel: the name to store the untied output kernel ``(d_model, vocab)`` under, or None.
+
+    Returns:
+        The ``tie_word_embeddings`` to export (False once the head has been untied).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> from vanilla_transformer.convert.common import fold_embedding_scale
+        >>> config = SimpleNamespace(scale_embedding=True, tie_word_embeddings=True, d_model=4)
+        >>> state = {"shared.embeddings": np.ones((3, 4), np.float32)}  # (vocab, d_model)
+        >>> fold_embedding_scale(state, config, "lm_head.kernel")
+        False
+        >>> state["shared.embeddings"][0], state["lm_head.kernel"].shape  # scaled by sqrt(4); head (d_model, vocab)
+        (array([2., 2., 2., 2.], dtype=float32), (4, 3))
     """
     tied = bool(config.tie_word_embeddings)
     if not config.scale_embedding:
@@ -221,7 +538,28 @@ def fold_embedding_scale(state: dict[str, np.ndarray], config, head_kernel: str 
 
 
 def position_table(state: dict[str, np.ndarray], config, name: str) -> None:
-    """Sinusoidal positions -> the same numbers as a learned table (exact for targets with learned positions)."""
+    """Sinusoidal positions -> the same numbers as a learned table (exact for targets with learned positions).
+
+    Args:
+        state: our arrays by name; changed in place.
+        config: anything with ``position_embedding``, ``max_position_embeddings``, ``d_model`` and
+            ``sinusoidal_layout`` (our config).
+        name: where to store the ``(max_position_embeddings, d_model)`` float32 table.
+
+    Returns:
+        None; ``state`` is left alone unless ``config.position_embedding == "sinusoidal"``.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> from vanilla_transformer.convert.common import position_table
+        >>> config = SimpleNamespace(position_embedding="sinusoidal", max_position_embeddings=32, d_model=8,
+        ...                          sinusoidal_layout="halves")
+        >>> state = {}
+        >>> position_table(state, config, "decoder.embed.embed_positions.embeddings")
+        >>> table = state["decoder.embed.embed_positions.embeddings"]
+        >>> table.shape, table[0]  # position 0: sin(0) on the first half, cos(0) on the second
+        ((32, 8), array([0., 0., 0., 0., 1., 1., 1., 1.], dtype=float32))
+    """
     if config.position_embedding == "sinusoidal":
         from ..layers.embeddings import sinusoidal_table
 
@@ -230,16 +568,74 @@ def position_table(state: dict[str, np.ndarray], config, name: str) -> None:
 
 def plain_token_id(value):
     """A special-token id as transformers' configs store it: None, an int, or a plain list of ints (ours may
-    be a tuple or a Keras-tracked list)."""
+    be a tuple or a Keras-tracked list).
+
+    Args:
+        value: None, an int, or a list/tuple of ints.
+
+    Returns:
+        ``value`` unchanged unless it is a list or tuple, which becomes a plain ``list`` of ``int``.
+
+    Example:
+        >>> from vanilla_transformer.convert.common import plain_token_id
+        >>> plain_token_id((2, 3)), plain_token_id(2), plain_token_id(None)
+        ([2, 3], 2, None)
+    """
     return [int(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def check_choice(field_name: str, value, table: dict, target: str):
+    """Translate a config value through ``table``, raising when the other side has no counterpart.
+
+    Args:
+        field_name: the config field, for the error message (e.g. ``"activation"``).
+        value: its value on this side.
+        table: values on this side -> the other side's values.
+        target: how the error message names the other side (e.g. ``"GPT2LMHeadModel"``).
+
+    Returns:
+        ``table[value]``.
+
+    Raises:
+        UnsupportedConfigError: ``value`` is not a key of ``table`` (the message lists the keys).
+
+    Example:
+        >>> from vanilla_transformer.convert.common import check_choice
+        >>> check_choice("activation", "gelu_new", {"gelu_new": "gelu", "relu": "relu"}, "OpenAIGPTLMHeadModel")
+        'gelu'
+        >>> check_choice("activation", "tanh", {"gelu_new": "gelu", "relu": "relu"}, "OpenAIGPTLMHeadModel")
+        Traceback (most recent call last):
+        ...
+        vanilla_transformer.convert.common.UnsupportedConfigError: activation='tanh': OpenAIGPTLMHeadModel supports
+        ['gelu_new', 'relu']
+    """
     if value not in table:
         raise unsupported(field_name, value, f"{target} supports {sorted(table)}")
     return table[value]
 
 
 def require(condition: bool, field_name: str, value, reason: str) -> None:
+    """Raise :func:`unsupported` ``(field_name, value, reason)`` unless ``condition`` holds.
+
+    Args:
+        condition: what the other side needs to be true.
+        field_name: the config field checked, for the error message.
+        value: its value, for the error message.
+        reason: why the other side needs ``condition``.
+
+    Returns:
+        None.
+
+    Raises:
+        UnsupportedConfigError: ``condition`` is false.
+
+    Example:
+        >>> from vanilla_transformer.convert.common import require
+        >>> require(True, "norm_first", False, "BERT is post-LN only")
+        >>> require(False, "norm_first", True, "BERT is post-LN only")
+        Traceback (most recent call last):
+        ...
+        vanilla_transformer.convert.common.UnsupportedConfigError: norm_first=True: BERT is post-LN only
+    """
     if not condition:
         raise unsupported(field_name, value, reason)

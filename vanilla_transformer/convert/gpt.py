@@ -21,7 +21,31 @@ from .common import (WeightMap, check_choice, conv1d, fold_embedding_scale, fuse
 
 
 class _GptFamily:
-    """What differs between GPT and GPT-2 (names, normalisation, activations, config class)."""
+    """What differs between GPT and GPT-2 (names, normalisation, activations, config class).
+
+    The module-level instances :data:`GPT` (``openai-gpt``, post-LN) and :data:`GPT2` (``gpt2``, pre-LN) are
+    the converters; they expose the same interface as the ``bert`` and ``marian`` modules (``MODEL_TYPE``,
+    ``ARCHITECTURES``, ``DEFAULT_CLASS``, ``SUPPORTED_CLASSES``, :meth:`config_from_transformers`,
+    :meth:`weight_map`, :meth:`export`).
+
+    Args:
+        model_type: transformers' ``model_type`` (``"openai-gpt"``, ``"gpt2"``).
+        architectures: transformers classes this family loads (all into ``TransformerForCausalLM``).
+        export_architecture: the transformers class exports are written as.
+        norm_first: pre-LN (GPT-2, with a final ``ln_f``) or post-LN (GPT).
+        token_embedding: transformers' name of the token table (``"tokens_embed"``, ``"wte"``).
+        position_embedding: transformers' name of the position table (``"positions_embed"``, ``"wpe"``).
+        activations: transformers' activation names -> ours (import).
+        export_activations: our activation names -> transformers' (export).
+        activation_field: the config field holding the activation (``"afn"``, ``"activation_function"``).
+
+    Example:
+        >>> from vanilla_transformer.convert.gpt import GPT, GPT2
+        >>> GPT.MODEL_TYPE, GPT.EXPORT_ARCHITECTURE, GPT.norm_first
+        ('openai-gpt', 'OpenAIGPTLMHeadModel', False)
+        >>> GPT2.MODEL_TYPE, GPT2.EXPORT_ARCHITECTURE, GPT2.norm_first, GPT2.ARCHITECTURES["GPT2Model"]
+        ('gpt2', 'GPT2LMHeadModel', True, 'TransformerForCausalLM')
+    """
 
     DEFAULT_CLASS = "TransformerForCausalLM"
     SUPPORTED_CLASSES = ("TransformerForCausalLM",)
@@ -41,6 +65,33 @@ class _GptFamily:
     # -------------------------------------------------------------------------------------- config
     # Field-by-field mapping of this family's config to ours (alike in shape to the other families').
     def config_from_transformers(self, hf, model_class, tensors) -> dict:
+        """Our config fields from an ``OpenAIGPTConfig`` (GPT) or a ``GPT2Config`` (GPT-2).
+
+        Args:
+            hf: the transformers config of this family.
+            model_class: the class being loaded (always ``TransformerForCausalLM``); unused.
+            tensors: the checkpoint's tensors by name; unused (accepted for a common signature).
+
+        Returns:
+            A dict of :class:`~vanilla_transformer.TransformerConfig` keyword arguments: a decoder-only stack
+            with learned positions, ``d_ff`` 4 * ``n_embd`` (GPT) or ``n_inner`` (GPT-2, same default).
+
+        Raises:
+            UnsupportedConfigError: GPT-2 with cross-attention or non-standard attention scaling, or an
+                activation our model lacks.
+
+        Example:
+            >>> from transformers import GPT2Config
+            >>> from vanilla_transformer import TransformerForCausalLM
+            >>> from vanilla_transformer.convert.gpt import GPT2
+            >>> hf = GPT2Config(vocab_size=20, n_embd=8, n_layer=1, n_head=2, n_positions=32, bos_token_id=0,
+            ...                 eos_token_id=0)
+            >>> fields = GPT2.config_from_transformers(hf, TransformerForCausalLM, {})
+            >>> fields["architecture"], fields["d_model"], fields["d_ff"], fields["num_decoder_layers"]
+            ('decoder', 8, 32, 1)
+            >>> fields["norm_first"], fields["final_layer_norm"], fields["activation"]
+            (True, True, 'gelu_new')
+        """
         if self.norm_first:
             require(not getattr(hf, "add_cross_attention", False), "add_cross_attention", True,
                     "GPT-2 with cross-attention is not supported")
@@ -85,6 +136,32 @@ class _GptFamily:
 
     # -------------------------------------------------------------------------------------- weights
     def weight_map(self, config, model_class=None, prefix: str = "transformer.") -> WeightMap:
+        """The map between our decoder's weights and this family's LM-head checkpoint.
+
+        Args:
+            config: our config (or anything with ``num_decoder_layers`` and ``tie_word_embeddings``).
+            model_class: unused (one head class per family); accepted for a common signature.
+            prefix: transformers' prefix for the body (``"transformer."`` in the LM-head classes).
+
+        Returns:
+            A :class:`~vanilla_transformer.convert.common.WeightMap`: the token and position tables, per layer
+            the fused ``c_attn`` (``(d_model, 3 * d_model)`` split into our query, key and value kernels
+            ``(d_model, d_model)``; its bias ``(3 * d_model,)`` likewise), three more ``Conv1D`` layers stored
+            as ``(in, out)`` like our kernels, two LayerNorms, then ``ln_f`` (GPT-2) and an untied ``lm_head``
+            (``nn.Linear`` weight ``(vocab, d_model)``) when ``tie_word_embeddings`` is False.
+
+        Example:
+            >>> from vanilla_transformer import TransformerConfig
+            >>> from vanilla_transformer.convert.gpt import GPT2
+            >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=32,
+            ...                            num_encoder_layers=0, num_decoder_layers=1, max_position_embeddings=32)
+            >>> weights = GPT2.weight_map(config)
+            >>> len(weights.entries), weights.prefix, weights.entries[-1].source
+            (16, 'transformer.', 'ln_f.bias')
+            >>> c_attn = weights.entries[2]
+            >>> c_attn.source, [array.shape for array in c_attn.to_ours(np.zeros((8, 24), np.float32))]
+            ('h.0.attn.c_attn.weight', [(8, 8), (8, 8), (8, 8)])
+        """
         tied = config.tie_word_embeddings
         entries = [same("shared.embeddings", f"{self.token_embedding}.weight",
                         aliases=("lm_head.weight",) if tied else ()),
@@ -111,6 +188,27 @@ class _GptFamily:
 
     # -------------------------------------------------------------------------------------- export
     def check_exportable(self, config) -> None:
+        """Raise :class:`~vanilla_transformer.convert.common.UnsupportedConfigError` for what the target lacks.
+
+        Args:
+            config: our config.
+
+        Returns:
+            None when :meth:`export` can represent the config: the family's normalisation (post-LN without
+            final LayerNorm for GPT, pre-LN with one for GPT-2), no embedding LayerNorm, ``d_ff == 4 * d_model``
+            for GPT, and a supported activation.
+
+        Example:
+            >>> from vanilla_transformer import TransformerConfig
+            >>> from vanilla_transformer.convert.gpt import GPT, GPT2
+            >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=32,
+            ...                            num_encoder_layers=0, num_decoder_layers=1, max_position_embeddings=32)
+            >>> GPT.check_exportable(config)
+            >>> GPT2.check_exportable(config)
+            Traceback (most recent call last):
+            ...
+            vanilla_transformer.convert.common.UnsupportedConfigError: norm_first=False: GPT2LMHeadModel is pre-LN
+        """
         target = self.EXPORT_ARCHITECTURE
         require(config.norm_first == self.norm_first, "norm_first", config.norm_first,
                 f"{target} is {'pre' if self.norm_first else 'post'}-LN")
@@ -124,6 +222,37 @@ class _GptFamily:
         check_choice("activation", config.activation, self.export_activations, target)
 
     def export(self, model, allow_inexact: bool = False):
+        """``(OpenAIGPTConfig or GPT2Config, torch-layout tensors, architecture name)`` of ``model``.
+
+        Sinusoidal positions become a learned table, a token-type row 0 is folded into the position table,
+        a zero ``final_logits_bias`` is dropped, and ``scale_embedding`` is folded into the token table
+        (untying the LM head).
+
+        Args:
+            model: a built ``TransformerForCausalLM``.
+            allow_inexact: unused (GPT exports are exact or refused); accepted for a common signature.
+
+        Returns:
+            ``(hf_config, tensors, architecture)``: the family's transformers config, float32 numpy arrays by
+            transformers name (``Conv1D`` weights ``(in, out)``, ``lm_head.weight`` ``(vocab, d_model)``), and
+            :attr:`EXPORT_ARCHITECTURE`.
+
+        Raises:
+            UnsupportedConfigError: see :meth:`check_exportable`; also a non-zero ``final_logits_bias``.
+
+        Example:
+            >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM
+            >>> from vanilla_transformer.convert.gpt import GPT2
+            >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=32,
+            ...                            num_encoder_layers=0, num_decoder_layers=1, max_position_embeddings=32,
+            ...                            norm_first=True, final_layer_norm=True, activation="gelu_new",
+            ...                            scale_embedding=False)
+            >>> hf, tensors, architecture = GPT2.export(TransformerForCausalLM(config).build_weights())
+            >>> type(hf).__name__, architecture, hf.n_inner, hf.tie_word_embeddings, len(tensors)
+            ('GPT2Config', 'GPT2LMHeadModel', 32, True, 16)
+            >>> tensors["transformer.h.0.attn.c_attn.weight"].shape  # Conv1D (d_model, 3 * d_model)
+            (8, 24)
+        """
         from transformers import GPT2Config, OpenAIGPTConfig
 
         config = model.config

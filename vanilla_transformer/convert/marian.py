@@ -36,7 +36,35 @@ _EXPORT_ACTIVATIONS = {"swish": "swish", "silu": "silu", "relu": "relu", "gelu":
 # Field-by-field mapping of this family's config to ours; the other families' read alike in
 # shape but map different fields, so each stays beside its weight map.
 def config_from_transformers(hf, model_class, tensors) -> dict:
-    """Our config fields from a ``MarianConfig``; raises for what our model cannot represent."""
+    """Our config fields from a ``MarianConfig``; raises for what our model cannot represent.
+
+    Args:
+        hf: a ``transformers.MarianConfig``.
+        model_class: the class being loaded (always ``TransformerForSeq2SeqLM``); unused.
+        tensors: the checkpoint's tensors by name; unused (accepted for a common signature).
+
+    Returns:
+        A dict of :class:`~vanilla_transformer.TransformerConfig` keyword arguments: post-LN encoder-decoder,
+        sinusoidal positions in ``"halves"`` layout, LayerNorm epsilon 1e-5, ``final_logits_bias=True``,
+        ``decoder_start_token_id`` falling back to ``pad_token_id``.
+
+    Raises:
+        UnsupportedConfigError: encoder and decoder differing in heads, widths or vocabularies, or an unknown
+            activation.
+
+    Example:
+        >>> from transformers import MarianConfig
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.convert import marian
+        >>> hf = MarianConfig(vocab_size=20, d_model=8, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        ...                   decoder_attention_heads=2, encoder_ffn_dim=16, decoder_ffn_dim=16,
+        ...                   max_position_embeddings=32, pad_token_id=19, eos_token_id=0, decoder_start_token_id=19)
+        >>> fields = marian.config_from_transformers(hf, TransformerForSeq2SeqLM, {})
+        >>> fields["architecture"], fields["d_model"], fields["num_heads"], fields["d_ff"]
+        ('encoder-decoder', 8, 2, 16)
+        >>> fields["sinusoidal_layout"], fields["layer_norm_eps"], fields["decoder_start_token_id"]
+        ('halves', 1e-05, 19)
+    """
     require(hf.encoder_attention_heads == hf.decoder_attention_heads, "decoder_attention_heads",
             hf.decoder_attention_heads, f"differs from encoder_attention_heads={hf.encoder_attention_heads}; "
             "TransformerConfig has one num_heads")
@@ -90,6 +118,31 @@ def _attention(ours: str, source: str) -> list[Entry]:
 
 
 def weight_map(config, model_class=None, prefix: str = "model.") -> WeightMap:
+    """The map between our encoder-decoder's weights and a ``MarianMTModel`` checkpoint's.
+
+    Args:
+        config: our config (or anything with ``num_encoder_layers``, ``num_decoder_layers`` and
+            ``tie_word_embeddings``).
+        model_class: unused (Marian has one head class); accepted for a common signature.
+        prefix: transformers' prefix for the body (``"model."`` in ``MarianMTModel``).
+
+    Returns:
+        A :class:`~vanilla_transformer.convert.common.WeightMap`: the shared table ``(vocab, d_model)``, per
+        layer the attention and feed-forward Dense layers (kernel ``(in, out)`` <-> ``nn.Linear`` weight
+        ``(out, in)``) and LayerNorms, an untied ``lm_head`` when ``tie_word_embeddings`` is False, and
+        ``final_logits_bias`` (ours ``(vocab,)`` <-> ``(1, vocab)``, zeros when the checkpoint lacks it).
+
+    Example:
+        >>> from vanilla_transformer import TransformerConfig
+        >>> from vanilla_transformer.convert import marian
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> weights = marian.weight_map(config)
+        >>> len(weights.entries), weights.prefix, weights.entries[0].source, weights.entries[-1].source
+        (44, 'model.', 'shared.weight', 'final_logits_bias')
+        >>> weights.entries[-1].to_source((np.zeros(20, np.float32),)).shape
+        (1, 20)
+    """
     tied = config.tie_word_embeddings
     # transformers 5 ties the encoder and decoder tables to ``shared`` only when tie_word_embeddings is set;
     # otherwise all three are separate parameters, so an untied export writes the same table three times.
@@ -171,7 +224,39 @@ def _check_exportable(config, allow_inexact: bool) -> str:
 
 
 def export(model, allow_inexact: bool = False):
-    """``(MarianConfig, state dict, architecture)`` for our encoder-decoder; raises for what Marian lacks."""
+    """``(MarianConfig, state dict, architecture)`` for our encoder-decoder; raises for what Marian lacks.
+
+    A model with interleaved sinusoids is re-expressed exactly in Marian's [sin | cos] layout by permuting the
+    model dimensions; a model without ``final_logits_bias`` gets a zero one.
+
+    Args:
+        model: a built ``TransformerForSeq2SeqLM``.
+        allow_inexact: export a model whose ``layer_norm_eps`` differs from Marian's fixed 1e-5 (warning).
+
+    Returns:
+        ``(hf_config, tensors, architecture)``: a ``transformers.MarianConfig``, float32 numpy arrays in torch
+        layout by transformers name (``nn.Linear`` weights ``(out, in)``), and ``"MarianMTModel"``.
+
+    Raises:
+        UnsupportedConfigError: pre-LN, extra LayerNorms, learned positions, token types, an activation
+            Marian lacks, or (unless ``allow_inexact``) another LayerNorm epsilon.
+
+    Example:
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.convert import marian
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> hf, tensors, architecture = marian.export(TransformerForSeq2SeqLM(config).build_weights())
+        >>> type(hf).__name__, architecture, hf.d_model, hf.scale_embedding, len(tensors)
+        ('MarianConfig', 'MarianMTModel', 8, True, 44)
+        >>> tensors["model.shared.weight"].shape, tensors["final_logits_bias"].shape
+        ((20, 8), (1, 20))
+        >>> config.layer_norm_eps = 1e-6
+        >>> marian.export(TransformerForSeq2SeqLM(config).build_weights())
+        Traceback (most recent call last):
+        ...
+        vanilla_transformer.convert.common.UnsupportedConfigError: layer_norm_eps=1e-06: MarianMTModel's ...
+    """
     from transformers import MarianConfig
 
     config = model.config
