@@ -21,6 +21,23 @@ class MaskedSparseCrossEntropy(keras.losses.Loss):
     The smoothed target is (1 - eps) on the true class plus eps / V on every class (section 5.4, eps=0.1),
     the same definition as ``torch.nn.CrossEntropyLoss(label_smoothing=eps)``. The result is the mean over
     counted tokens: ``y_true (batch, seq)``, ``y_pred`` logits ``(batch, seq, vocab)`` -> scalar.
+
+    Args:
+        label_smoothing: eps (0.1 in the paper; "hurts perplexity ... but improves accuracy and BLEU").
+        ignore_index: label value of positions left out (padding), -100 as in transformers.
+        name: the loss name.
+
+    Example:
+        >>> from vanilla_transformer.losses import MaskedSparseCrossEntropy
+        >>> loss = MaskedSparseCrossEntropy(label_smoothing=0.1)
+        >>> labels = np.array([[1, 2, -100]])  # (batch, seq); the -100 position is not counted
+        >>> round(float(loss(labels, np.zeros((1, 3, 4), "float32"))), 4)  # uniform over V=4: log(4)
+        1.3863
+        >>> logits = 10 * np.eye(4, dtype="float32")[[[1, 2, 0]]]  # (1, 3, 4): confident, right where counted
+        >>> round(float(MaskedSparseCrossEntropy(label_smoothing=0.0)(labels, logits)), 4)
+        0.0001
+        >>> round(float(loss(labels, logits)), 4)  # smoothing penalises the over-confident prediction
+        0.7501
     """
 
     def __init__(self, label_smoothing: float = 0.1, ignore_index: int = IGNORE_INDEX,
@@ -49,7 +66,23 @@ class MaskedSparseCrossEntropy(keras.losses.Loss):
 
 @keras.saving.register_keras_serializable(package="vanilla_transformer")
 class MaskedAccuracy(keras.metrics.Metric):
-    """Share of tokens whose argmax equals the label, counting only labels != ``ignore_index``."""
+    """Share of tokens whose argmax equals the label, counting only labels != ``ignore_index``.
+
+    ``y_true (batch, seq)`` labels, ``y_pred (batch, seq, vocab)`` logits or probabilities; the result is a
+    scalar in [0, 1], accumulated over batches until ``reset_state``.
+
+    Args:
+        ignore_index: label value of positions left out (padding).
+        name: the metric name.
+
+    Example:
+        >>> from vanilla_transformer.losses import MaskedAccuracy
+        >>> metric = MaskedAccuracy()
+        >>> logits = np.eye(4, dtype="float32")[[[1, 3, 0]]]  # argmax 1 (right), 3 (wrong), 0 (ignored)
+        >>> metric.update_state(np.array([[1, 2, -100]]), logits)
+        >>> float(metric.result())
+        0.5
+    """
 
     def __init__(self, ignore_index: int = IGNORE_INDEX, name="accuracy", **kwargs):
         super().__init__(name=name, **kwargs)
@@ -82,6 +115,20 @@ class CausalLMLoss(MaskedSparseCrossEntropy):
     ``y_true`` are the unshifted labels ``(batch, seq)`` (:class:`DataCollatorForCausalLM`), ``y_pred`` the
     logits ``(batch, seq, vocab)``; the result is the mean over counted tokens, so ``exp(loss)`` is the
     perplexity of the batch. Label smoothing is 0 unless given (same definition as the paper's loss).
+
+    Args:
+        label_smoothing: eps, as for :class:`MaskedSparseCrossEntropy`.
+        ignore_index: label value of positions left out.
+        name: the loss name.
+
+    Example:
+        >>> from vanilla_transformer.losses import CausalLMLoss
+        >>> labels = np.array([[3, 5, 7, 9]])  # (batch, seq), unshifted
+        >>> round(float(CausalLMLoss()(labels, np.zeros((1, 4, 20), "float32"))), 4)  # uniform: log(20)
+        2.9957
+        >>> logits = 20 * np.eye(20, dtype="float32")[[[5, 7, 9, 0]]]  # position t predicts label t + 1
+        >>> round(float(CausalLMLoss()(labels, logits)), 4)
+        0.0
     """
 
     def __init__(self, label_smoothing: float = 0.0, ignore_index: int = IGNORE_INDEX, name="causal_lm_loss",
@@ -94,7 +141,19 @@ class CausalLMLoss(MaskedSparseCrossEntropy):
 
 @keras.saving.register_keras_serializable(package="vanilla_transformer")
 class CausalLMAccuracy(MaskedAccuracy):
-    """Next-token accuracy: argmax of ``logits[:, :-1]`` against ``labels[:, 1:]``, ignoring -100."""
+    """Next-token accuracy: argmax of ``logits[:, :-1]`` against ``labels[:, 1:]``, ignoring -100.
+
+    ``y_true`` unshifted labels ``(batch, seq)``, ``y_pred`` logits ``(batch, seq, vocab)``; arguments as for
+    :class:`MaskedAccuracy`.
+
+    Example:
+        >>> from vanilla_transformer.losses import CausalLMAccuracy
+        >>> metric = CausalLMAccuracy()
+        >>> logits = np.eye(20, dtype="float32")[[[5, 7, 0, 0]]]  # right, right, wrong, (last: no next token)
+        >>> metric.update_state(np.array([[3, 5, 7, 9]]), logits)
+        >>> round(float(metric.result()), 4)
+        0.6667
+    """
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         super().update_state(y_true[:, 1:], y_pred[:, :-1], sample_weight)

@@ -19,7 +19,19 @@ MAX_NUMBER = 999_999
 
 
 def english(n: int) -> str:
-    """``347 -> "three hundred forty-seven"`` (American style, no "and"), for 0 <= n <= 999,999."""
+    """``347 -> "three hundred forty-seven"`` (American style, no "and"), for 0 <= n <= 999,999.
+
+    Example:
+        >>> from vanilla_transformer.number_words import english
+        >>> english(347)
+        'three hundred forty-seven'
+        >>> english(2347)
+        'two thousand three hundred forty-seven'
+        >>> english(1_000_000)
+        Traceback (most recent call last):
+        ...
+        ValueError: n=1000000 is outside [0, 999999]
+    """
     if not 0 <= n <= MAX_NUMBER:
         raise ValueError(f"n={n} is outside [0, {MAX_NUMBER}]")
     if n < 20:
@@ -35,7 +47,17 @@ def english(n: int) -> str:
 
 
 def german(n: int) -> str:
-    """``347 -> "dreihundertsiebenundvierzig"``, for 0 <= n <= 999,999."""
+    """``347 -> "dreihundertsiebenundvierzig"``, for 0 <= n <= 999,999: one compound word, units before tens.
+
+    Example:
+        >>> from vanilla_transformer.number_words import german
+        >>> german(347)
+        'dreihundertsiebenundvierzig'
+        >>> german(2347)
+        'zweitausenddreihundertsiebenundvierzig'
+        >>> german(101), german(1)  # "ein" inside a compound, "eins" at the end
+        ('einhunderteins', 'eins')
+    """
     if not 0 <= n <= MAX_NUMBER:
         raise ValueError(f"n={n} is outside [0, {MAX_NUMBER}]")
     if n == 0:
@@ -60,7 +82,27 @@ def _german(n: int, final: bool) -> str:
 
 
 def make_splits(num_train: int = 12000, num_test: int = 500, max_number: int = 99_999, seed: int = 0):
-    """Disjoint random train / held-out sets of ``(english, german)`` pairs over 0..max_number."""
+    """Disjoint random train / held-out sets of ``(english, german)`` pairs over 0..max_number.
+
+    Args:
+        num_train: number of training pairs.
+        num_test: number of held-out pairs (no number appears in both sets).
+        max_number: largest number drawn; at most ``MAX_NUMBER``.
+        seed: seed of the sampling; the same seed gives the same splits.
+
+    Returns:
+        ``(train, test)``: two lists of ``(english(n), german(n))`` string pairs.
+
+    Example:
+        >>> from vanilla_transformer.number_words import english, german, make_splits
+        >>> train, test = make_splits(num_train=20, num_test=5, max_number=99)
+        >>> len(train), len(test), bool(set(train).isdisjoint(test))
+        (20, 5, True)
+        >>> all(pair in [(english(n), german(n)) for n in range(100)] for pair in train + test)
+        True
+        >>> make_splits(num_train=20, num_test=5, max_number=99) == (train, test)  # deterministic
+        True
+    """
     if num_train + num_test > max_number + 1:
         raise ValueError("more examples asked for than numbers in range")
     numbers = random.Random(seed).sample(range(max_number + 1), num_train + num_test)

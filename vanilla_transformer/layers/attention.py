@@ -24,10 +24,33 @@ def scaled_dot_product_attention(query, key, value, attention_mask=None, dropout
         attention_mask: boolean, broadcastable to ``(batch, heads, q_len, kv_len)``; True = may attend.
             With shared keys: ``(batch or 1, ., 1, kv_len)``.
         dropout: optional dropout layer applied to the attention probabilities.
+        training: whether ``dropout`` is active.
 
     Returns:
         ``query``'s shape. Scores and softmax are computed in float32 so that mixed precision cannot
         overflow the mask value or lose the normalisation.
+
+    Example:
+        Equal scores give a uniform softmax, so each output row is the mean of the value rows; a mask
+        that hides keys 1 and 2 leaves only value row 0:
+
+        >>> from vanilla_transformer.layers import scaled_dot_product_attention
+        >>> query = np.zeros((1, 1, 2, 4), "float32")  # (batch, heads, q_len, d_k)
+        >>> key = np.ones((1, 1, 3, 4), "float32")  # (batch, heads, kv_len, d_k)
+        >>> value = np.arange(12, dtype="float32").reshape(1, 1, 3, 4)
+        >>> out = scaled_dot_product_attention(query, key, value)
+        >>> tuple(out.shape)
+        (1, 1, 2, 4)
+        >>> keras.ops.convert_to_numpy(out)[0, 0, 0].tolist()
+        [4.0, 5.0, 6.0, 7.0]
+        >>> mask = np.array([True, False, False])[None, None, None, :]  # (1, 1, 1, kv_len)
+        >>> keras.ops.convert_to_numpy(scaled_dot_product_attention(query, key, value, mask))[0, 0, 0].tolist()
+        [0.0, 1.0, 2.0, 3.0]
+
+        Three beams per source share the source's keys (query rows = 3 x key rows):
+
+        >>> tuple(scaled_dot_product_attention(np.zeros((3, 1, 2, 4), "float32"), key, value).shape)
+        (3, 1, 2, 4)
     """
     groups = _query_groups(query, key)
     if groups == 1:
@@ -69,23 +92,35 @@ def _query_groups(query, key) -> int:
 
 @keras.saving.register_keras_serializable(package="vanilla_transformer")
 class MultiHeadAttention(keras.layers.Layer):
-    """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = Attention(Q W^Q_i, K W^K_i, V W^V_i).
+    """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = Attention(Q W^Q_i, K W^K_i, V W^V_i)  (3.2.2).
 
-    ``call(query, key_value=None, attention_mask=None, past_key_value=None, cache_index=None)``:
+    ``call(query, key_value=None, attention_mask=None, past_key_value=None, cache_index=None)``, with
+    ``query (batch, q_len, d_model)``:
 
-    - self-attention when ``key_value`` is None, cross-attention over ``key_value`` otherwise;
+    - self-attention when ``key_value`` is None, cross-attention over ``key_value (batch, kv_len, d_model)``
+      otherwise;
     - ``past_key_value=(k, v)`` with ``cache_index=None``: precomputed keys/values (cross-attention
       during decoding, computed once from the encoder output by :meth:`project_key_value`);
     - ``past_key_value=(k, v)`` with ``cache_index=i``: a fixed-size self-attention cache
       ``(batch, heads, max_len, d_k)``; the new keys/values are written at positions ``i, i+1, ...``.
 
-    Returns ``(output (batch, q_len, d_model), (k, v))``.
+    Returns ``(output (batch, q_len, d_model), (k, v))`` with ``k``, ``v`` of ``(batch, heads, kv_len, d_k)``.
 
-    >>> import numpy as np
-    >>> mha = MultiHeadAttention(d_model=8, num_heads=2)
-    >>> out, _ = mha(np.zeros((1, 3, 8), "float32"))
-    >>> tuple(out.shape)
-    (1, 3, 8)
+    Args:
+        d_model: model width; must be divisible by ``num_heads``.
+        num_heads: number of heads h; each has width d_k = d_v = d_model / h.
+        attention_dropout: dropout rate on the attention probabilities (0 in the paper).
+        kernel_initializer: initializer of the four projections W^Q, W^K, W^V, W^O.
+
+    Example:
+        >>> from vanilla_transformer.layers import MultiHeadAttention
+        >>> mha = MultiHeadAttention(d_model=8, num_heads=2)
+        >>> out, (k, v) = mha(np.zeros((1, 3, 8), "float32"))
+        >>> tuple(out.shape), tuple(k.shape)
+        ((1, 3, 8), (1, 2, 3, 4))
+        >>> out, _ = mha(np.zeros((1, 3, 8), "float32"), key_value=np.zeros((1, 5, 8), "float32"))
+        >>> tuple(out.shape)  # cross-attention: q_len from the query, 5 keys from key_value
+        (1, 3, 8)
     """
 
     def __init__(self, d_model: int, num_heads: int, attention_dropout: float = 0.0,

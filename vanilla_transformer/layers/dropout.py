@@ -25,6 +25,16 @@ def random_bits(shape, seed):
         ``uint32`` tensor of ``shape``: murmur3's finaliser applied to ``index * phi + seed_0 * c1 + seed_1 * c2``
         (wrapping arithmetic). Streams of different seeds are offsets of one another in a 2^32 counter space,
         which is plenty for dropout masks and sampling noise (not for cryptography).
+
+    Example:
+        >>> from vanilla_transformer.layers import random_bits
+        >>> bits = keras.ops.convert_to_numpy(random_bits((2, 3), seed=(0, 1)))
+        >>> bits.shape, str(bits.dtype)
+        ((2, 3), 'uint32')
+        >>> bool(np.all(bits == keras.ops.convert_to_numpy(random_bits((2, 3), seed=(0, 1)))))  # stateless
+        True
+        >>> bool(np.any(bits != keras.ops.convert_to_numpy(random_bits((2, 3), seed=(0, 2)))))  # new seed
+        True
     """
     count = ops.prod(ops.convert_to_tensor(shape, "int32")) if not _is_static(shape) else int(np.prod(shape))
     seed = ops.cast(ops.convert_to_tensor(seed), "uint32")
@@ -37,7 +47,23 @@ def random_bits(shape, seed):
 
 
 def random_uniform(shape, seed):
-    """Uniform floats in the open interval (0, 1) (24-bit resolution) from :func:`random_bits`."""
+    """Uniform floats in the open interval (0, 1) (24-bit resolution) from :func:`random_bits`.
+
+    Args:
+        shape: the output shape.
+        seed: two integers, as for :func:`random_bits`.
+
+    Returns:
+        ``float32`` tensor of ``shape``: the top 24 bits of each draw, ``(bits + 0.5) / 2^24``.
+
+    Example:
+        >>> from vanilla_transformer.layers import random_uniform
+        >>> u = keras.ops.convert_to_numpy(random_uniform((10000,), seed=(0, 0)))
+        >>> u.shape, str(u.dtype)
+        ((10000,), 'float32')
+        >>> bool(u.min() > 0.0 and u.max() < 1.0), round(float(u.mean()), 1)
+        (True, 0.5)
+    """
     return (ops.cast(ops.right_shift(random_bits(shape, seed), 8), "float32") + 0.5) * (1.0 / (1 << 24))
 
 
@@ -52,13 +78,21 @@ class Dropout(keras.layers.Layer):
     (``seed`` for reproducibility; the draw advances a ``keras.random.SeedGenerator`` that is saved with the
     training state, so a resumed run continues the same random stream).
 
-    >>> import numpy as np
-    >>> layer = Dropout(0.5, seed=0)
-    >>> out = np.asarray(layer(np.ones((1000,), "float32"), training=True))
-    >>> sorted(set(out.tolist()))
-    [0.0, 2.0]
-    >>> bool(np.all(np.asarray(layer(np.ones((4,), "float32"))) == 1.0))
-    True
+    Applied to the output of each sub-layer and to the embedding sums (section 5.4, P_drop = 0.1); any
+    shape in, the same shape out.
+
+    Args:
+        rate: probability of zeroing an element, in [0, 1).
+        seed: optional integer seed of the layer's ``keras.random.SeedGenerator``.
+
+    Example:
+        >>> from vanilla_transformer.layers import Dropout
+        >>> layer = Dropout(0.5, seed=0)
+        >>> out = np.asarray(layer(np.ones((1000,), "float32"), training=True))
+        >>> sorted(set(out.tolist()))  # dropped, or kept and scaled by 1 / (1 - 0.5)
+        [0.0, 2.0]
+        >>> bool(np.all(np.asarray(layer(np.ones((4,), "float32"))) == 1.0))  # inference: identity
+        True
     """
 
     def __init__(self, rate: float, seed: int | None = None, **kwargs):

@@ -18,6 +18,26 @@ def sinusoidal_table(length: int, d_model: int, layout: str = "interleaved") -> 
     ``layout="interleaved"``: sines on even and cosines on odd dimensions, as the formula is written.
     ``layout="halves"``: the same frequencies, all sines first then all cosines (tensor2tensor, fairseq,
     Marian); a fixed permutation of the dimensions, equivalent for a model trained with it.
+
+    Args:
+        length: number of positions (rows).
+        d_model: encoding width (columns).
+        layout: ``"interleaved"`` or ``"halves"``.
+
+    Returns:
+        ``(length, d_model)`` float32 NumPy array; row ``pos`` encodes position ``pos``.
+
+    Example:
+        >>> from vanilla_transformer.layers import sinusoidal_table
+        >>> table = sinusoidal_table(length=10, d_model=4)
+        >>> table.shape, str(table.dtype)
+        ((10, 4), 'float32')
+        >>> table[0].tolist()  # sin(0) = 0, cos(0) = 1
+        [0.0, 1.0, 0.0, 1.0]
+        >>> [round(float(v), 3) for v in table[1]]  # sin(1), cos(1), sin(1/100), cos(1/100)
+        [0.841, 0.54, 0.01, 1.0]
+        >>> sinusoidal_table(10, 4, layout="halves")[0].tolist()  # sines first, then cosines
+        [0.0, 0.0, 1.0, 1.0]
     """
     position = np.arange(length, dtype=np.float64)[:, None]
     two_i = np.arange(0, d_model, 2, dtype=np.float64)[None, :]
@@ -42,9 +62,19 @@ class TokenEmbedding(keras.layers.Layer):
     ``call(ids)`` looks tokens up, ``(batch, seq) -> (batch, seq, d_model)``; ``attend(hidden)`` is the
     tied output projection, ``(batch, seq, d_model) -> (batch, seq, vocab_size)`` (section 3.4).
 
-    >>> emb = TokenEmbedding(vocab_size=10, d_model=4)
-    >>> tuple(emb(np.array([[1, 2]])).shape)
-    (1, 2, 4)
+    Args:
+        vocab_size: number of tokens V; the table is ``(vocab_size, d_model)``.
+        d_model: embedding width.
+        embeddings_initializer: initializer of the table.
+
+    Example:
+        >>> from vanilla_transformer.layers import TokenEmbedding
+        >>> emb = TokenEmbedding(vocab_size=20, d_model=8)
+        >>> hidden = emb(np.array([[1, 2, 3]]))
+        >>> tuple(hidden.shape)
+        (1, 3, 8)
+        >>> tuple(emb.attend(hidden).shape)  # logits over the vocabulary, with the same weights
+        (1, 3, 20)
     """
 
     def __init__(self, vocab_size: int, d_model: int, embeddings_initializer="glorot_uniform", **kwargs):
@@ -63,6 +93,7 @@ class TokenEmbedding(keras.layers.Layer):
         return ops.take(self.embeddings, ops.cast(token_ids, "int32"), axis=0)
 
     def attend(self, hidden_states):
+        """Pre-softmax linear map with the embedding matrix: ``(batch, seq, d_model) -> (batch, seq, vocab)``."""
         return ops.matmul(hidden_states, ops.transpose(ops.cast(self.embeddings, hidden_states.dtype)))
 
     def get_config(self):
@@ -79,6 +110,20 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
     """Fixed sinusoids (section 3.5): ``position_ids (batch, seq) -> (batch, seq, d_model)``.
 
     The table is a constant, not a weight, so checkpoints carry nothing for it.
+
+    Args:
+        max_length: number of positions in the table.
+        d_model: encoding width.
+        layout: ``"interleaved"`` or ``"halves"``, see :func:`sinusoidal_table`.
+
+    Example:
+        >>> from vanilla_transformer.layers import SinusoidalPositionalEncoding, sinusoidal_table
+        >>> pe = SinusoidalPositionalEncoding(max_length=16, d_model=8)
+        >>> out = keras.ops.convert_to_numpy(pe(np.array([[0, 1, 2]])))
+        >>> out.shape, len(pe.weights)
+        ((1, 3, 8), 0)
+        >>> bool(np.allclose(out[0], sinusoidal_table(16, 8)[:3]))
+        True
     """
 
     def __init__(self, max_length: int, d_model: int, layout: str = "interleaved", **kwargs):
@@ -101,7 +146,24 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="vanilla_transformer")
 class LearnedPositionEmbedding(keras.layers.Layer):
-    """Trained position vectors (BERT, GPT): ``position_ids (batch, seq) -> (batch, seq, d_model)``."""
+    """Trained position vectors (BERT, GPT): ``position_ids (batch, seq) -> (batch, seq, d_model)``.
+
+    The paper found them nearly identical to the sinusoids (section 3.5, table 3 row E). Also used for
+    BERT's token-type (segment) embeddings.
+
+    Args:
+        max_length: number of positions; the table is ``(max_length, d_model)``.
+        d_model: embedding width.
+        initializer_range: standard deviation of the truncated-normal initializer.
+
+    Example:
+        >>> from vanilla_transformer.layers import LearnedPositionEmbedding
+        >>> pos = LearnedPositionEmbedding(max_length=16, d_model=8)
+        >>> tuple(pos(np.array([[0, 1, 2]])).shape)
+        (1, 3, 8)
+        >>> [tuple(w.shape) for w in pos.weights]
+        [(16, 8)]
+    """
 
     def __init__(self, max_length: int, d_model: int, initializer_range: float = 0.02, **kwargs):
         super().__init__(**kwargs)
@@ -135,6 +197,31 @@ class TransformerEmbedding(keras.layers.Layer):
 
     ``call(input_ids, position_ids, token_type_ids=None) -> (batch, seq, d_model)``. The token table is
     passed in (``token_embedding``) because the paper shares it across both stacks and the output layer.
+
+    Args:
+        token_embedding: the shared :class:`TokenEmbedding`.
+        d_model: model width.
+        max_length: number of positions.
+        position_embedding: ``"sinusoidal"`` (the paper) or ``"learned"``.
+        scale_embedding: multiply the token embeddings by sqrt(d_model) (section 3.4).
+        sinusoidal_layout: ``"interleaved"`` or ``"halves"``, see :func:`sinusoidal_table`.
+        type_vocab_size: number of token types (BERT's segments); 0 for none.
+        embedding_layer_norm: LayerNorm over the sum (BERT).
+        layer_norm_eps: epsilon of that LayerNorm.
+        dropout: dropout rate on the sum (P_drop = 0.1 in the paper).
+        initializer_range: standard deviation of learned position and token-type tables.
+
+    Example:
+        >>> from vanilla_transformer.layers import TokenEmbedding, TransformerEmbedding, sinusoidal_table
+        >>> tokens = TokenEmbedding(vocab_size=20, d_model=8)
+        >>> embed = TransformerEmbedding(tokens, d_model=8, max_length=16)
+        >>> ids, positions = np.array([[5, 6, 7]]), np.array([[0, 1, 2]])
+        >>> out = keras.ops.convert_to_numpy(embed(ids, positions))
+        >>> out.shape
+        (1, 3, 8)
+        >>> expected = keras.ops.convert_to_numpy(tokens(ids)) * 8 ** 0.5 + sinusoidal_table(16, 8)[:3]
+        >>> bool(np.allclose(out, expected, atol=1e-6))
+        True
     """
 
     def __init__(

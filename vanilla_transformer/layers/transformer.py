@@ -76,10 +76,26 @@ class EncoderLayer(_ResidualBlocks):
 
     ``attention_mask``: boolean ``(batch, 1, seq, seq)`` (or broadcastable), True = may attend.
 
-    >>> import numpy as np
-    >>> layer = EncoderLayer(d_model=8, num_heads=2, d_ff=16)
-    >>> tuple(layer(np.zeros((1, 4, 8), "float32")).shape)
-    (1, 4, 8)
+    Args:
+        d_model: model width.
+        num_heads: attention heads h.
+        d_ff: inner width of the feed-forward network.
+        dropout: residual dropout rate on each sub-layer's output (P_drop = 0.1 in the paper).
+        attention_dropout: dropout rate on the attention probabilities.
+        activation_dropout: dropout rate inside the feed-forward network.
+        activation: feed-forward non-linearity, see :func:`~.feed_forward.activation_fn`.
+        norm_first: pre-LN instead of the paper's post-LN.
+        layer_norm_eps: LayerNorm epsilon.
+
+    Example:
+        >>> from vanilla_transformer.layers import EncoderLayer
+        >>> from vanilla_transformer.layers.transformer import padding_mask
+        >>> layer = EncoderLayer(d_model=8, num_heads=2, d_ff=16)
+        >>> tuple(layer(np.zeros((1, 4, 8), "float32")).shape)
+        (1, 4, 8)
+        >>> mask = padding_mask(np.array([[1, 1, 1, 0]]))  # the last position is padding
+        >>> tuple(layer(np.zeros((1, 4, 8), "float32"), attention_mask=mask).shape)
+        (1, 4, 8)
     """
 
     def __init__(self, *args, **kwargs):
@@ -108,7 +124,32 @@ class DecoderLayer(_ResidualBlocks):
 
     ``call(hidden_states (batch, tgt, d_model), self_attention_mask, encoder_hidden_states=None,
     cross_attention_mask=None, self_attn_cache=None, cache_index=None, cross_attn_cache=None)``
-    returns ``(hidden_states, (k, v))`` with the self-attention keys/values (the updated cache).
+    returns ``(hidden_states, (k, v))`` with the self-attention keys/values (the updated cache), each
+    ``(batch, heads, keys, d_k)``. ``encoder_hidden_states`` is ``(batch, src, d_model)``; the masks are
+    boolean, broadcastable to ``(batch, heads, tgt, keys)``, True = may attend.
+
+    Args:
+        cross_attention: include the encoder-decoder attention sub-layer (False for decoder-only, GPT).
+        *args, **kwargs: as for :class:`EncoderLayer` (``d_model, num_heads, d_ff, dropout, ...``).
+
+    Example:
+        >>> from vanilla_transformer.layers import DecoderLayer
+        >>> from vanilla_transformer.layers.transformer import causal_mask
+        >>> layer = DecoderLayer(d_model=8, num_heads=2, d_ff=16)
+        >>> target, memory = np.zeros((1, 3, 8), "float32"), np.zeros((1, 5, 8), "float32")
+        >>> mask = causal_mask(keras.ops.arange(3), 3)[None, None]  # (1, 1, tgt, tgt)
+        >>> hidden, (k, v) = layer(target, self_attention_mask=mask, encoder_hidden_states=memory)
+        >>> tuple(hidden.shape), tuple(k.shape)
+        ((1, 3, 8), (1, 2, 3, 4))
+
+        One decoding step at position 2, writing into a 6-slot self-attention cache:
+
+        >>> cache = (np.zeros((1, 2, 6, 4), "float32"), np.zeros((1, 2, 6, 4), "float32"))
+        >>> step_mask = causal_mask(keras.ops.arange(2, 3), 6)[None, None]  # (1, 1, 1, 6)
+        >>> hidden, (k, v) = layer(target[:, :1], self_attention_mask=step_mask, encoder_hidden_states=memory,
+        ...                        self_attn_cache=cache, cache_index=2)
+        >>> tuple(hidden.shape), tuple(k.shape)
+        ((1, 1, 8), (1, 2, 6, 4))
     """
 
     def __init__(self, *args, cross_attention: bool = True, **kwargs):
@@ -151,12 +192,35 @@ class DecoderLayer(_ResidualBlocks):
 
 
 def padding_mask(attention_mask):
-    """``(batch, kv_len)`` 1/0 mask -> boolean ``(batch, 1, 1, kv_len)`` for every query and head."""
+    """``(batch, kv_len)`` 1/0 mask -> boolean ``(batch, 1, 1, kv_len)`` for every query and head.
+
+    Padding positions (0) are never attended to; the result broadcasts against ``(batch, heads, q_len, kv_len)``.
+
+    Example:
+        >>> from vanilla_transformer.layers.transformer import padding_mask
+        >>> mask = keras.ops.convert_to_numpy(padding_mask(np.array([[1, 1, 0]])))
+        >>> mask.shape, mask.tolist()
+        ((1, 1, 1, 3), [[[[True, True, False]]]])
+    """
     return ops.cast(attention_mask, "bool")[:, None, None, :]
 
 
 def causal_mask(query_positions, key_length):
-    """Boolean ``(q_len, key_length)``: query at absolute position p sees keys 0..p (section 3.2.3)."""
+    """Boolean ``(q_len, key_length)``: query at absolute position p sees keys 0..p (section 3.2.3).
+
+    Masks out the illegal connections to later positions so decoding stays auto-regressive.
+
+    Args:
+        query_positions: integer ``(q_len,)`` absolute positions of the queries.
+        key_length: number of keys (positions 0 .. key_length - 1).
+
+    Example:
+        >>> from vanilla_transformer.layers.transformer import causal_mask
+        >>> keras.ops.convert_to_numpy(causal_mask(keras.ops.arange(3), 3)).astype(int).tolist()
+        [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
+        >>> keras.ops.convert_to_numpy(causal_mask(keras.ops.arange(2, 3), 4)).tolist()  # one step, cached
+        [[True, True, True, False]]
+    """
     return ops.arange(key_length)[None, :] <= query_positions[:, None]
 
 
@@ -212,6 +276,23 @@ class TransformerEncoder(_Stack):
     """The encoder stack: ``input_ids (batch, src) -> hidden states (batch, src, d_model)``.
 
     ``attention_mask (batch, src)``: 1 for real tokens, 0 for padding (never attended to).
+    ``call(input_ids, attention_mask=None, token_type_ids=None, position_ids=None)``; positions default to
+    ``0 .. src - 1``.
+
+    Args:
+        config: a :class:`~vanilla_transformer.configuration.TransformerConfig`; ``num_encoder_layers``
+            layers N (6 in the paper) of its width.
+        token_embedding: the shared :class:`TokenEmbedding`.
+
+    Example:
+        >>> from vanilla_transformer.configuration import TransformerConfig
+        >>> from vanilla_transformer.layers import TokenEmbedding, TransformerEncoder
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1)
+        >>> encoder = TransformerEncoder(config, TokenEmbedding(20, 8))
+        >>> hidden = encoder(np.array([[5, 6, 7, 0]]), attention_mask=np.array([[1, 1, 1, 0]]))
+        >>> tuple(hidden.shape)
+        (1, 4, 8)
     """
 
     def __init__(self, config, token_embedding, **kwargs):
@@ -239,6 +320,30 @@ class TransformerDecoder(_Stack):
     :meth:`init_cache`), the inputs are the tokens at positions ``cache_index ...`` and keys are the
     cache's ``max_len`` slots; ``attention_mask`` then covers those slots. Returns
     ``(hidden (batch, tgt, d_model), cache)``.
+
+    Args:
+        config: a :class:`~vanilla_transformer.configuration.TransformerConfig`; ``num_decoder_layers``
+            layers N (6 in the paper) of its width.
+        token_embedding: the shared :class:`TokenEmbedding`.
+        cross_attention: attend over an encoder output (encoder-decoder); False for decoder-only models.
+
+    Example:
+        >>> from vanilla_transformer.configuration import TransformerConfig
+        >>> from vanilla_transformer.layers import TokenEmbedding, TransformerDecoder
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1)
+        >>> decoder = TransformerDecoder(config, TokenEmbedding(20, 8))
+        >>> memory = np.zeros((1, 5, 8), "float32")  # encoder output (batch, src, d_model)
+        >>> hidden, cache = decoder(np.array([[1, 5, 6]]), encoder_hidden_states=memory)
+        >>> tuple(hidden.shape), cache
+        ((1, 3, 8), None)
+
+        Incremental decoding: one token at position 0 against a 4-slot cache.
+
+        >>> cache = decoder.init_cache(batch_size=1, max_length=4, encoder_hidden_states=memory)
+        >>> hidden, cache = decoder(np.array([[1]]), encoder_hidden_states=memory, cache=cache, cache_index=0)
+        >>> tuple(hidden.shape), tuple(cache["self"][0][0].shape)
+        ((1, 1, 8), (1, 2, 4, 4))
     """
 
     def __init__(self, config, token_embedding, cross_attention=True, **kwargs):
@@ -250,7 +355,11 @@ class TransformerDecoder(_Stack):
 
     def init_cache(self, batch_size, max_length, encoder_hidden_states=None, dtype=None):
         """Empty self-attention cache of ``max_length`` slots and, for encoder-decoder models, the
-        cross-attention keys/values computed once from ``encoder_hidden_states``."""
+        cross-attention keys/values computed once from ``encoder_hidden_states``.
+
+        Returns ``{"self": [(k, v)] * layers, "cross": [(k, v)] * layers}`` with self-attention entries
+        ``(batch_size, heads, max_length, d_k)`` (zeros) and cross-attention entries ``(batch, heads, src, d_k)``.
+        """
         dtype = dtype or self.compute_dtype
         shape = (batch_size, self.config.num_heads, max_length, self.config.head_dim)
         cache = {"self": [(ops.zeros(shape, dtype), ops.zeros(shape, dtype)) for _ in self.layers]}
