@@ -165,8 +165,32 @@ _PROGRAMS_LOCK = threading.Lock()
 class GenerationMixin:
     """``generate`` for the model classes that decode, and the cache of their compiled decoding programs.
 
+    ``generate`` follows transformers' ``GenerationMixin.generate``: arguments are ``GenerationConfig``
+    fields over ``model.generation_config``; ``input_ids (batch, length)`` gives int32 numpy ids
+    ``(batch * num_return_sequences, out_length)``. Each decoding plan is compiled once per model and kept
+    in ``decoding_programs``.
+
     A model class implements the decoding protocol: ``decoding_context(input_ids, attention_mask)``,
-    ``init_decoding_cache(context, batch_size, max_length)`` and ``decode_step(...)``.
+    ``init_decoding_cache(context, batch_size, max_length)`` and ``decode_step(...)``:
+
+    - ``decoding_context(input_ids, attention_mask)``: what every step reads, computed once (the encoder
+      output and its mask; ``{}`` for decoder-only models);
+    - ``init_decoding_cache(context, batch_size, max_length)``: ``{"self": [(k, v), ...]}`` with ``(batch,
+      heads, max_length, head_dim)`` zeros per layer, plus ``"cross"`` keys/values for encoder-decoders;
+    - ``decode_step(token_ids, cache, cache_index, context, key_mask, position_ids)``: logits ``(batch,
+      new, vocab)`` of ``token_ids (batch, new)`` written at ``cache_index``, and the updated cache.
+
+    Example:
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.generation import GenerationMixin
+        >>> model = TransformerForSeq2SeqLM(TransformerConfig(
+        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
+        ...     max_position_embeddings=32))
+        >>> isinstance(model, GenerationMixin), len(model.decoding_programs)
+        (True, 0)
+        >>> ids = model.generate(np.array([[5, 6, 7, 2]]), max_new_tokens=2)  # greedy: one compiled program
+        >>> ids.shape[0], ids.shape[1] <= 3, int(ids[0, 0]), len(model.decoding_programs)  # ids[0, 0]: start id
+        (1, True, 1, 1)
     """
 
     def generate(self, input_ids, attention_mask=None, generation_config=None, **kwargs):

@@ -18,7 +18,20 @@ from .search import decode_functions, grow_cache, is_eos, phase_bounds, reorder_
 
 
 class BeamState(NamedTuple):
-    """The loop state; shapes with ``B`` sources, ``K`` beams, ``T`` = prompt + max_new_tokens."""
+    """The loop state; shapes with ``B`` sources, ``K`` beams, ``T`` = prompt + max_new_tokens.
+
+    As in transformers' vectorised beam search: ``K`` running beams per source (extended each step) and up to
+    ``K`` kept finished hypotheses per source (those that ended with eos or at ``T``, best first). ``cur``
+    and ``all_ended`` are scalars, the rest is batched; :func:`beam_search` carries it through
+    ``ops.while_loop``.
+
+    Example:
+        >>> BeamState._fields
+        ('cur', 'running', 'running_scores', 'logits', 'cache', 'finished', 'finished_scores', 'is_finished',
+         'finished_lengths', 'improvable', 'all_ended', 'presence')
+        >>> BeamState._field_defaults  # presence is only carried with a repetition penalty
+        {'presence': ()}
+    """
 
     cur: Any  # int32 scalar: the position decoded in this step
     running: Any  # (B, K, T) ids of the running beams
@@ -129,7 +142,53 @@ def _still_improvable(plan: DecodingPlan, s: BeamState, running_scores, finished
 
 
 def beam_search(model, plan: DecodingPlan, context, prefix_ids, prefix_mask, prefix_positions, seed):
-    """Returns ``(sequences (B * n, T), scores (B * n,), length)`` for ``n = num_return_sequences``."""
+    """Beam search, as transformers' ``generate`` with ``num_beams > 1`` (beam sampling with ``do_sample``).
+
+    Each step ranks the top ``2 * K`` one-token extensions of a source's ``K`` running beams (more with
+    several eos ids) by summed log-probability (after the logits processors and, when sampling, the warpers
+    and Gumbel top-k draw): the best ``K`` that did not end continue, those among the top ``K`` that ended
+    are kept as finished hypotheses scored ``sum log p / new_tokens ** length_penalty``. The loop stops at
+    ``T``, when no running beam can beat the worst kept hypothesis (transformers' heuristic, by
+    ``early_stopping``), once ``K`` hypotheses are kept with ``early_stopping=True``, or when every candidate
+    ended. It runs in phases over a growing, reordered cache and is meant to be traced inside the
+    compiled decoding program (it also runs eagerly).
+
+    Args:
+        model: a model with the decoding protocol of :class:`~vanilla_transformer.generation.GenerationMixin`.
+        plan: a beam :class:`~.plan.DecodingPlan` (``num_beams = K > 1``).
+        context: ``model.decoding_context(source_ids, source_mask)`` with one row per source (``B`` rows),
+            ``{}`` for decoder-only models.
+        prefix_ids: ``(B * K, prompt)`` int32: each source's prefix repeated ``K`` times in a row.
+        prefix_mask: ``(B * K, prompt)`` 1/0, 0 for left padding.
+        prefix_positions: ``(B * K, prompt)`` int32 positions of the prefix tokens.
+        seed: int32 scalar seed of the noise of beam sampling.
+
+    Returns:
+        ``(sequences (B * n, T), scores (B * n,), length)`` for ``n = num_return_sequences``: the best ``n``
+        finished hypotheses of each source (prefix, generated ids, then ``pad_token_id``), best first, their
+        length-normalised scores (float32), and ``length``, an int32 scalar: the prompt plus the most new
+        tokens among them (the columns worth returning).
+
+    Example:
+        >>> from transformers import GenerationConfig
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.generation.plan import make_plan
+        >>> model = TransformerForSeq2SeqLM(TransformerConfig(
+        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
+        ...     max_position_embeddings=32))
+        >>> _ = model.build_weights()  # as generate does before decoding
+        >>> context = model.decoding_context(np.array([[5, 6, 7, 2]]), np.array([[1, 1, 1, 1]]))  # B = 1
+        >>> plan = make_plan(GenerationConfig(max_new_tokens=3, num_beams=2, num_return_sequences=2,
+        ...                                   eos_token_id=2, pad_token_id=0), prompt_length=1, use_cache=True)
+        >>> start = np.ones((2, 1), "int32")  # decoder_start_token_id, once per beam
+        >>> sequences, scores, length = beam_search(model, plan, context, start, np.ones((2, 1), "int32"),
+        ...                                         np.zeros((2, 1), "int32"), np.int32(0))
+        >>> tuple(sequences.shape), tuple(scores.shape), int(length) <= 4
+        ((2, 4), (2,), True)
+        >>> scores = keras.ops.convert_to_numpy(scores)
+        >>> bool(scores[0] >= scores[1]), bool(np.all(scores <= 0))  # best first, log-probabilities
+        (True, True)
+    """
     num_beams = plan.num_beams
     rows, prompt_length = prefix_ids.shape[0], prefix_ids.shape[1]
     batch, max_length, vocab = rows // num_beams, prompt_length + plan.max_new_tokens, model.config.vocab_size

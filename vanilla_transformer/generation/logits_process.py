@@ -15,7 +15,26 @@ EXCLUDED_SCORE = -1e9
 
 
 def scatter_mask(ids, valid, vocab_size):
-    """Boolean ``(rows, vocab)``: True where some valid entry of ``ids (rows, n)`` names the token."""
+    """Boolean ``(rows, vocab)``: True where some valid entry of ``ids (rows, n)`` names the token.
+
+    The set of tokens each row holds, as a mask over the vocabulary (a scatter, so it runs inside the compiled
+    loop): the tokens seen so far for the repetition penalty, or the tokens an n-gram ban excludes.
+
+    Args:
+        ids: ``(rows, n)`` integer token ids.
+        valid: ``(rows, n)`` bool: which entries of ``ids`` count.
+        vocab_size: the vocabulary size ``vocab``.
+
+    Returns:
+        ``(rows, vocab)`` bool.
+
+    Example:
+        >>> mask = scatter_mask(np.array([[1, 3, 3], [0, 4, 2]]),
+        ...                     np.array([[True, True, True], [True, False, False]]), vocab_size=5)
+        >>> keras.ops.convert_to_numpy(mask)
+        array([[False,  True, False,  True, False],
+               [ True, False, False, False, False]])
+    """
     rows, n = ops.shape(ids)[0], ops.shape(ids)[1]
     row_index = ops.repeat(ops.arange(rows)[:, None], n, axis=1)
     indices = ops.stack([ops.reshape(row_index, (-1,)), ops.reshape(ops.cast(ids, "int32"), (-1,))], axis=1)
@@ -46,7 +65,43 @@ def _token_mask(tokens, vocab_size):
 
 def process_logits(plan: DecodingPlan, logits, sequences, cur, prompt_length, presence, max_length):
     """transformers' logits processors in their order: repetition penalty, n-gram ban, banned tokens,
-    min length, suppression at the first step, forced BOS / EOS."""
+    min length, suppression at the first step, forced BOS / EOS.
+
+    Only the processors ``plan`` enables are applied (the others cost nothing in the compiled loop):
+
+    - ``repetition_penalty``: scores of tokens in ``presence`` are divided by it when positive, multiplied
+      when negative (``RepetitionPenaltyLogitsProcessor``);
+    - ``no_repeat_ngram_size`` n: -inf for tokens that would repeat an n-gram of ``sequences[:, :cur]``;
+    - ``banned_tokens``: -inf always; ``eos_token_ids``: -inf while fewer than ``min_new_tokens`` tokens are
+      generated; ``begin_suppress_tokens``: -inf at the first generated position;
+    - ``forced_bos_token_id`` at position 1 and ``forced_eos_token_id`` at position ``max_length - 1``: every
+      other token -inf.
+
+    Args:
+        plan: the :class:`~.plan.DecodingPlan`.
+        logits: ``(rows, vocab)`` float next-token scores (logits or log-probabilities).
+        sequences: ``(rows, max_length)`` int32 ids so far (prompt, then generated tokens, then padding).
+        cur: int scalar, the position being decoded (``sequences[:, :cur]`` are filled).
+        prompt_length: positions of the prompt in ``sequences``.
+        presence: ``(rows, vocab)`` bool tokens seen (see :func:`scatter_mask`); only read with a repetition
+            penalty, may be None otherwise.
+        max_length: ``prompt_length + max_new_tokens``.
+
+    Returns:
+        ``(rows, vocab)`` float: the processed scores.
+
+    Example:
+        >>> from transformers import GenerationConfig
+        >>> from vanilla_transformer.generation.plan import make_plan
+        >>> plan = make_plan(GenerationConfig(max_new_tokens=4, repetition_penalty=2.0, min_new_tokens=2,
+        ...                                   eos_token_id=2, pad_token_id=0), prompt_length=1, use_cache=True)
+        >>> logits = np.array([[1.0, -1.0, 3.0, 0.5, 2.0]], "float32")
+        >>> sequences = np.array([[1, 3, 0, 0, 0]], "int32")  # prompt [1], one token generated
+        >>> presence = scatter_mask(sequences[:, :2], np.ones((1, 2), bool), vocab_size=5)
+        >>> processed = process_logits(plan, logits, sequences, 2, 1, presence, 5)
+        >>> keras.ops.convert_to_numpy(processed)  # 1 and 3 penalised, eos 2 banned (only 1 new token)
+        array([[ 1.  , -2.  ,  -inf,  0.25,  2.  ]], dtype=float32)
+    """
     if plan.repetition_penalty != 1.0:
         penalised = ops.where(logits < 0, logits * plan.repetition_penalty, logits / plan.repetition_penalty)
         logits = ops.where(presence, penalised, logits)
@@ -73,7 +128,28 @@ def process_logits(plan: DecodingPlan, logits, sequences, cur, prompt_length, pr
 
 
 def warp_logits(plan: DecodingPlan, logits):
-    """Sampling warpers: temperature, then top-k, then top-p (nucleus)."""
+    """Sampling warpers: temperature, then top-k, then top-p (nucleus).
+
+    As transformers' ``TemperatureLogitsWarper``, ``TopKLogitsWarper`` and ``TopPLogitsWarper``: scores are
+    divided by ``plan.temperature``, then every token below the ``top_k``-th largest score and outside the
+    ``top_p`` nucleus (see :func:`top_p_filter`) gets -inf. Ties with the k-th score are kept.
+
+    Args:
+        plan: the :class:`~.plan.DecodingPlan` (neutral warpers unless it samples).
+        logits: ``(rows, vocab)`` float scores.
+
+    Returns:
+        ``(rows, vocab)`` float: the warped scores.
+
+    Example:
+        >>> from transformers import GenerationConfig
+        >>> from vanilla_transformer.generation.plan import make_plan
+        >>> plan = make_plan(GenerationConfig(max_new_tokens=4, do_sample=True, temperature=0.5, top_k=2),
+        ...                  prompt_length=1, use_cache=True)
+        >>> warped = warp_logits(plan, np.array([[1.0, -1.0, 3.0, 0.5, 2.0]], "float32"))
+        >>> keras.ops.convert_to_numpy(warped)
+        array([[-inf, -inf,   6., -inf,   4.]], dtype=float32)
+    """
     if plan.temperature != 1.0:
         logits = logits / plan.temperature
     vocab = logits.shape[-1]
@@ -89,7 +165,24 @@ def top_p_filter(logits, top_p: float):
     """Keep the smallest set of most likely tokens whose probability reaches ``top_p``; -inf elsewhere.
 
     A token is kept when the probability mass of the tokens strictly more likely than it is below
-    ``top_p``; the most likely token is always kept. ``logits (rows, vocab)``.
+    ``top_p``; the most likely token is always kept (transformers' ``TopPLogitsWarper`` with
+    ``min_tokens_to_keep=1``). ``logits (rows, vocab)``.
+
+    Args:
+        logits: ``(rows, vocab)`` float scores; probabilities are their softmax.
+        top_p: the probability mass to keep, in (0, 1].
+
+    Returns:
+        ``(rows, vocab)`` float: ``logits`` where kept, -inf elsewhere.
+
+    Example:
+        >>> logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], "float32"))
+        >>> np.isfinite(keras.ops.convert_to_numpy(top_p_filter(logits, 0.7)))  # 0.5 + 0.3 reach 0.7
+        array([[ True,  True, False, False]])
+        >>> np.isfinite(keras.ops.convert_to_numpy(top_p_filter(logits, 0.9)))
+        array([[ True,  True,  True, False]])
+        >>> np.round(keras.ops.convert_to_numpy(top_p_filter(logits, 0.1)), 3)  # the best token always stays
+        array([[-0.693,   -inf,   -inf,   -inf]], dtype=float32)
     """
     sorted_logits = ops.flip(ops.sort(logits, axis=-1), axis=-1)
     sorted_probs = ops.softmax(sorted_logits, axis=-1)
@@ -112,6 +205,24 @@ def blocked_top_k(scores, k: int):
     the lower index as ``top_k`` does. Exact for any scores but NaN (under XLA also -0.0 vs +0.0, which
     XLA's TopK orders and a max does not; log-probabilities never hold either). Returns ``values (rows, k)``,
     ``indices (rows, k)`` int32.
+
+    Rows shorter than ``8 * k * TOP_K_BLOCK`` go straight to ``ops.top_k``.
+
+    Args:
+        scores: ``(rows, n)`` float with a static shape.
+        k: how many entries to take per row, ``k <= n``.
+
+    Returns:
+        ``(values, indices)``: ``(rows, k)`` float, largest first, and ``(rows, k)`` int32 positions in
+        ``scores``.
+
+    Example:
+        >>> scores = np.zeros((2, 2048), "float32")  # long enough for the blockwise path with k=2
+        >>> scores[0, [5, 1500, 700]] = [3.0, 2.0, 1.0]
+        >>> scores[1, [2047, 0]] = [1.0, 1.0]  # a tie: the lower index first
+        >>> values, indices = blocked_top_k(scores, 2)
+        >>> keras.ops.convert_to_numpy(values), keras.ops.convert_to_numpy(indices)
+        (array([[3., 2.], [1., 1.]], dtype=float32), array([[   5, 1500], [   0, 2047]], dtype=int32))
     """
     rows, n = scores.shape
     if n < 8 * k * TOP_K_BLOCK:
@@ -131,6 +242,32 @@ def blocked_top_k(scores, k: int):
 
 def gumbel_noise(shape, seed, step):
     """Gumbel noise from the counter-based generator: stateless, so the same (seed, step) gives the same
-    numbers inside or outside the compiled loop, on every backend."""
+    numbers inside or outside the compiled loop, on every backend.
+
+    ``argmax(logits + noise)`` draws a token with probabilities ``softmax(logits)`` (the Gumbel-max trick),
+    and ``top_k(logits + noise, k)`` draws k tokens without replacement: this is how sampling chooses tokens.
+
+    Args:
+        shape: the noise shape, e.g. ``(rows, vocab)``.
+        seed: int scalar, the seed of the ``generate`` call.
+        step: int scalar, the decoding position (a new draw each step).
+
+    Returns:
+        float32 noise of ``shape``: ``-log(-log(u))`` for ``u`` uniform in (0, 1).
+
+    Example:
+        >>> noise = gumbel_noise((2, 3), seed=0, step=1)
+        >>> tuple(noise.shape), keras.backend.standardize_dtype(noise.dtype)
+        ((2, 3), 'float32')
+        >>> same = keras.ops.convert_to_numpy(gumbel_noise((2, 3), seed=0, step=1))
+        >>> np.array_equal(keras.ops.convert_to_numpy(noise), same)
+        True
+        >>> np.array_equal(keras.ops.convert_to_numpy(gumbel_noise((2, 3), seed=0, step=2)), same)
+        False
+        >>> logits = np.log(np.array([[0.8, 0.2]], "float32"))
+        >>> draws = keras.ops.argmax(logits + gumbel_noise((10000, 2), seed=0, step=1), axis=-1)
+        >>> round(float(np.mean(keras.ops.convert_to_numpy(draws) == 0)), 1)  # token 0 drawn ~80% of the time
+        0.8
+    """
     uniform = random_uniform(shape, ops.stack([ops.cast(seed, "uint32"), ops.cast(step, "uint32")]))
     return -ops.log(-ops.log(uniform))

@@ -19,7 +19,40 @@ from ..configuration import token_ids
 
 
 def resolve_generation_config(model, generation_config: GenerationConfig | None, kwargs: dict) -> GenerationConfig:
-    """The model's config, then ``generation_config``'s explicitly set values, then keyword arguments."""
+    """The ``GenerationConfig`` of one ``generate`` call: a copy of ``model.generation_config``, updated with
+    the values ``generation_config`` sets explicitly (its ``to_diff_dict()``), then with ``kwargs``.
+
+    This is the precedence of transformers' ``generate``: keyword arguments win over the given config, which
+    wins over the model's defaults. ``model.generation_config`` itself is left unchanged.
+
+    Args:
+        model: a model with a ``generation_config`` (a ``transformers.GenerationConfig``).
+        generation_config: a ``transformers.GenerationConfig`` or None.
+        kwargs: ``GenerationConfig`` fields by name (``max_new_tokens``, ``num_beams``, ...).
+
+    Returns:
+        A new ``transformers.GenerationConfig``.
+
+    Raises:
+        TypeError: ``generation_config`` is not a ``GenerationConfig``.
+        ValueError: a keyword is not a ``GenerationConfig`` field.
+
+    Example:
+        >>> from transformers import GenerationConfig
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> model = TransformerForSeq2SeqLM(TransformerConfig(
+        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
+        ...     max_position_embeddings=32))
+        >>> config = resolve_generation_config(model, GenerationConfig(num_beams=4, max_new_tokens=9),
+        ...                                    {"max_new_tokens": 5})
+        >>> config.num_beams, config.max_new_tokens, config.eos_token_id  # eos from the model's config
+        (4, 5, 2)
+        >>> model.generation_config.num_beams is None
+        True
+        >>> resolve_generation_config(model, None, {"beams": 2})
+        Traceback (most recent call last):
+        ValueError: Unknown generation arguments: ['beams']
+    """
     config = copy.deepcopy(model.generation_config)
     if generation_config is not None:
         if not isinstance(generation_config, GenerationConfig):
@@ -34,7 +67,37 @@ def resolve_generation_config(model, generation_config: GenerationConfig | None,
 
 @dataclass(frozen=True)
 class DecodingPlan:
-    """Everything static about one decoding call: the key of the compiled-program cache."""
+    """Everything static about one decoding call: the key of the compiled-program cache.
+
+    Built by :func:`make_plan` from a ``transformers.GenerationConfig``; frozen and hashable, so equal plans
+    share one compiled program. Field meanings follow ``GenerationConfig``:
+
+    Attributes:
+        mode: ``"greedy"`` (``num_beams == 1``, no sampling), ``"sample"`` (``do_sample``) or ``"beam"``
+            (``num_beams > 1``, beam search, sampled when ``do_sample``).
+        max_new_tokens / min_new_tokens: how many tokens to generate at most / before eos is allowed.
+        num_beams / num_return_sequences: beams per input; rows returned per input.
+        eos_token_ids: the end-of-sequence ids (any of them ends a row); ``()`` for none.
+        pad_token_id: fills rows after their eos (without a pad id in the config: ``eos_token_ids[0]``, else 0).
+        length_penalty / early_stopping: beam search's ``sum log p / length ** length_penalty`` scoring and
+            stopping rule (``True``, ``False`` or ``"never"``).
+        temperature / top_k / top_p: the sampling warpers (neutral ``1.0`` / ``0`` / ``1.0`` unless sampling).
+        repetition_penalty / no_repeat_ngram_size: transformers' repetition processors.
+        use_cache: decode with the key/value cache, or recompute every position each step.
+        banned_tokens / begin_suppress_tokens: ids never chosen (``bad_words_ids`` of one token and
+            ``suppress_tokens``) / not chosen at the first generated position.
+        forced_bos_token_id / forced_eos_token_id: ids forced at position 1 / at the last position.
+
+    Example:
+        >>> from transformers import GenerationConfig
+        >>> plan = make_plan(GenerationConfig(max_new_tokens=4, do_sample=True, top_k=5, eos_token_id=2),
+        ...                  prompt_length=1, use_cache=True)
+        >>> plan.mode, plan.max_new_tokens, plan.eos_token_ids, plan.pad_token_id, plan.warps_logits
+        ('sample', 4, (2,), 2, True)
+        >>> plan == make_plan(GenerationConfig(max_new_tokens=4, do_sample=True, top_k=5, eos_token_id=2),
+        ...                   prompt_length=1, use_cache=True)
+        True
+    """
 
     mode: str  # "greedy" | "sample" | "beam"
     max_new_tokens: int
@@ -63,7 +126,27 @@ class DecodingPlan:
 
 
 def integer(name: str, value, minimum: int = 1) -> int:
-    """``value`` as an int, or a ValueError naming ``name`` when it is not an integer >= ``minimum``."""
+    """``value`` as an int, or a ValueError naming ``name`` when it is not an integer >= ``minimum``.
+
+    Python and numpy integers pass; floats and booleans do not (``True`` is not a beam count).
+
+    Args:
+        name: the field's name, for the error message.
+        value: the value to check.
+        minimum: the smallest value allowed.
+
+    Returns:
+        ``int(value)``.
+
+    Example:
+        >>> integer("num_beams", np.int64(4))
+        4
+        >>> integer("top_k", 0, minimum=0)
+        0
+        >>> integer("num_beams", 2.0)
+        Traceback (most recent call last):
+        ValueError: num_beams must be an integer >= 1, got 2.0
+    """
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
@@ -124,7 +207,35 @@ def _token_constraints(config: GenerationConfig) -> dict:
 
 
 def make_plan(config: GenerationConfig, prompt_length: int, use_cache: bool) -> DecodingPlan:
-    """Validate ``config`` for a prompt of ``prompt_length`` tokens into a :class:`DecodingPlan`."""
+    """Validate ``config`` for a prompt of ``prompt_length`` tokens into a :class:`DecodingPlan`.
+
+    Unset fields take transformers' defaults. ``max_new_tokens`` wins over ``max_length`` (the total length,
+    prompt included) as in transformers; ``min_new_tokens`` over ``min_length``. Without sampling the
+    warpers are neutral, so greedy and beam plans do not depend on ``temperature``, ``top_k`` or ``top_p``.
+
+    Args:
+        config: a ``transformers.GenerationConfig``, usually from :func:`resolve_generation_config`.
+        prompt_length: tokens the decoder starts from (the decoder start token of an encoder-decoder model,
+            or the padded prompt of a decoder-only one).
+        use_cache: decode with the key/value cache.
+
+    Returns:
+        A :class:`DecodingPlan`.
+
+    Raises:
+        ValueError: a field is out of range, ``num_return_sequences > num_beams`` without sampling, or
+            ``max_length`` leaves no room after the prompt.
+
+    Example:
+        >>> from transformers import GenerationConfig
+        >>> plan = make_plan(GenerationConfig(max_length=10, num_beams=3, eos_token_id=[2, 3]),
+        ...                  prompt_length=4, use_cache=True)
+        >>> plan.mode, plan.max_new_tokens, plan.num_beams, plan.eos_token_ids, plan.pad_token_id
+        ('beam', 6, 3, (2, 3), 2)
+        >>> make_plan(GenerationConfig(max_length=4), prompt_length=4, use_cache=True)
+        Traceback (most recent call last):
+        ValueError: max_length=4 leaves no room after a prompt of 4 tokens; set max_new_tokens
+    """
     get = _Fields(config)
     num_beams = integer("num_beams", get("num_beams"))
     num_return = integer("num_return_sequences", get("num_return_sequences"))

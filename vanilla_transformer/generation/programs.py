@@ -84,5 +84,35 @@ class ProgramCache:
 
 
 def compiled_decoder(model, plan: DecodingPlan) -> Callable:
-    """The compiled decoding program of ``plan`` for ``model``, built on first use."""
+    """The compiled decoding program of ``plan`` for ``model``, built on first use.
+
+    Programs are kept in ``model.decoding_programs`` (a :class:`ProgramCache`) keyed by the plan, so later
+    ``generate`` calls with an equal plan reuse it; compilation itself happens at the first call, for each
+    new set of input shapes (lengths are bucketed to multiples of 8 to limit them).
+
+    Args:
+        model: a model with :class:`~vanilla_transformer.generation.GenerationMixin`.
+        plan: the :class:`~.plan.DecodingPlan`.
+
+    Returns:
+        ``run(source_ids, source_mask, prefix_ids, prefix_mask, prefix_positions, seed)`` returning
+        ``(sequences (rows, prompt + max_new_tokens), scores (rows,), length)``: ``source_ids``/``source_mask``
+        ``(batch, source)`` (None for decoder-only models), ``prefix_*`` ``(batch, prompt)``, ``seed`` an int32
+        scalar; ``rows`` is ``batch * num_return_sequences`` for beam search, ``batch`` otherwise.
+
+    Example:
+        >>> from transformers import GenerationConfig
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.generation.plan import make_plan
+        >>> model = TransformerForSeq2SeqLM(TransformerConfig(
+        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
+        ...     max_position_embeddings=32))
+        >>> plan = make_plan(GenerationConfig(max_new_tokens=3), prompt_length=1, use_cache=True)
+        >>> run = compiled_decoder(model, plan)  # built, not yet run (nor traced)
+        >>> compiled_decoder(model, plan) is run, model.decoding_programs.compilations
+        (True, 1)
+        >>> beam_plan = make_plan(GenerationConfig(max_new_tokens=3, num_beams=2), prompt_length=1, use_cache=True)
+        >>> compiled_decoder(model, beam_plan) is run, len(model.decoding_programs)
+        (False, 2)
+    """
     return model.decoding_programs.get(plan, lambda: _compile_function(_decoding_function(model, plan)))

@@ -17,24 +17,108 @@ PHASE_LENGTH = 8
 
 
 def phase_bounds(plan: DecodingPlan, prompt_length: int, max_length: int) -> list[int]:
-    """Cache sizes of the decoding phases: prompt + 8, prompt + 16, ..., max_length (one phase uncached)."""
+    """Cache sizes of the decoding phases: prompt + 8, prompt + 16, ..., max_length (one phase uncached).
+
+    Phase p decodes positions up to its bound with a self-attention cache of that many slots
+    (``PHASE_LENGTH`` = 8 more each phase), so early steps attend over few slots.
+
+    Args:
+        plan: the :class:`~.plan.DecodingPlan` (only ``use_cache`` is read).
+        prompt_length: positions of the prompt (the decoder's prefix).
+        max_length: ``prompt_length + max_new_tokens``.
+
+    Returns:
+        Increasing list of ints, the last one ``max_length``.
+
+    Example:
+        >>> from transformers import GenerationConfig
+        >>> from vanilla_transformer.generation.plan import make_plan
+        >>> plan = make_plan(GenerationConfig(max_new_tokens=19), prompt_length=1, use_cache=True)
+        >>> phase_bounds(plan, prompt_length=1, max_length=20)
+        [9, 17, 20]
+        >>> phase_bounds(make_plan(GenerationConfig(max_new_tokens=19), 1, use_cache=False), 1, 20)
+        [20]
+    """
     if not plan.use_cache:
         return [max_length]
     return list(range(prompt_length + PHASE_LENGTH, max_length, PHASE_LENGTH)) + [max_length]
 
 
 def grow_cache(cache_state, length):
-    """Pad each self-attention ``(k, v)`` of ``(batch, heads, slots, d_k)`` with empty slots up to ``length``."""
+    """Pad each self-attention ``(k, v)`` of ``(batch, heads, slots, d_k)`` with empty slots up to ``length``.
+
+    Called between phases (see :func:`phase_bounds`): the filled slots keep their place, the new ones are
+    zeros that the causal mask hides until they are written.
+
+    Args:
+        cache_state: list (one entry per decoder layer) of ``(k, v)``, each ``(batch, heads, slots, d_k)``;
+            ``()`` without a cache.
+        length: the new number of slots, ``>= slots``.
+
+    Returns:
+        The same structure with ``(batch, heads, length, d_k)`` tensors (``()`` stays ``()``).
+
+    Example:
+        >>> cache_state = [(np.ones((2, 2, 3, 4), "float32"), np.ones((2, 2, 3, 4), "float32"))]
+        >>> grown = grow_cache(cache_state, 8)
+        >>> [tuple(t.shape) for t in grown[0]]
+        [(2, 2, 8, 4), (2, 2, 8, 4)]
+        >>> keras.ops.convert_to_numpy(grown[0][0])[0, 0, :, 0]  # 3 filled slots, 5 new empty ones
+        array([1., 1., 1., 0., 0., 0., 0., 0.], dtype=float32)
+        >>> grow_cache((), 8)
+        ()
+    """
     if not cache_state:  # the uncached path
         return cache_state
     return [tuple(ops.pad(t, [(0, 0), (0, 0), (0, length - t.shape[2]), (0, 0)]) for t in kv) for kv in cache_state]
 
 
 def decode_functions(model, plan: DecodingPlan, context, prefix_mask, prefix_positions, max_length, first_length):
-    """``first_logits()`` and ``step(cache, sequences, cur, new_tokens) -> logits, cache`` for one plan.
+    """``first(prefix_ids) -> logits, cache`` and ``step(cache, sequences, cur, new_tokens) -> logits, cache``.
 
-    The cache starts with ``first_length`` slots (the first phase bound); ``step`` works on a cache of any
-    size up to ``max_length`` (see :func:`grow_cache`)."""
+    The two calls every search makes through the model's decoding protocol (``init_decoding_cache``,
+    ``decode_step``): ``first`` runs the whole prefix and returns the logits of its last position, ``step``
+    runs one new token at position ``cur``. Generated tokens get the positions after each row's real (not
+    padding) prefix tokens, and the key mask hides the prefix padding. The cache starts with ``first_length``
+    slots (the first phase bound); ``step`` works on a cache of any size up to ``max_length`` (see
+    :func:`grow_cache`). Without ``plan.use_cache`` the cache is ``()`` and both recompute every position of
+    a ``max_length`` buffer.
+
+    Args:
+        model: a model with the decoding protocol of :class:`~vanilla_transformer.generation.GenerationMixin`.
+        plan: the :class:`~.plan.DecodingPlan`.
+        context: ``model.decoding_context(...)``: the encoder output and its mask, ``{}`` for decoder-only.
+        prefix_mask: ``(rows, prompt)`` 1/0, 0 for the left padding of the prefix.
+        prefix_positions: ``(rows, prompt)`` int32 positions of the prefix tokens.
+        max_length: ``prompt + max_new_tokens``.
+        first_length: the cache slots ``first`` allocates.
+
+    Returns:
+        ``(first, step)``: ``first(prefix_ids (rows, prompt))`` and
+        ``step(cache, sequences (rows, max_length), cur, new_tokens (rows,))`` both return
+        ``(logits (rows, vocab), cache)``.
+
+    Example:
+        >>> from transformers import GenerationConfig
+        >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM
+        >>> from vanilla_transformer.generation.plan import make_plan
+        >>> model = TransformerForCausalLM(TransformerConfig(
+        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_decoder_layers=1, max_position_embeddings=32,
+        ...     architecture="decoder"))
+        >>> _ = model.build_weights()  # as generate does before decoding
+        >>> plan = make_plan(GenerationConfig(max_new_tokens=3), prompt_length=2, use_cache=True)
+        >>> prefix_ids = np.array([[0, 5], [4, 6]], "int32")  # the first row is left-padded
+        >>> prefix_mask, prefix_positions = np.array([[0, 1], [1, 1]]), np.array([[0, 0], [0, 1]])
+        >>> first, step = decode_functions(model, plan, {}, prefix_mask, prefix_positions, max_length=5,
+        ...                                first_length=5)
+        >>> logits, cache = first(prefix_ids)
+        >>> tuple(logits.shape), [tuple(t.shape) for t in cache["self"][0]]  # (batch, heads, slots, d_k)
+        ((2, 20), [(2, 2, 5, 4), (2, 2, 5, 4)])
+        >>> sequences = np.concatenate([prefix_ids, np.zeros((2, 3), "int32")], axis=1)
+        >>> logits, cache = step(cache, sequences, 2, np.array([7, 8], "int32"))
+        >>> tuple(logits.shape)
+        (2, 20)
+    """
     batch = ops.shape(prefix_mask)[0]
     prompt_length = prefix_mask.shape[1]
     key_mask = ops.concatenate(
@@ -73,11 +157,50 @@ def decode_functions(model, plan: DecodingPlan, context, prefix_mask, prefix_pos
 
 
 def reorder_cache(cache, indices):
+    """The self-attention cache with its rows taken in the order of ``indices`` (beam search's reordering).
+
+    After a beam-search step, row ``r`` continues the beam ``indices[r]`` and so takes over its keys/values.
+
+    Args:
+        cache: list (one entry per decoder layer) of ``(k, v)``, each ``(rows, heads, slots, d_k)``.
+        indices: ``(rows,)`` int row indices.
+
+    Returns:
+        The same structure, with ``k[indices]`` and ``v[indices]``.
+
+    Example:
+        >>> k = np.arange(3, dtype="float32").reshape(3, 1, 1, 1) * np.ones((3, 2, 4, 2), "float32")
+        >>> reordered = reorder_cache([(k, k)], np.array([2, 2, 0]))
+        >>> tuple(reordered[0][0].shape), keras.ops.convert_to_numpy(reordered[0][1])[:, 0, 0, 0]
+        ((3, 2, 4, 2), array([2., 2., 0.], dtype=float32))
+    """
     return [(ops.take(k, indices, axis=0), ops.take(v, indices, axis=0)) for k, v in cache]
 
 
 def split_cache(cache):
-    """The part of the cache that changes in the loop (self-attention), and a function to rebuild it."""
+    """The part of the cache that changes in the loop (self-attention), and a function to rebuild it.
+
+    Only ``cache["self"]`` is carried in the ``while_loop`` state; the cross-attention keys/values (computed
+    once from the encoder output) stay constant, captured by ``rebuild``.
+
+    Args:
+        cache: ``{"self": [(k, v), ...], "cross": [(k, v), ...]}`` as ``init_decoding_cache`` makes it
+            (no ``"cross"`` for decoder-only models), or ``()`` without a cache.
+
+    Returns:
+        ``(state, rebuild)``: ``state`` is ``cache["self"]`` (``()`` without a cache) and ``rebuild(state)``
+        returns the whole cache with ``state`` as its self-attention part.
+
+    Example:
+        >>> self_kv, cross_kv = [("k0", "v0")], [("ck0", "cv0")]
+        >>> state, rebuild = split_cache({"self": self_kv, "cross": cross_kv})
+        >>> state
+        [('k0', 'v0')]
+        >>> rebuild([("k1", "v1")])
+        {'cross': [('ck0', 'cv0')], 'self': [('k1', 'v1')]}
+        >>> split_cache(())[0]
+        ()
+    """
     if not cache:
         return (), lambda state: cache
     constant = {key: value for key, value in cache.items() if key != "self"}
@@ -85,12 +208,72 @@ def split_cache(cache):
 
 
 def is_eos(plan, tokens):
+    """Bool of ``tokens``' shape: True where the token is one of ``plan.eos_token_ids`` (all False without).
+
+    Args:
+        plan: the :class:`~.plan.DecodingPlan`.
+        tokens: int tensor of any shape, e.g. ``(rows,)``.
+
+    Returns:
+        Bool tensor of the same shape.
+
+    Example:
+        >>> from transformers import GenerationConfig
+        >>> from vanilla_transformer.generation.plan import make_plan
+        >>> plan = make_plan(GenerationConfig(max_new_tokens=4, eos_token_id=[2, 3]), prompt_length=1,
+        ...                  use_cache=True)
+        >>> keras.ops.convert_to_numpy(is_eos(plan, np.array([1, 2, 3, 4])))
+        array([False,  True,  True, False])
+    """
     if not plan.eos_token_ids:
         return ops.zeros_like(tokens, dtype="bool")
     return ops.any(ops.stack([ops.equal(tokens, e) for e in plan.eos_token_ids]), axis=0)
 
 
 def greedy_or_sample(model, plan, context, prefix_ids, prefix_mask, prefix_positions, seed):
+    """Greedy search or multinomial sampling, as transformers' ``generate`` with ``num_beams=1``.
+
+    Each step processes the logits (:func:`~.logits_process.process_logits`), then takes the argmax (greedy)
+    or, sampling, warps them (:func:`~.logits_process.warp_logits`) and takes the argmax after adding
+    :func:`~.logits_process.gumbel_noise` (a draw from the softmax). A row that produced eos is finished and
+    padded with ``pad_token_id``; the loop stops when every row is finished or at ``max_length``. It runs in
+    phases over a growing cache (:func:`phase_bounds`), one ``ops.while_loop`` each, and is meant to be traced
+    inside the compiled decoding program (it also runs eagerly).
+
+    Args:
+        model: a model with the decoding protocol of :class:`~vanilla_transformer.generation.GenerationMixin`.
+        plan: a greedy or sampling :class:`~.plan.DecodingPlan`.
+        context: ``model.decoding_context(source_ids, source_mask)``; ``{}`` for decoder-only models.
+        prefix_ids: ``(batch, prompt)`` int32: the decoder start token or the left-padded prompt.
+        prefix_mask: ``(batch, prompt)`` 1/0, 0 for left padding.
+        prefix_positions: ``(batch, prompt)`` int32 positions of the prefix tokens.
+        seed: int32 scalar seed of the sampling noise.
+
+    Returns:
+        ``(sequences, scores, length)``: ``sequences (batch, prompt + max_new_tokens)`` int32 (prefix, then the
+        generated tokens, then padding), ``scores (batch,)`` float32 summed log-probabilities of the chosen
+        tokens (after processing/warping), and ``length``, an int32 scalar: the columns actually decoded.
+
+    Example:
+        >>> from transformers import GenerationConfig
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.generation.plan import make_plan
+        >>> model = TransformerForSeq2SeqLM(TransformerConfig(
+        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
+        ...     max_position_embeddings=32))
+        >>> _ = model.build_weights()  # as generate does before decoding
+        >>> context = model.decoding_context(np.array([[5, 6, 7, 2], [8, 9, 2, 0]]), np.array([[1, 1, 1, 1],
+        ...                                                                                 [1, 1, 1, 0]]))
+        >>> plan = make_plan(GenerationConfig(max_new_tokens=3, eos_token_id=2, pad_token_id=0), prompt_length=1,
+        ...                  use_cache=True)
+        >>> start = np.ones((2, 1), "int32")  # decoder_start_token_id
+        >>> sequences, scores, length = greedy_or_sample(model, plan, context, start, np.ones((2, 1), "int32"),
+        ...                                              np.zeros((2, 1), "int32"), np.int32(0))
+        >>> tuple(sequences.shape), tuple(scores.shape), int(length) <= 4
+        ((2, 4), (2,), True)
+        >>> keras.ops.convert_to_numpy(sequences)[:, 0], bool(np.all(keras.ops.convert_to_numpy(scores) <= 0))
+        (array([1, 1], dtype=int32), True)
+    """
     batch, prompt_length = prefix_ids.shape[0], prefix_ids.shape[1]
     max_length = prompt_length + plan.max_new_tokens
     bounds = phase_bounds(plan, prompt_length, max_length)
