@@ -44,6 +44,38 @@ def seq2seq_batches(sources: Sequence[Sequence[int]], targets: Sequence[Sequence
     (or ``batch_size``). With ``static_shapes`` the last batch of a bucket is filled up with empty rows
     (all padding, labels -100, so they add nothing to loss or metrics), so XLA compiles one program per
     bucket instead of one per odd batch size.
+
+    Args:
+        sources: source token ids, one list (or 1-D array) of ints per example.
+        targets: target token ids, as many rows as ``sources``.
+        collator: the :class:`~vanilla_transformer.data_collators.Seq2SeqCollator` that pads each batch.
+        max_tokens: token budget per batch (``rows * L <= max_tokens``, at least one row).
+        batch_size: a fixed number of rows per batch instead; give exactly one of the two.
+        shuffle: shuffle the order of the batches (whole batches; rows stay grouped by length).
+        seed: seed of that shuffle.
+        static_shapes: pad the last batch of each bucket with empty rows up to the bucket's row count.
+
+    Returns:
+        A list of ``(inputs, labels)`` batches: ``inputs`` a dict of int32 arrays ``(rows, L)``
+        (``input_ids``, ``attention_mask``, ``decoder_input_ids``, ``decoder_attention_mask``),
+        ``labels`` int32 ``(rows, L)`` with -100 at padding.
+
+    Raises:
+        ValueError: no examples, or not exactly one of ``max_tokens`` / ``batch_size``.
+
+    Example:
+        >>> from vanilla_transformer.batching import seq2seq_batches
+        >>> from vanilla_transformer.data_collators import Seq2SeqCollator
+        >>> collator = Seq2SeqCollator(pad_token_id=0, decoder_start_token_id=1, vocab_size=20,
+        ...                            pad_to_multiple_of=4)
+        >>> sources = [[3, 4, 5], [6, 7], [8, 9, 10, 11, 12], [13, 14]]
+        >>> targets = [[5, 4, 2], [7, 2], [12, 11, 10, 9, 8, 2], [14, 2]]
+        >>> batches = seq2seq_batches(sources, targets, collator, max_tokens=16, shuffle=False)
+        >>> [tuple(inputs["input_ids"].shape) for inputs, labels in batches]  # buckets of length 4 and 8
+        [(4, 4), (2, 8)]
+        >>> batches[1][1]  # the labels of the 8-token bucket: one real row, one empty filler row
+        array([[  12,   11,   10,    9,    8,    2, -100, -100],
+               [-100, -100, -100, -100, -100, -100, -100, -100]], dtype=int32)
     """
     if not sources:
         raise ValueError("no examples to batch")
@@ -73,6 +105,29 @@ class EpochShuffledBatches:
     The order of whole batches in epoch ``e`` is a permutation drawn from ``(seed, e)``, so a run resumed
     at epoch ``e`` (and ``skip`` batches into it) sees exactly the batches an uninterrupted run would.
     Keep the object and pass :meth:`callback` to ``fit`` so the dataset knows the epoch.
+
+    Args:
+        batches: ``(inputs, labels)`` batches (e.g. from :func:`seq2seq_batches`): ``inputs`` a dict of
+            int32 arrays ``(rows, length)``, ``labels`` an int32 array; shapes may differ between batches.
+        shuffle: permute the batches in every epoch (else keep their order).
+        seed: seed of the permutations; ``order(epoch)`` depends only on ``(seed, epoch)``.
+        count_passes: without the callback, count each pass over the dataset as a new epoch.
+
+    Example:
+        >>> import numpy as np
+        >>> from vanilla_transformer.batching import EpochShuffledBatches
+        >>> batches = [({"input_ids": np.full((2, 4), i, "int32")}, np.full((2, 4), i, "int32"))
+        ...            for i in range(5)]
+        >>> data = EpochShuffledBatches(batches, seed=0)
+        >>> len(data)
+        5
+        >>> sorted(data.order(epoch=1).tolist())  # a permutation of the batches ...
+        [0, 1, 2, 3, 4]
+        >>> bool((data.order(1) == EpochShuffledBatches(batches, seed=0).order(1)).all())  # ... that is reproducible
+        True
+        >>> data.epoch = 1  # what ``data.callback()`` does at the start of epoch 2 in ``fit``
+        >>> [int(inputs["input_ids"][0, 0]) for inputs, _ in data.dataset(skip=3)] == data.order(1)[3:].tolist()
+        True
     """
 
     def __init__(self, batches: Iterable[tuple[dict, np.ndarray]], shuffle: bool = True, seed: int = 0,
@@ -119,7 +174,27 @@ class EpochShuffledBatches:
 
 def batches_to_tf_dataset(batches: Iterable[tuple[dict, np.ndarray]], shuffle: bool = True, seed: int = 0):
     """A ``tf.data.Dataset`` of precomputed ``(inputs, labels)`` batches, reshuffled (as whole batches) at
-    every pass. For exactly resumable runs use :class:`EpochShuffledBatches` with its callback."""
+    every pass. For exactly resumable runs use :class:`EpochShuffledBatches` with its callback.
+
+    Args:
+        batches: ``(inputs, labels)`` batches, ``inputs`` a dict of int32 arrays ``(rows, length)``.
+        shuffle: a new order of the batches at every pass over the dataset.
+        seed: seed of the orders.
+
+    Returns:
+        A ``tf.data.Dataset`` of ``(inputs, labels)`` int32 tensors, with cardinality ``len(batches)``.
+
+    Example:
+        >>> import numpy as np
+        >>> from vanilla_transformer.batching import batches_to_tf_dataset
+        >>> batches = [({"input_ids": np.ones((2, 4), "int32")}, np.zeros((2, 4), "int32")),
+        ...            ({"input_ids": np.ones((3, 8), "int32")}, np.zeros((3, 8), "int32"))]
+        >>> dataset = batches_to_tf_dataset(batches, seed=0)
+        >>> int(dataset.cardinality())
+        2
+        >>> sorted(tuple(inputs["input_ids"].shape) for inputs, labels in dataset)
+        [(2, 4), (3, 8)]
+    """
     return EpochShuffledBatches(batches, shuffle=shuffle, seed=seed, count_passes=True).dataset()
 
 
@@ -130,6 +205,26 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, shuffle: boo
     With ``shuffle`` the examples are shuffled, sorted by length inside windows of 50 batches (transformers'
     ``group_by_length`` idea), cut into batches, and the batch order shuffled; otherwise batches follow
     the input order.
+
+    Args:
+        lengths: the length of every example.
+        batch_size: examples per batch (the last batch may be smaller).
+        shuffle: group by length and shuffle, as above; False keeps the input order.
+        rng: the random generator (default ``np.random.default_rng(0)``); pass the same one to get a new
+            order at each call.
+
+    Returns:
+        A list of batches, each a list of indices into ``lengths``; every index appears exactly once.
+
+    Example:
+        >>> import numpy as np
+        >>> from vanilla_transformer.batching import length_grouped_batches
+        >>> lengths = [3, 9, 2, 8, 3, 9]
+        >>> length_grouped_batches(lengths, batch_size=2, shuffle=False)
+        [[0, 1], [2, 3], [4, 5]]
+        >>> batches = length_grouped_batches(lengths, batch_size=2, rng=np.random.default_rng(0))
+        >>> sorted(sorted(lengths[i] for i in batch) for batch in batches)  # similar lengths together
+        [[2, 3], [3, 8], [9, 9]]
     """
     order = np.arange(len(lengths))
     if not shuffle:
@@ -152,6 +247,30 @@ def make_tf_dataset(examples: Sequence[Sequence[int]], collator, batch_size: int
     ``collator`` is called on every batch of every epoch (``collator(rows)``, or ``collator(rows, labels)``
     when ``labels`` are given), so :class:`DataCollatorForMaskedLM` draws new masks each epoch. Each epoch
     groups examples of similar length (see :func:`length_grouped_batches`) with a new order.
+
+    Args:
+        examples: token ids, one list (or array, or dict with ``input_ids``) per example.
+        collator: called on each batch; returns ``(inputs, labels)`` of int32 arrays, e.g.
+            :class:`~vanilla_transformer.data_collators.DataCollatorForCausalLM`.
+        batch_size: examples per batch.
+        labels: one label per example, passed to the collator (sequence classification), or None.
+        shuffle: group by length with a new order every epoch; False keeps the input order.
+        seed: seed of the orders.
+
+    Returns:
+        A ``tf.data.Dataset`` of ``(inputs, labels)`` int32 tensors as the collator returns them (inputs
+        ``(batch, length)``; labels ``(batch, length)``, or ``(batch,)`` for classification), with cardinality
+        ``ceil(len(examples) / batch_size)``.
+
+    Example:
+        >>> from vanilla_transformer.batching import make_tf_dataset
+        >>> from vanilla_transformer.data_collators import DataCollatorForCausalLM
+        >>> examples = [[5, 6, 7], [8, 9], [5, 6, 7, 8, 9, 10, 11, 12, 13], [10]]
+        >>> dataset = make_tf_dataset(examples, DataCollatorForCausalLM(pad_token_id=0), batch_size=2)
+        >>> int(dataset.cardinality())
+        2
+        >>> sorted(tuple(labels.shape) for inputs, labels in dataset)  # padded to multiples of 8
+        [(2, 8), (2, 16)]
     """
     examples = id_rows(examples)
     if not examples:

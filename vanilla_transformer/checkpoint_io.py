@@ -43,7 +43,21 @@ COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded as asked: missing, corrupt, unsafe or mismatched files."""
+    """A checkpoint that cannot be loaded as asked: missing, corrupt, unsafe or mismatched files.
+
+    A ``ValueError``, so ``except ValueError`` catches it too; its message names the checkpoint and the problem.
+
+    Example:
+        >>> import tempfile
+        >>> from vanilla_transformer.checkpoint_io import CheckpointError, load_config
+        >>> try:
+        ...     load_config(tempfile.mkdtemp())
+        ... except CheckpointError as err:
+        ...     print(err)
+        /... has no config.json
+        >>> issubclass(CheckpointError, ValueError)
+        True
+    """
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -55,7 +69,7 @@ def check_filename(filename: str, source: str, what: str = "file") -> str:
     >>> check_filename("../etc/passwd", "index")
     Traceback (most recent call last):
     ...
-    vanilla_transformer.checkpoint_io.CheckpointError: index: refusing file name '../etc/passwd': it points outside the checkpoint
+    vanilla_transformer.checkpoint_io.CheckpointError: index: refusing file name '../etc/passwd': it points outside ...
     """
     if (not isinstance(filename, str) or not filename or filename.startswith(("/", "~")) or "\\" in filename
             or re.match(r"^[A-Za-z]:", filename) or "\0" in filename
@@ -234,6 +248,22 @@ def state_dict(model) -> dict[str, np.ndarray]:
 
     Raises :class:`CheckpointError` when the names do not cover every weight of the model, so that a save
     can never silently drop a tensor.
+
+    ``model``: a model of this package (it has ``named_variables()``; it is built if needed) -> a dict of
+    stable name (``encoder.layers.0.feed_forward.fc1.kernel``) -> C-contiguous numpy array in the weight's dtype.
+
+    Example:
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.checkpoint_io import state_dict
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> tensors = state_dict(TransformerForSeq2SeqLM(config))
+        >>> len(tensors)
+        43
+        >>> tensors["shared.embeddings"].shape, tensors["shared.embeddings"].dtype
+        ((20, 8), dtype('float32'))
+        >>> tensors["encoder.layers.0.feed_forward.fc1.kernel"].shape
+        (8, 16)
     """
     named = model.named_variables()
     weights = {id(weight) for weight in model.weights}
@@ -251,6 +281,24 @@ def write_weights(state_dict: dict[str, np.ndarray], directory: str | os.PathLik
     ``max_shard_size`` (bytes, or a string such as ``"200MB"``): split into ``model-0000k-of-0000n.safetensors``
     files of at most that size (a single tensor larger than it gets a shard of its own) and write
     ``model.safetensors.index.json`` mapping every tensor to its shard. ``None``: one ``model.safetensors``.
+
+    Args:
+        state_dict: tensor name -> numpy array (e.g. from :func:`state_dict`).
+        directory: an existing folder; files of the same names are overwritten.
+        max_shard_size: the largest shard, in bytes or as a string (``"5GB"``); None: no sharding.
+
+    Returns:
+        The names of the files written, the index first when sharded.
+
+    Example:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from vanilla_transformer.checkpoint_io import write_weights
+        >>> tensors = {"a": np.zeros((4, 4), "float32"), "b": np.ones(16, "float32")}  # 64 bytes each
+        >>> write_weights(tensors, tempfile.mkdtemp())
+        ['model.safetensors']
+        >>> write_weights(tensors, tempfile.mkdtemp(), max_shard_size=100)
+        ['model.safetensors.index.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']
     """
     from safetensors.numpy import save_file
 
@@ -276,6 +324,29 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     """Write a directory atomically: yields an empty staging folder beside ``target`` and, when the block
     ends without an exception, swaps it in with renames only (each one atomic on POSIX). An interruption
     leaves either the previous complete ``target`` or the new complete one, and no stale files remain.
+
+    ``target``: the directory to (re)write; its parent is created if needed. Yields the staging folder (a
+    ``pathlib.Path``) to write into; on an exception the staging folder is deleted and ``target`` is left as
+    it was.
+
+    Example:
+        >>> import os, tempfile
+        >>> from vanilla_transformer.checkpoint_io import atomic_directory
+        >>> target = os.path.join(tempfile.mkdtemp(), "model")
+        >>> with atomic_directory(target) as staging:
+        ...     _ = (staging / "old.txt").write_text("1")
+        >>> with atomic_directory(target) as staging:
+        ...     _ = (staging / "new.txt").write_text("2")
+        >>> os.listdir(target)  # the whole directory was replaced: no stale old.txt
+        ['new.txt']
+        >>> with atomic_directory(target) as staging:
+        ...     _ = (staging / "broken.txt").write_text("3")
+        ...     raise RuntimeError("killed while writing")
+        Traceback (most recent call last):
+        ...
+        RuntimeError: killed while writing
+        >>> os.listdir(target), os.listdir(os.path.dirname(target))  # untouched, no staging folder left
+        (['new.txt'], ['model'])
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -335,6 +406,24 @@ def read_weights(name_or_path, hub_kwargs: dict | None = None) -> dict[str, np.n
     ``name_or_path``: a directory, a Hub repo id (with ``hub_kwargs`` of ``hf_hub_download``) or a
     :class:`Checkpoint`. As transformers does, ``model.safetensors`` is used when present, else the
     shard index and the shards it names (which must be ``.safetensors`` files inside the checkpoint).
+
+    Args:
+        name_or_path: the checkpoint (directory, Hub repo id or :class:`Checkpoint`).
+        hub_kwargs: keyword arguments of :class:`Checkpoint` (``revision``, ``token``, ...) for a repo id.
+
+    Returns:
+        Tensor name -> numpy array, as stored. Raises :class:`CheckpointError` when there are no safetensors
+        weights or a file is corrupt or inconsistent with the index.
+
+    Example:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from vanilla_transformer.checkpoint_io import read_weights, write_weights
+        >>> folder = tempfile.mkdtemp()
+        >>> files = write_weights({"a": np.zeros((4, 4), "float32"), "b": np.ones(16, "float32")}, folder,
+        ...                       max_shard_size=100)
+        >>> {name: array.shape for name, array in sorted(read_weights(folder).items())}  # shards joined
+        {'a': (4, 4), 'b': (16,)}
     """
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
@@ -363,7 +452,19 @@ def read_weights(name_or_path, hub_kwargs: dict | None = None) -> dict[str, np.n
 
 
 def is_float_dtype(dtype) -> bool:
-    """float16/32/64, and bfloat16 (an ``ml_dtypes`` type numpy does not count as floating)."""
+    """float16/32/64, and bfloat16 (an ``ml_dtypes`` type numpy does not count as floating).
+
+    ``dtype``: a numpy dtype or anything ``np.dtype`` accepts -> bool.
+
+    Example:
+        >>> import numpy as np
+        >>> from vanilla_transformer.checkpoint_io import is_float_dtype
+        >>> is_float_dtype(np.float16), is_float_dtype("float32"), is_float_dtype(np.int64)
+        (True, True, False)
+        >>> import ml_dtypes
+        >>> is_float_dtype(ml_dtypes.bfloat16)
+        True
+    """
     return np.issubdtype(dtype, np.floating) or "float" in np.dtype(dtype).name
 
 
@@ -373,6 +474,31 @@ def raise_if_mismatched(source: str, target: str, sections: list[tuple[str, list
 
     ``sections`` are (label, items) pairs that are always errors (shape or dtype mismatches); missing and
     unexpected tensors are errors only when ``strict``. Used by native loading and by conversion.
+
+    Args:
+        source: what was read (a directory or repo), for the message.
+        target: what it was loaded into (a class name), named for unexpected tensors.
+        sections: ``(label, problems)`` pairs; a non-empty list of problem strings is always an error.
+        missing: names the model has and the checkpoint lacks.
+        unexpected: names the checkpoint has and the model does not use.
+        strict: whether missing or unexpected names are errors.
+        described_as: how to name ``target`` in the first line (default ``target``).
+
+    Returns:
+        None when there is nothing to report; else raises :class:`CheckpointError`, one line per problem.
+
+    Example:
+        >>> from vanilla_transformer.checkpoint_io import raise_if_mismatched
+        >>> raise_if_mismatched("ckpt", "MyModel", [("shape mismatch", [])], missing=["b"], unexpected=[],
+        ...                     strict=False)  # missing names are fine when not strict
+        >>> raise_if_mismatched("ckpt", "MyModel", [("shape mismatch", ["a: (2,) vs (3,)"])], missing=["b"],
+        ...                     unexpected=["c"], strict=True)
+        Traceback (most recent call last):
+        ...
+        vanilla_transformer.checkpoint_io.CheckpointError: ckpt does not match MyModel:
+          shape mismatch: a: (2,) vs (3,)
+          missing from the checkpoint: ['b']
+          not used by MyModel: ['c']
     """
     problems = [f"{label}: " + "; ".join(items) for label, items in sections if items]
     if strict and missing:
@@ -389,6 +515,30 @@ def assign_weights(model, tensors: dict[str, np.ndarray], strict: bool = True,
 
     With ``strict`` any discrepancy raises :class:`CheckpointError` listing them; otherwise matching
     weights load, shape/dtype mismatches still raise, and the report is returned (as transformers logs it).
+
+    Args:
+        model: a model of this package (built if needed); its variables are assigned in place.
+        tensors: name -> numpy array (float dtypes only), e.g. from :func:`read_weights`.
+        strict: raise on missing or unexpected names too.
+        source: the checkpoint's name in error messages.
+
+    Returns:
+        ``{"missing_keys": [...], "unexpected_keys": [...]}``, sorted names.
+
+    Example:
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.checkpoint_io import assign_weights, state_dict
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> tensors = state_dict(TransformerForSeq2SeqLM(config))
+        >>> model = TransformerForSeq2SeqLM(config)
+        >>> assign_weights(model, tensors)
+        {'missing_keys': [], 'unexpected_keys': []}
+        >>> bool((model.named_variables()["shared.embeddings"].numpy() == tensors["shared.embeddings"]).all())
+        True
+        >>> del tensors["decoder.layers.0.feed_forward.fc2.bias"]
+        >>> assign_weights(model, tensors, strict=False)
+        {'missing_keys': ['decoder.layers.0.feed_forward.fc2.bias'], 'unexpected_keys': []}
     """
     variables = model.named_variables()
     missing = sorted(set(variables) - set(tensors))
@@ -411,7 +561,22 @@ def assign_weights(model, tensors: dict[str, np.ndarray], strict: bool = True,
 
 # ------------------------------------------------------------------------------------------ loading
 def load_config(name_or_path, hub_kwargs: dict | None = None) -> tuple[dict, str]:
-    """``config.json`` of a checkpoint as a dict, and its local path."""
+    """``config.json`` of a checkpoint as a dict, and its local path.
+
+    ``name_or_path``: a directory, a Hub repo id (with ``hub_kwargs`` of :class:`Checkpoint`) or a
+    :class:`Checkpoint` -> ``(config dict, local path of config.json)``. Raises :class:`CheckpointError`
+    when the file is missing or is not a JSON object.
+
+    Example:
+        >>> import tempfile
+        >>> from vanilla_transformer import TransformerConfig
+        >>> from vanilla_transformer.checkpoint_io import load_config
+        >>> folder = tempfile.mkdtemp()
+        >>> TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16).save_pretrained(folder)
+        >>> raw, path = load_config(folder)
+        >>> raw["model_type"], raw["d_model"], path.endswith("config.json")
+        ('vanilla_transformer', 8, True)
+    """
     checkpoint = Checkpoint.of(name_or_path, hub_kwargs)
     path = checkpoint.fetch(CONFIG_NAME, required=True)
     try:
@@ -427,7 +592,31 @@ def finish_loading(model, checkpoint: Checkpoint, loading_info: dict[str, list[s
                    default_generation_config=None):
     """The end of every load: report missing / unexpected weights (once, as transformers logs them), read
     ``generation_config.json`` (else keep ``default_generation_config``, else the model's own) and record
-    where the model came from (``model.name_or_path``, ``model.commit_hash``, ``model.loading_info``)."""
+    where the model came from (``model.name_or_path``, ``model.commit_hash``, ``model.loading_info``).
+
+    Args:
+        model: the model just filled by :func:`assign_weights`.
+        checkpoint: the :class:`Checkpoint` it was read from.
+        loading_info: the report of :func:`assign_weights`.
+        default_generation_config: a ``transformers.GenerationConfig`` used when the checkpoint has none.
+
+    Returns:
+        ``model`` itself.
+
+    Example:
+        >>> import tempfile
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.checkpoint_io import Checkpoint, finish_loading
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> folder = str(TransformerForSeq2SeqLM(config).save_pretrained(tempfile.mkdtemp()))
+        >>> model = TransformerForSeq2SeqLM(config)
+        >>> report = {"missing_keys": [], "unexpected_keys": []}
+        >>> finish_loading(model, Checkpoint(folder), report) is model
+        True
+        >>> model.name_or_path == folder, model.loading_info, model.commit_hash
+        (True, {'missing_keys': [], 'unexpected_keys': []}, None)
+    """
     target = type(model).__name__
     if loading_info.get("missing_keys"):
         logger.warning("Some weights of %s were not initialized from the checkpoint at %s and are newly "
@@ -465,5 +654,16 @@ def registered_model_class(name: str | None):
 
 def resolves_architecture(cls) -> bool:
     """Whether ``cls.from_pretrained`` picks the class from the checkpoint's ``architectures`` (``AutoModel``
-    and the common base class do; concrete classes and their subclasses load as themselves)."""
+    and the common base class do; concrete classes and their subclasses load as themselves).
+
+    Only the class's own ``resolves_architecture`` attribute counts, not an inherited one.
+
+    Example:
+        >>> from vanilla_transformer import AutoModel, TransformerForSeq2SeqLM, TransformerPreTrainedModel
+        >>> from vanilla_transformer.checkpoint_io import resolves_architecture
+        >>> resolves_architecture(AutoModel), resolves_architecture(TransformerPreTrainedModel)
+        (True, True)
+        >>> resolves_architecture(TransformerForSeq2SeqLM)
+        False
+    """
     return bool(cls.__dict__.get("resolves_architecture", False))

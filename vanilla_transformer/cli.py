@@ -57,7 +57,28 @@ def _fit_number_words(model, tokenizer, train_pairs, args) -> int:
 
 
 def train_number_words(args) -> int:
-    """Train, evaluate, save, reload and re-check a small Transformer on the number-words task."""
+    """Train, evaluate, save, reload and re-check a small Transformer on the number-words task.
+
+    The ``vanilla-transformer train`` command: generates English -> German number-word pairs, trains a BPE
+    tokenizer and a small encoder-decoder, prints the held-out exact match, saves model and tokenizer to
+    ``args.output_dir``, reloads them and checks that the translations are identical. Takes minutes on a CPU.
+
+    Args:
+        args: the ``argparse.Namespace`` of the ``train`` command (see :func:`build_parser`).
+
+    Returns:
+        The exit status: 0, or 1 when the reloaded model translates differently.
+
+    Example:
+        >>> from vanilla_transformer.cli import build_parser, train_number_words
+        >>> args = build_parser().parse_args(["train", "--epochs", "2", "--output-dir", "outputs/nw"])
+        >>> args.func is train_number_words
+        True
+        >>> args.epochs, args.num_train, args.d_model, args.layers, args.output_dir
+        (2, 12000, 128, 2, 'outputs/nw')
+        >>> train_number_words(args)  # doctest: +SKIP
+        0
+    """
     import keras
     import numpy as np
 
@@ -106,6 +127,36 @@ def train_number_words(args) -> int:
 
 
 def translate(args) -> int:
+    """Print the translation of every text (``args.texts``, else the non-empty lines of stdin), one a line.
+
+    The ``vanilla-transformer translate`` command. Loads the model and its tokenizer from ``args.model`` (a
+    directory or Hub repo id) and decodes with ``args.num_beams`` beams, ``args.length_penalty`` and
+    ``args.max_new_tokens`` (default: the model's generation config, capped by its positions).
+
+    Args:
+        args: the ``argparse.Namespace`` of the ``translate`` command (see :func:`build_parser`).
+
+    Returns:
+        The exit status: 0, or 2 when the model has no tokenizer files (the message goes to stderr).
+
+    Example:
+        >>> import tempfile
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.cli import build_parser, translate
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> folder = TransformerForSeq2SeqLM(config).save_pretrained(tempfile.mkdtemp())  # no tokenizer
+        >>> args = build_parser().parse_args(["translate", "--model", str(folder), "--num-beams", "1",
+        ...                                   "three hundred", "twelve"])
+        >>> args.texts, args.num_beams, args.max_new_tokens
+        (['three hundred', 'twelve'], 1, None)
+        >>> translate(args)  # "error: ... has no tokenizer files" on stderr
+        2
+        >>> translate(build_parser().parse_args(["translate", "--model", "outputs/number-words",
+        ...                                      "three hundred"]))  # doctest: +SKIP
+        dreihundert
+        0
+    """
     from .hub import AutoModel, load_tokenizer
 
     model = AutoModel.from_pretrained(args.model)
@@ -125,7 +176,33 @@ def translate(args) -> int:
 
 
 def push(args) -> int:
-    """Upload a saved model directory (model, tokenizer, README.md) to the Hub in one commit."""
+    """Upload a saved model directory (model, tokenizer, README.md) to the Hub in one commit.
+
+    The ``vanilla-transformer push DIR REPO_ID`` command (:func:`~vanilla_transformer.hub.push_folder_to_hub`
+    with ``--private``, ``--revision``, ``--commit-message`` and ``--create-pr``); prints the commit's URL.
+
+    Args:
+        args: the ``argparse.Namespace`` of the ``push`` command (see :func:`build_parser`).
+
+    Returns:
+        The exit status: 0, or 2 when the Hub refuses the push (the message goes to stderr). A directory that
+        is not a saved model raises :class:`~vanilla_transformer.checkpoint_io.CheckpointError` before any
+        upload (:func:`main` turns it into status 2).
+
+    Example:
+        >>> import tempfile
+        >>> from vanilla_transformer.cli import build_parser, push
+        >>> args = build_parser().parse_args(["push", tempfile.mkdtemp(), "user/tiny-model", "--private"])
+        >>> args.repo_id, args.private, args.create_pr, args.revision
+        ('user/tiny-model', True, False, None)
+        >>> push(args)  # an empty directory: refused locally
+        Traceback (most recent call last):
+        ...
+        vanilla_transformer.checkpoint_io.CheckpointError: /... is not a saved model directory (no config.json)
+        >>> push(build_parser().parse_args(["push", "outputs/number-words", "user/number-words"]))  # doctest: +SKIP
+        pushed outputs/number-words to user/number-words (commit ...): https://huggingface.co/...
+        0
+    """
     from huggingface_hub.errors import HfHubHTTPError
 
     from .hub import push_folder_to_hub
@@ -145,6 +222,36 @@ def push(args) -> int:
 
 
 def convert(args) -> int:
+    """Convert a checkpoint (and its tokenizer) between this package's format and transformers'.
+
+    The ``vanilla-transformer convert SRC DST --to transformers|keras`` command: loads ``args.source`` (a
+    directory or Hub repo id, of either format) with :class:`~vanilla_transformer.hub.AutoModel` and saves
+    it to ``args.destination`` as a transformers checkpoint (``--to transformers``) or in this package's
+    format (``--to keras``).
+
+    Args:
+        args: the ``argparse.Namespace`` of the ``convert`` command (see :func:`build_parser`).
+
+    Returns:
+        The exit status, 0.
+
+    Example:
+        >>> import json, os, tempfile
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.cli import build_parser, convert
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> source = TransformerForSeq2SeqLM(config).save_pretrained(tempfile.mkdtemp())
+        >>> destination = os.path.join(tempfile.mkdtemp(), "marian")
+        >>> convert(build_parser().parse_args(["convert", str(source), destination, "--to", "transformers"]))
+        wrote /... (transformers format)
+        0
+        >>> sorted(os.listdir(destination))
+        ['config.json', 'generation_config.json', 'model.safetensors']
+        >>> with open(os.path.join(destination, "config.json")) as f:
+        ...     json.load(f)["architectures"]
+        ['MarianMTModel']
+    """
     from .hub import AutoModel, load_tokenizer
 
     model = AutoModel.from_pretrained(args.source)
@@ -156,6 +263,28 @@ def convert(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``argparse`` parser of the command line: sub-commands ``train``, ``translate``, ``push``, ``convert``.
+
+    Each sub-command sets ``func`` (the function that runs it, taking the parsed namespace and returning an
+    exit status) and ``command`` (its name).
+
+    Returns:
+        An ``argparse.ArgumentParser`` with ``prog="vanilla-transformer"``.
+
+    Example:
+        >>> from vanilla_transformer.cli import build_parser
+        >>> parser = build_parser()
+        >>> args = parser.parse_args(["translate", "--model", "user/model", "Hello.", "Good morning."])
+        >>> args.command, args.func.__name__, args.model, args.texts, args.num_beams
+        ('translate', 'translate', 'user/model', ['Hello.', 'Good morning.'], 4)
+        >>> args = parser.parse_args(["convert", "src", "dst", "--to", "keras"])
+        >>> args.source, args.destination, args.to
+        ('src', 'dst', 'keras')
+        >>> parser.parse_args(["convert", "src", "dst"])  # --to is required: usage on stderr, exit status 2
+        Traceback (most recent call last):
+        ...
+        SystemExit: 2
+    """
     parser = argparse.ArgumentParser(prog="vanilla-transformer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -204,6 +333,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run the command line: parse ``argv`` (default ``sys.argv[1:]``) and run the chosen sub-command.
+
+    A :class:`~vanilla_transformer.checkpoint_io.CheckpointError` (missing, unsafe or mismatched files) is
+    printed as one ``error:`` line on stderr instead of a traceback.
+
+    Args:
+        argv: the arguments, e.g. ``["convert", "src", "dst", "--to", "keras"]``.
+
+    Returns:
+        The sub-command's exit status: 0 on success, 2 on a checkpoint error (argparse exits with status 2 on
+        invalid arguments).
+
+    Example:
+        >>> import os, tempfile
+        >>> from vanilla_transformer import AutoModel, TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.cli import main
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> source = TransformerForSeq2SeqLM(config).save_pretrained(tempfile.mkdtemp())
+        >>> destination = os.path.join(tempfile.mkdtemp(), "copy")
+        >>> main(["convert", str(source), destination, "--to", "keras"])
+        wrote /... (vanilla_transformer format)
+        0
+        >>> type(AutoModel.from_pretrained(destination)).__name__
+        'TransformerForSeq2SeqLM'
+        >>> main(["convert", tempfile.mkdtemp(), destination, "--to", "keras"])  # no config.json: error on stderr
+        2
+    """
     _quiet_tensorflow()
     args = build_parser().parse_args(argv)
     from .checkpoint_io import CheckpointError

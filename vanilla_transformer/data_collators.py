@@ -72,7 +72,17 @@ def shift_tokens_right(labels: np.ndarray, decoder_start_token_id: int, pad_toke
 
 
 def id_rows(examples) -> list[list[int]]:
-    """Lists of ids from lists/arrays of ids or from dicts holding ``input_ids``."""
+    """Lists of ids from lists/arrays of ids or from dicts holding ``input_ids``.
+
+    ``examples``: an iterable of id sequences (lists, 1-D arrays) or of dicts with an ``input_ids`` entry
+    (rows of a tokenized ``datasets.Dataset``) -> a ``list`` of ``list`` of ids, one per example (the ids keep
+    their type: numpy integers stay numpy integers).
+
+    Example:
+        >>> from vanilla_transformer.data_collators import id_rows
+        >>> id_rows([[5, 6], {"input_ids": [7, 8, 9], "attention_mask": [1, 1, 1]}, (3,)])
+        [[5, 6], [7, 8, 9], [3]]
+    """
     return [list(example["input_ids"] if isinstance(example, dict) else example) for example in examples]
 
 
@@ -100,6 +110,34 @@ class Seq2SeqCollator:
     ``inputs`` holds ``input_ids``, ``attention_mask``, ``decoder_input_ids`` and
     ``decoder_attention_mask``; ``labels`` are the target ids padded with -100. Lengths are rounded up
     to ``pad_to_multiple_of``. Ids are checked against ``vocab_size`` here, where they are concrete.
+
+    Args:
+        pad_token_id: id of the padding in ``input_ids`` and ``decoder_input_ids``.
+        decoder_start_token_id: the first decoder input (``config.decoder_start_token_id``).
+        vocab_size: when given, ids outside ``[0, vocab_size)`` raise ``ValueError``.
+        pad_to_multiple_of: padded lengths are rounded up to a multiple of this.
+
+    ``collator(sources, targets, length=None, num_rows=None) -> (inputs, labels)``: lists of source and
+    target ids (as many of each) -> int32 arrays ``input_ids`` / ``attention_mask`` ``(batch, src_len)``,
+    ``decoder_input_ids`` / ``decoder_attention_mask`` ``(batch, tgt_len)`` and ``labels (batch, tgt_len)``.
+
+    Example:
+        >>> from vanilla_transformer.data_collators import Seq2SeqCollator
+        >>> collator = Seq2SeqCollator(pad_token_id=0, decoder_start_token_id=1, vocab_size=20,
+        ...                            pad_to_multiple_of=4)
+        >>> inputs, labels = collator([[5, 6, 7], [8]], [[9, 10, 2], [11, 2]])
+        >>> inputs["input_ids"]
+        array([[5, 6, 7, 0],
+               [8, 0, 0, 0]], dtype=int32)
+        >>> labels
+        array([[   9,   10,    2, -100],
+               [  11,    2, -100, -100]], dtype=int32)
+        >>> inputs["decoder_input_ids"]  # the labels shifted right behind the start token
+        array([[ 1,  9, 10,  2],
+               [ 1, 11,  2,  0]], dtype=int32)
+        >>> inputs["decoder_attention_mask"]
+        array([[1, 1, 1, 0],
+               [1, 1, 0, 0]], dtype=int32)
     """
 
     def __init__(self, pad_token_id: int, decoder_start_token_id: int, vocab_size: int | None = None,
@@ -220,6 +258,22 @@ class DataCollatorForCausalLM:
     lengths, so a pad id equal to a real id (GPT-2 pads with its eos) is still counted where it is a token.
 
     ``collator(examples) -> ({"input_ids", "attention_mask"}, labels)``, int32 ``(batch, length)``.
+
+    Args:
+        pad_token_id: the padding id (None: 0; padding is recognised by position, not by id).
+        pad_to_multiple_of: the padded length is rounded up to a multiple of this (None: the longest row).
+        max_length: rows are cut to this many tokens.
+
+    Example:
+        >>> from vanilla_transformer.data_collators import DataCollatorForCausalLM
+        >>> collator = DataCollatorForCausalLM(pad_token_id=0, pad_to_multiple_of=4)
+        >>> inputs, labels = collator([[5, 6, 7], {"input_ids": [8, 9]}])
+        >>> inputs["input_ids"]
+        array([[5, 6, 7, 0],
+               [8, 9, 0, 0]], dtype=int32)
+        >>> labels  # unshifted; -100 at padding
+        array([[   5,    6,    7, -100],
+               [   8,    9, -100, -100]], dtype=int32)
     """
 
     def __init__(self, pad_token_id: int | None = 0, pad_to_multiple_of: int | None = 8,
@@ -239,6 +293,21 @@ class DataCollatorForSequenceClassification:
     """Padded ``{"input_ids", "attention_mask"}`` and int32 ``labels (batch,)`` for sentence classification.
 
     ``collator(examples, labels) -> (inputs, labels)``; ``examples`` as for the other collators.
+
+    Args:
+        pad_token_id: the padding id.
+        pad_to_multiple_of: the padded length is rounded up to a multiple of this (None: the longest row).
+        max_length: rows are cut to this many tokens.
+
+    Example:
+        >>> from vanilla_transformer.data_collators import DataCollatorForSequenceClassification
+        >>> collator = DataCollatorForSequenceClassification(pad_token_id=0, pad_to_multiple_of=None)
+        >>> inputs, labels = collator([[1, 5, 6, 2], [1, 7, 2]], [1, 0])
+        >>> inputs["attention_mask"]
+        array([[1, 1, 1, 1],
+               [1, 1, 1, 0]], dtype=int32)
+        >>> labels
+        array([1, 0], dtype=int32)
     """
 
     def __init__(self, pad_token_id: int = 0, pad_to_multiple_of: int | None = 8, max_length: int | None = None):

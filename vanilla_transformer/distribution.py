@@ -66,6 +66,23 @@ class MultiWorkerTrainerFixes(TrainerBuildHook):
     mixin builds from one replica's batch (the build needs shapes, not values) and gives the logs a leading
     axis of length 1, so Keras' reduction averages the replicas' values back into their shape. In every other
     mode (one device, ``MirroredStrategy``, other backends) Keras' code runs unchanged.
+
+    Every model class of this package inherits it (before ``keras.Model``); ``logs`` are the dict of scalar
+    metrics that ``train_step`` / ``test_step`` return.
+
+    Example:
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.distribution import MultiWorkerTrainerFixes
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> model = TransformerForSeq2SeqLM(config)
+        >>> isinstance(model, MultiWorkerTrainerFixes)
+        True
+        >>> model.replaces_symbolic_build()  # one process, no multi-worker strategy: Keras' own build
+        False
+        >>> logs = {"loss": 1.5}
+        >>> model.logs_reducible_across_workers(logs) is logs  # and logs left as they are
+        True
     """
 
     def replaces_symbolic_build(self) -> bool:
@@ -100,6 +117,22 @@ def check_same_position_on_every_worker(model, position: tuple[int, int]) -> Non
     Each worker restores its own backup; a job killed between two workers' saves leaves them one save apart,
     and the worker with more steps to run would then wait forever in an all-reduce. Every worker must call
     this (it is a collective); outside multi-worker training it does nothing.
+
+    Args:
+        model: the model being trained (its ``distribute_strategy`` tells the mode).
+        position: this worker's ``(epoch, batches_done)``, as :meth:`ResumableBackup.restore` returns it.
+
+    Returns:
+        None; raises ``RuntimeError`` listing every replica's position when they differ.
+
+    Example:
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.distribution import check_same_position_on_every_worker
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> model = TransformerForSeq2SeqLM(config)
+        >>> print(check_same_position_on_every_worker(model, (1, 0)))  # a single process: nothing to compare
+        None
     """
     strategy = _multi_worker_strategy(model)
     if strategy is None:

@@ -53,6 +53,37 @@ def save_pretrained(model, save_directory, tokenizer=None, max_shard_size: int |
     shards of an earlier save remain). ``max_shard_size`` shards the weights (see
     :func:`~vanilla_transformer.checkpoint_io.write_weights`). ``format="transformers"`` writes a checkpoint
     of the matching transformers class instead.
+
+    Args:
+        model: a model of this package.
+        save_directory: the directory to write (created, or replaced as a whole).
+        tokenizer: a transformers tokenizer saved beside the model, or None.
+        max_shard_size: shard the weights above this size (bytes or ``"5GB"``); None: one file.
+        model_card: extra model card fields (``repo_id``, ``description``, ...; see
+            :func:`~vanilla_transformer.model_card.render_model_card`).
+        format: ``"vanilla_transformer"`` (this package) or ``"transformers"`` (e.g. a Marian checkpoint).
+
+    Returns:
+        ``save_directory`` as a ``pathlib.Path``.
+
+    Example:
+        >>> import os, tempfile
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.hub import save_pretrained
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> model = TransformerForSeq2SeqLM(config)
+        >>> folder = save_pretrained(model, os.path.join(tempfile.mkdtemp(), "tiny"))
+        >>> sorted(os.listdir(folder))
+        ['README.md', 'config.json', 'generation_config.json', 'model.safetensors']
+        >>> folder = save_pretrained(model, folder, max_shard_size=4000)  # rewritten as a whole, in shards
+        >>> sorted(os.listdir(folder))
+        ['README.md', 'config.json', 'generation_config.json', 'model-00001-of-00002.safetensors',
+         'model-00002-of-00002.safetensors', 'model.safetensors.index.json']
+        >>> import json
+        >>> exported = save_pretrained(model, os.path.join(tempfile.mkdtemp(), "hf"), format="transformers")
+        >>> json.loads((exported / "config.json").read_text())["model_type"]
+        'marian'
     """
     if format not in ("vanilla_transformer", "transformers"):
         raise ValueError(f"format must be 'vanilla_transformer' or 'transformers', got {format!r}")
@@ -74,7 +105,30 @@ def save_pretrained(model, save_directory, tokenizer=None, max_shard_size: int |
 # ------------------------------------------------------------------------------------------ loading
 def resolve_model_class(cls, saved_class: str | None, raw: dict, source: str):
     """The class to build: ``cls`` itself, or for ``AutoModel`` and the base class the one named in
-    ``config.architectures``."""
+    ``config.architectures``.
+
+    Args:
+        cls: the class ``from_pretrained`` was called on.
+        saved_class: ``config.architectures[0]`` of the checkpoint (or None).
+        raw: the checkpoint's config dict (for the error message).
+        source: the checkpoint's name (for the error message).
+
+    Returns:
+        A model class; raises :class:`CheckpointError` when ``cls`` resolves the architecture and
+        ``saved_class`` names no model class of this package.
+
+    Example:
+        >>> from vanilla_transformer import AutoModel, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.hub import resolve_model_class
+        >>> resolve_model_class(AutoModel, "TransformerForCausalLM", {}, "dir").__name__
+        'TransformerForCausalLM'
+        >>> resolve_model_class(TransformerForSeq2SeqLM, "TransformerForCausalLM", {}, "dir").__name__
+        'TransformerForSeq2SeqLM'
+        >>> resolve_model_class(AutoModel, "BertModel", {"architectures": ["BertModel"]}, "dir")
+        Traceback (most recent call last):
+        ...
+        vanilla_transformer.checkpoint_io.CheckpointError: dir: config.architectures=['BertModel'] names no class ...
+    """
     if not resolves_architecture(cls):
         return cls
     model_class = registered_model_class(saved_class)
@@ -120,6 +174,43 @@ def from_pretrained(cls, pretrained_model_name_or_path, *, revision=None, cache_
     A checkpoint of another head type loads the shared body; its report (``missing_keys`` and
     ``unexpected_keys``) is kept in ``model.loading_info``. transformers checkpoints (``marian``, ``bert``,
     ``openai-gpt``, ``gpt2``) are converted on the fly. Raises :class:`CheckpointError` on any problem.
+
+    Args:
+        cls: the model class to build (or :class:`AutoModel`).
+        pretrained_model_name_or_path: a local directory or a Hub repo id.
+        revision: Hub branch, tag, ``refs/pr/N`` or commit id.
+        cache_dir: the Hugging Face cache to use.
+        force_download: download again even when cached.
+        local_files_only: use the local cache only (no network).
+        token: Hub token (default ``HF_TOKEN`` / the saved login).
+        strict: raise on missing or unexpected weights; None: strict unless the checkpoint is of another
+            head type.
+        **config_overrides: config fields to change (e.g. ``dropout=0.0``).
+
+    Returns:
+        The model, weights loaded; ``model.name_or_path``, ``model.commit_hash`` (None for a directory) and
+        ``model.loading_info`` record where they came from.
+
+    Example:
+        A local directory (a Hub repo id such as ``"user/model"`` is used the same way):
+
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from vanilla_transformer import AutoModel, TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.hub import from_pretrained
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> model = TransformerForSeq2SeqLM(config)
+        >>> folder = model.save_pretrained(tempfile.mkdtemp())
+        >>> loaded = from_pretrained(TransformerForSeq2SeqLM, folder, dropout=0.0)
+        >>> loaded.loading_info, loaded.config.dropout
+        ({'missing_keys': [], 'unexpected_keys': []}, 0.0)
+        >>> inputs = {"input_ids": np.array([[5, 6, 2]]), "decoder_input_ids": np.array([[1, 7]])}
+        >>> bool(np.allclose(model(inputs), loaded(inputs)))
+        True
+        >>> type(from_pretrained(AutoModel, folder)).__name__  # the class named in config.architectures
+        'TransformerForSeq2SeqLM'
+        >>> hub_model = from_pretrained(AutoModel, "user/model", revision="main")  # doctest: +SKIP
     """
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
@@ -148,6 +239,32 @@ def load_tokenizer(name_or_path, revision=None, cache_dir=None, force_download=F
     Works on a directory or a Hub repo id (same arguments as :func:`from_pretrained`); from the Hub only the
     tokenizer files (and ``config.json``) are downloaded. No code from the repo is run
     (``trust_remote_code=False``).
+
+    Args:
+        name_or_path: a local directory or a Hub repo id.
+        revision, cache_dir, force_download, local_files_only, token: as for :func:`from_pretrained`.
+
+    Returns:
+        A ``transformers`` tokenizer, or None; raises :class:`CheckpointError` when the files cannot be read.
+
+    Example:
+        A local directory (a Hub repo id such as ``"user/model"`` is used the same way):
+
+        >>> import tempfile
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.hub import load_tokenizer
+        >>> from vanilla_transformer.tokenization import train_bpe_tokenizer
+        >>> tokenizer = train_bpe_tokenizer(["one two three", "eins zwei drei"] * 5, vocab_size=30)
+        >>> config = TransformerConfig(vocab_size=30, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> model = TransformerForSeq2SeqLM(config)
+        >>> folder = model.save_pretrained(tempfile.mkdtemp(), tokenizer=tokenizer)
+        >>> loaded = load_tokenizer(folder)
+        >>> loaded("one two")["input_ids"] == tokenizer("one two")["input_ids"]
+        True
+        >>> print(load_tokenizer(model.save_pretrained(tempfile.mkdtemp())))  # saved without a tokenizer
+        None
+        >>> hub_tokenizer = load_tokenizer("user/model")  # doctest: +SKIP
     """
     from transformers import AutoTokenizer
 
@@ -213,6 +330,25 @@ def push_to_hub(model, repo_id: str, *, private: bool = False, token=None,
     Weight files of an earlier push that the new one does not write (old shards) are deleted in the same
     commit. Files that did not change are not uploaded again; when nothing changed no commit is made.
     Returns huggingface_hub's ``CommitInfo`` (``.oid`` is the commit id, ``.pr_url`` the pull request).
+
+    Example:
+        The push needs the Hub and a write token; what it uploads is what :func:`save_pretrained` writes
+        (with ``repo_id`` in the model card), which can be checked offline:
+
+        >>> import os, tempfile
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.hub import push_to_hub
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> model = TransformerForSeq2SeqLM(config)
+        >>> folder = model.save_pretrained(tempfile.mkdtemp(), model_card={"repo_id": "user/tiny-model"})
+        >>> sorted(os.listdir(folder))
+        ['README.md', 'config.json', 'generation_config.json', 'model.safetensors']
+        >>> "user/tiny-model" in (folder / "README.md").read_text()
+        True
+        >>> info = push_to_hub(model, "user/tiny-model", private=True)  # doctest: +SKIP
+        >>> info.oid  # doctest: +SKIP
+        '...'
     """
     from huggingface_hub import HfApi
 
@@ -229,7 +365,23 @@ def push_to_hub(model, repo_id: str, *, private: bool = False, token=None,
 
 def push_folder_to_hub(folder, repo_id: str, *, private: bool = False, token=None, commit_message=None,
                        revision=None, create_pr: bool = False, commit_description: str | None = None):
-    """Upload an already saved model directory in one commit (the ``vanilla-transformer push`` command)."""
+    """Upload an already saved model directory in one commit (the ``vanilla-transformer push`` command).
+
+    ``folder`` must hold ``config.json`` and safetensors weights (checked before anything is sent, raising
+    :class:`CheckpointError`); every file in it is uploaded, and weight files of an earlier push that
+    ``folder`` lacks are deleted. The other arguments are those of :func:`push_to_hub`. Returns
+    huggingface_hub's ``CommitInfo``.
+
+    Example:
+        >>> import tempfile
+        >>> from vanilla_transformer.hub import push_folder_to_hub
+        >>> try:  # refused locally, before any network access
+        ...     push_folder_to_hub(tempfile.mkdtemp(), "user/tiny-model")
+        ... except ValueError as err:
+        ...     print(type(err).__name__, str(err).endswith("is not a saved model directory (no config.json)"))
+        CheckpointError True
+        >>> info = push_folder_to_hub("outputs/number-words", "user/number-words")  # doctest: +SKIP
+    """
     from huggingface_hub import HfApi
 
     folder = Path(folder)
@@ -260,7 +412,25 @@ def _commit_folder(api, folder: Path, repo_id: str, *, revision, create_pr, comm
 
 
 class HubMixin:
-    """``save_pretrained``, ``from_pretrained`` and ``push_to_hub`` for the model classes."""
+    """``save_pretrained``, ``from_pretrained`` and ``push_to_hub`` for the model classes.
+
+    The methods call :func:`save_pretrained`, :func:`from_pretrained` and :func:`push_to_hub` of this
+    module with the model (or class) as first argument; see those for the arguments.
+
+    Example:
+        >>> import tempfile
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.hub import HubMixin
+        >>> issubclass(TransformerForSeq2SeqLM, HubMixin)
+        True
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> folder = TransformerForSeq2SeqLM(config).save_pretrained(tempfile.mkdtemp())
+        >>> model = TransformerForSeq2SeqLM.from_pretrained(folder)
+        >>> model.name_or_path == str(folder), model.num_parameters() > 0
+        (True, True)
+        >>> model.push_to_hub("user/tiny-model")  # doctest: +SKIP
+    """
 
     def save_pretrained(self, save_directory, tokenizer=None, **kwargs) -> Path:
         """Write the Hugging Face layout: config.json, model.safetensors, generation_config.json, README.md

@@ -24,11 +24,33 @@ from .optimization import language_model_optimizer, transformer_optimizer
 
 
 def named_variables(layer: keras.layers.Layer, prefix: str = "") -> dict[str, keras.Variable]:
-    """All weights of ``layer`` keyed by attribute path, e.g. ``decoder.layers.0.fc1.kernel``.
+    """All weights of ``layer`` keyed by attribute path, e.g. ``decoder.layers.0.feed_forward.fc1.kernel``.
 
     The walk follows attribute assignment order, so a layer shared by several owners (the token
     embedding) is named by its first owner only; a layer's own weights are those of ``layer.weights`` that
     none of its sub-layers holds. Sub-layers in lists are numbered: ``layers.0``, ``layers.1``, ...
+
+    Args:
+        layer: a built Keras layer or model (weights not yet created are not listed).
+        prefix: prepended to every name.
+
+    Returns:
+        A dict of name -> ``keras.Variable``, in walk order (each variable once).
+
+    Example:
+        >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM
+        >>> from vanilla_transformer.modeling import named_variables
+        >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
+        ...                            num_encoder_layers=1, num_decoder_layers=1,
+        ...                            max_position_embeddings=32)
+        >>> model = TransformerForCausalLM(config).build_weights()
+        >>> names = named_variables(model)
+        >>> list(names)[:3]
+        ['shared.embeddings', 'decoder.layers.0.self_attn.q_proj.kernel', 'decoder.layers.0.self_attn.q_proj.bias']
+        >>> tuple(names["decoder.layers.0.feed_forward.fc1.kernel"].shape)
+        (8, 16)
+        >>> list(named_variables(model.decoder.layers[0].feed_forward, prefix="ff."))
+        ['ff.fc1.kernel', 'ff.fc1.bias', 'ff.fc2.kernel', 'ff.fc2.bias']
     """
     names: dict[str, keras.Variable] = {}
     seen: set[int] = set()
@@ -73,6 +95,23 @@ def default_jit_compile(model: keras.Model) -> bool:
     GFLOP/s). So on a CPU, ``mixed_bfloat16`` trains faster without XLA (benchmarks/README.md). And XLA has
     no collectives for CPU devices ("Collectives are not yet implemented for CPU devices when compiling with
     XLA"), which the multi-worker all-reduce needs.
+
+    ``model``: a Keras model (its dtype policy and distribution strategy are read) -> bool. Other backends
+    than TensorFlow: always True.
+
+    Example:
+        >>> import keras
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.modeling import default_jit_compile
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16,
+        ...                            num_encoder_layers=1, num_decoder_layers=1,
+        ...                            max_position_embeddings=32)
+        >>> default_jit_compile(TransformerForSeq2SeqLM(config))  # float32: XLA on every device
+        True
+        >>> bf16 = TransformerForSeq2SeqLM(config, dtype="mixed_bfloat16")
+        >>> cpu_only = all(device.lower().startswith("cpu") for device in keras.distribution.list_devices())
+        >>> default_jit_compile(bf16) == (not cpu_only)  # bfloat16: XLA only with an accelerator
+        True
     """
     if keras.backend.backend() != "tensorflow":
         return True  # JAX has no non-XLA path worth choosing; other backends keep Keras' meaning of True
@@ -98,6 +137,31 @@ class TransformerPreTrainedModel(HubMixin, MultiWorkerTrainerFixes, keras.Model)
 
     ``TransformerPreTrainedModel.from_pretrained`` (like ``AutoModel``) builds the class named in the
     checkpoint's ``config.architectures``; a concrete class loads as itself.
+
+    Args:
+        config: a :class:`TransformerConfig` (or its dict); ``config.architecture`` must be one the
+            subclass supports.
+        **kwargs: passed to ``keras.Model`` (``name``, ``dtype``).
+
+    Inputs are int32 id arrays ``(batch, seq)`` (lists and numpy are checked: integer dtype, rank 2,
+    ``seq <= max_position_embeddings``, ids in ``[0, vocab_size)``) and 0/1 masks of the same shape.
+
+    Example:
+        >>> import tempfile
+        >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM, TransformerPreTrainedModel
+        >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
+        ...                            num_encoder_layers=1, num_decoder_layers=1,
+        ...                            max_position_embeddings=32)
+        >>> model = TransformerForCausalLM(config)
+        >>> model.num_parameters()  # embeddings 20 x 8 + one decoder layer (sinusoidal positions: no weights)
+        760
+        >>> folder = model.save_pretrained(tempfile.mkdtemp())
+        >>> type(TransformerPreTrainedModel.from_pretrained(folder)).__name__  # from config.architectures
+        'TransformerForCausalLM'
+        >>> model({"input_ids": [[1, 2, 99]]})
+        Traceback (most recent call last):
+        ...
+        ValueError: input_ids holds ids outside [0, vocab_size=20): min 1, max 99
     """
 
     config_class = TransformerConfig
@@ -370,6 +434,26 @@ class TransformerForCausalLM(GenerationMixin, TransformerPreTrainedModel):
     """GPT-style decoder-only Transformer (no cross-attention) with a tied LM head.
 
     ``{"input_ids", "attention_mask"} -> logits (batch, seq, vocab_size)``; position t sees tokens <= t.
+
+    Inputs: ``input_ids`` int ``(batch, seq)``, optional ``attention_mask`` (1 token, 0 padding) and
+    ``position_ids`` of the same shape (or ``input_ids`` alone, not in a dict). Logits are float32.
+    Needs ``config.architecture == "decoder"``; ``generate`` continues prompts.
+
+    Example:
+        >>> import keras
+        >>> import numpy as np
+        >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM
+        >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
+        ...                            num_encoder_layers=1, num_decoder_layers=1,
+        ...                            max_position_embeddings=32)
+        >>> model = TransformerForCausalLM(config)
+        >>> logits = model({"input_ids": np.array([[5, 6, 7, 8], [9, 10, 0, 0]], "int32"),
+        ...                 "attention_mask": np.array([[1, 1, 1, 1], [1, 1, 0, 0]], "int32")})
+        >>> tuple(logits.shape), keras.backend.standardize_dtype(logits.dtype)
+        ((2, 4, 20), 'float32')
+        >>> later = model(np.array([[5, 6, 7, 11]], "int32"))  # only the last token differs ...
+        >>> bool(np.allclose(logits[0, :3], later[0, :3], atol=1e-6))  # ... so earlier positions are unchanged
+        True
     """
 
     supported_architectures = ("decoder",)
@@ -454,7 +538,23 @@ class _EncoderOnly(TransformerPreTrainedModel):
 
 
 class TransformerEncoderModel(_EncoderOnly):
-    """BERT-style encoder without a head: returns the last hidden states ``(batch, seq, d_model)``."""
+    """BERT-style encoder without a head: returns the last hidden states ``(batch, seq, d_model)``.
+
+    ``{"input_ids", "attention_mask", "token_type_ids"}`` int ``(batch, seq)`` (masks and segment ids
+    optional) -> hidden states in the compute dtype (float32 by default). Needs
+    ``config.architecture == "encoder"``.
+
+    Example:
+        >>> import numpy as np
+        >>> from vanilla_transformer import TransformerConfig, TransformerEncoderModel
+        >>> config = TransformerConfig(architecture="encoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
+        ...                            num_encoder_layers=1, num_decoder_layers=1,
+        ...                            max_position_embeddings=32)
+        >>> model = TransformerEncoderModel(config)
+        >>> hidden = model({"input_ids": np.array([[1, 5, 6, 2]], "int32")})
+        >>> tuple(hidden.shape)
+        (1, 4, 8)
+    """
 
     pipeline_tag = "feature-extraction"
 
@@ -466,6 +566,24 @@ class TransformerForMaskedLM(_EncoderOnly):
     """BERT-style encoder + MLM head: dense + activation + LayerNorm + tied projection with its own bias.
 
     ``{"input_ids", "attention_mask", "token_type_ids"} -> logits (batch, seq, vocab_size)``.
+
+    Inputs are int ``(batch, seq)`` (masks and segment ids optional); logits are float32. Needs
+    ``config.architecture == "encoder"``; train it with
+    :class:`~vanilla_transformer.data_collators.DataCollatorForMaskedLM` batches.
+
+    Example:
+        >>> import keras
+        >>> import numpy as np
+        >>> from vanilla_transformer import TransformerConfig, TransformerForMaskedLM
+        >>> config = TransformerConfig(architecture="encoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
+        ...                            num_encoder_layers=1, num_decoder_layers=1,
+        ...                            max_position_embeddings=32, mask_token_id=4)
+        >>> model = TransformerForMaskedLM(config)
+        >>> logits = model({"input_ids": np.array([[1, 5, 4, 2]], "int32")})  # 4: the mask token
+        >>> tuple(logits.shape), keras.backend.standardize_dtype(logits.dtype)
+        ((1, 4, 20), 'float32')
+        >>> keras.ops.convert_to_numpy(keras.ops.argmax(logits, axis=-1)).shape  # one predicted id per position
+        (1, 4)
     """
 
     pipeline_tag = "fill-mask"
@@ -510,6 +628,21 @@ class TransformerForSequenceClassification(_EncoderOnly):
 
     ``{"input_ids", "attention_mask", "token_type_ids"} -> logits (batch, num_labels)``. Labels come from
     ``config.num_labels`` / ``config.id2label``.
+
+    Inputs are int ``(batch, seq)`` (masks and segment ids optional); logits are float32. Needs
+    ``config.architecture == "encoder"``; ``add_pooler=True`` adds BERT's dense + tanh pooler.
+
+    Example:
+        >>> import numpy as np
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSequenceClassification
+        >>> config = TransformerConfig(architecture="encoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
+        ...                            num_encoder_layers=1, num_decoder_layers=1,
+        ...                            max_position_embeddings=32, num_labels=3)
+        >>> model = TransformerForSequenceClassification(config)
+        >>> logits = model({"input_ids": np.array([[1, 5, 6, 2], [1, 7, 2, 0]], "int32"),
+        ...                 "attention_mask": np.array([[1, 1, 1, 1], [1, 1, 1, 0]], "int32")})
+        >>> tuple(logits.shape)
+        (2, 3)
     """
 
     pipeline_tag = "text-classification"

@@ -23,7 +23,30 @@ logger = logging.getLogger(__name__)
 
 
 class StopOnNaN(keras.callbacks.Callback):
-    """Stop training at the first non-finite loss, saying where, instead of training on garbage."""
+    """Stop training at the first non-finite loss, saying where, instead of training on garbage.
+
+    A Keras callback for ``model.fit(..., callbacks=[StopOnNaN()])``. At the end of every batch it reads
+    ``logs["loss"]`` (a float); when that is NaN or infinite it prints where it happened, records
+    ``stopped_at = {"epoch", "batch", "loss"}`` (0-based epoch and batch) and sets ``model.stop_training``.
+    ``stopped_at`` stays None while the loss is finite.
+
+    Example:
+        >>> import keras
+        >>> from vanilla_transformer.training import StopOnNaN
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        >>> model.compile(optimizer="adam", loss="mse")
+        >>> stop = StopOnNaN()
+        >>> stop.set_model(model)
+        >>> stop.on_epoch_begin(2)
+        >>> stop.on_train_batch_end(3, {"loss": 0.7})  # finite: nothing happens
+        >>> stop.stopped_at is None, model.stop_training
+        (True, False)
+        >>> stop.on_train_batch_end(4, {"loss": float("nan")})
+        <BLANKLINE>
+        Stopping: the loss became nan at epoch 3, batch 5. Lower the learning rate ...
+        >>> stop.stopped_at, model.stop_training
+        ({'epoch': 2, 'batch': 4, 'loss': nan}, True)
+    """
 
     def __init__(self):
         super().__init__()
@@ -49,6 +72,36 @@ class ResumableBackup(keras.callbacks.Callback):
     written together into a fresh directory that is then renamed into place, so a kill mid-save leaves
     the previous complete backup. Used by :func:`fit_resumable`, which restores and continues from the
     exact batch.
+
+    Args:
+        backup_dir: the folder of the backup; it holds ``current/`` with ``latest.weights.h5``,
+            ``rng_states.npz`` and ``training_metadata.json``.
+        save_freq: ``"epoch"`` (save at the end of every epoch) or a positive int: also save every that many
+            batches (epoch ends are always saved).
+
+    Raises:
+        ValueError: ``save_freq`` is neither ``"epoch"`` nor a positive integer.
+
+    Example:
+        >>> import os, tempfile
+        >>> import keras
+        >>> from vanilla_transformer.training import ResumableBackup
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> model.compile(optimizer="adam", loss="mse")
+        >>> backup_dir = tempfile.mkdtemp()
+        >>> ResumableBackup(backup_dir).restore(model)  # no backup yet: start at (epoch 0, 0 batches done)
+        (0, 0)
+        >>> backup = ResumableBackup(backup_dir, save_freq=2)
+        >>> backup.set_model(model)  # what fit does
+        >>> backup.save(epoch=1, batches_done=2)
+        >>> sorted(os.listdir(os.path.join(backup_dir, "current")))
+        ['latest.weights.h5', 'rng_states.npz', 'training_metadata.json']
+        >>> ResumableBackup(backup_dir).restore(model)
+        (1, 2)
+        >>> ResumableBackup(backup_dir, save_freq=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: save_freq must be 'epoch' or a positive integer, got 0
     """
 
     def __init__(self, backup_dir, save_freq: int | str = "epoch"):
@@ -135,6 +188,43 @@ def fit_resumable(model, batches: EpochShuffledBatches, epochs: int, backup_dir,
     and batches done), finishes the interrupted epoch with its remaining batches, then runs the remaining
     epochs. With the same seed the result equals an uninterrupted run's. Returns the list of History
     objects (one per ``fit`` call).
+
+    Args:
+        model: a compiled model (any ``keras.Model``; models of this package are built first).
+        batches: the training batches; their order depends only on ``(seed, epoch)``.
+        epochs: the total number of epochs, counting those done before an interruption.
+        backup_dir: the folder of the :class:`ResumableBackup` (created when missing).
+        save_freq: ``"epoch"`` or a number of batches between backups (see :class:`ResumableBackup`).
+        callbacks: more Keras callbacks for ``fit``.
+        verbose: passed to ``fit``.
+        validation_data: passed to ``fit``.
+
+    Returns:
+        A list of ``keras.callbacks.History``, one per ``fit`` call: none when the backup already covers
+        ``epochs``, two when an interrupted epoch is finished before the remaining epochs run.
+
+    Example:
+        >>> import os, tempfile
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.batching import EpochShuffledBatches, seq2seq_batches
+        >>> from vanilla_transformer.data_collators import Seq2SeqCollator
+        >>> from vanilla_transformer.training import fit_resumable
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> model = TransformerForSeq2SeqLM(config)
+        >>> model.compile(optimizer="adam", jit_compile=False, run_eagerly=True)  # eager: starts fast
+        >>> collator = Seq2SeqCollator(pad_token_id=0, decoder_start_token_id=1, vocab_size=20)
+        >>> sources, targets = [[3, 4, 5], [6, 7], [8, 9], [10]], [[5, 4, 2], [7, 2], [9, 2], [10, 2]]
+        >>> batches = EpochShuffledBatches(seq2seq_batches(sources, targets, collator, batch_size=2), seed=0)
+        >>> len(batches)
+        2
+        >>> backup_dir = tempfile.mkdtemp()
+        >>> histories = fit_resumable(model, batches, epochs=1, backup_dir=backup_dir, verbose=0)
+        >>> len(histories), sorted(histories[0].history)
+        (1, ['accuracy', 'loss'])
+        >>> fit_resumable(model, batches, epochs=1, backup_dir=backup_dir, verbose=0)  # started again: done
+        Resuming from the backup in ...: epoch 2, after 0 of its 2 batches
+        []
     """
     backup = ResumableBackup(backup_dir, save_freq)
     if hasattr(model, "build_weights"):
