@@ -23,10 +23,10 @@ from keras import ops
 
 from ..data_collators import bucket_length, pad_batch, padding_mask
 from .logits_process import blocked_top_k, top_p_filter
-from .plan import DecodingPlan, make_plan, resolve_generation_config
+from .plan import DecodingParams, DecodingPlan, make_plan, resolve_generation_config
 from .programs import ProgramCache, compiled_decoder
 
-__all__ = ["DecodingPlan", "GenerationMixin", "ProgramCache", "blocked_top_k", "generate",
+__all__ = ["DecodingParams", "DecodingPlan", "GenerationMixin", "ProgramCache", "blocked_top_k", "generate",
            "resolve_generation_config", "top_p_filter"]
 
 LENGTH_MULTIPLE = 8
@@ -49,6 +49,27 @@ class _DecodingInputs:
         rep = lambda x: None if x is None else np.repeat(x, times, 0)  # noqa: E731
         return _DecodingInputs(rep(self.source_ids), rep(self.source_mask), rep(self.prefix_ids),
                               rep(self.prefix_mask), rep(self.prefix_positions), self.trim)
+
+    def filled_to(self, rows: int) -> tuple["_DecodingInputs", np.ndarray]:
+        """The inputs with copies of the last row appended up to ``rows``, and ``active (rows,)`` bool, False
+        for the copies (they are finished from the start and cut from the output)."""
+        extra = rows - self.prefix_ids.shape[0]
+        fill = lambda x: None if x is None else np.concatenate([x, np.repeat(x[-1:], extra, 0)])  # noqa: E731
+        active = np.arange(rows) < self.prefix_ids.shape[0]
+        return _DecodingInputs(fill(self.source_ids), fill(self.source_mask), fill(self.prefix_ids),
+                               fill(self.prefix_mask), fill(self.prefix_positions), self.trim), active
+
+
+def batch_bucket(rows: int) -> int:
+    """The batch size a decoding program runs at: a power of two up to 8, then a multiple of 8, so that any
+    batch size reuses one of a few compiled shapes.
+
+    >>> [batch_bucket(n) for n in (1, 3, 5, 8, 9, 30)]
+    [1, 4, 8, 8, 16, 32]
+    """
+    if rows <= 8:
+        return 1 << (rows - 1).bit_length()
+    return -(-rows // 8) * 8
 
 
 def left_align(ids: np.ndarray, mask: np.ndarray, width: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,19 +162,22 @@ def generate(model, input_ids, attention_mask=None, generation_config=None, seed
     ids, mask = _ids_and_mask(model, config, input_ids, attention_mask)
     model.build_weights()
     inputs = _prepare_inputs(model, config, ids, mask)
-    prompt_length = inputs.prefix_ids.shape[1] - inputs.trim
-    plan = make_plan(config, prompt_length, use_cache)
-    if inputs.prefix_ids.shape[1] + plan.max_new_tokens > model.config.max_position_embeddings:
-        raise ValueError(f"prompt ({prompt_length} tokens) + max_new_tokens ({plan.max_new_tokens}) "
+    width = inputs.prefix_ids.shape[1]
+    prompt_length = width - inputs.trim
+    plan, params = make_plan(config, prompt_length, use_cache, room=model.config.max_position_embeddings - width)
+    if width + int(params.max_new_tokens) > model.config.max_position_embeddings:
+        raise ValueError(f"prompt ({prompt_length} tokens) + max_new_tokens ({int(params.max_new_tokens)}) "
                          f"exceeds max_position_embeddings={model.config.max_position_embeddings}")
     if plan.mode == "sample" and plan.num_return_sequences > 1:
         inputs = inputs.repeat(plan.num_return_sequences)
+    rows = inputs.prefix_ids.shape[0] * (plan.num_return_sequences if plan.mode == "beam" else 1)
+    inputs, active = inputs.filled_to(batch_bucket(inputs.prefix_ids.shape[0]))
     seed_value = np.int32(np.random.randint(0, 2**31 - 1) if seed is None else seed % (2**31 - 1))
     run = compiled_decoder(model, plan)
     sequences, scores, length = run(inputs.source_ids, inputs.source_mask, inputs.prefix_ids, inputs.prefix_mask,
-                                    inputs.prefix_positions, seed_value)
-    sequences = np.asarray(ops.convert_to_numpy(sequences))[:, inputs.trim: int(ops.convert_to_numpy(length))]
-    scores = np.asarray(ops.convert_to_numpy(scores))
+                                    inputs.prefix_positions, seed_value, params, active)
+    sequences = np.asarray(ops.convert_to_numpy(sequences))[:rows, inputs.trim: int(ops.convert_to_numpy(length))]
+    scores = np.asarray(ops.convert_to_numpy(scores))[:rows]
     if return_dict_in_generate or output_scores:
         return {"sequences": sequences, "sequences_scores": scores}
     return sequences

@@ -8,12 +8,12 @@ beat the worst kept hypothesis (transformers' ``early_stopping`` heuristic), so 
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from keras import ops
 
 from .logits_process import EXCLUDED_SCORE, blocked_top_k, gumbel_noise, process_logits, scatter_mask, warp_logits
-from .plan import DecodingPlan
+from .plan import DecodingParams, DecodingPlan
 from .search import decode_functions, grow_cache, is_eos, phase_bounds, reorder_cache, split_cache
 
 
@@ -33,28 +33,28 @@ class BeamState(NamedTuple):
         {'presence': ()}
     """
 
-    cur: Any  # int32 scalar: the position decoded in this step
-    running: Any  # (B, K, T) ids of the running beams
-    running_scores: Any  # (B, K) their summed log-probabilities
-    logits: Any  # (B * K, vocab) float32 next-token logits of the running beams
-    cache: Any  # self-attention keys/values of the running beams (() without a cache)
-    finished: Any  # (B, K, T) ids of the kept finished hypotheses
-    finished_scores: Any  # (B, K) their length-normalised scores
-    is_finished: Any  # (B, K) bool: whether a kept slot holds a finished hypothesis
-    finished_lengths: Any  # (B, K) int32 new tokens of each kept hypothesis
-    improvable: Any  # (B, 1) bool: a running beam can still beat the worst kept hypothesis
-    all_ended: Any  # bool scalar: every candidate of the last step ended
-    presence: Any = ()  # (B * K, vocab) bool tokens seen, for the repetition penalty; () when unused
+    cur: object  # int32 scalar: the position decoded in this step
+    running: object  # (B, K, T) ids of the running beams
+    running_scores: object  # (B, K) their summed log-probabilities
+    logits: object  # (B * K, vocab) float32 next-token logits of the running beams
+    cache: object  # self-attention keys/values of the running beams (() without a cache)
+    finished: object  # (B, K, T) ids of the kept finished hypotheses
+    finished_scores: object  # (B, K) their length-normalised scores
+    is_finished: object  # (B, K) bool: whether a kept slot holds a finished hypothesis
+    finished_lengths: object  # (B, K) int32 new tokens of each kept hypothesis
+    improvable: object  # (B, 1) bool: a running beam can still beat the worst kept hypothesis
+    all_ended: object  # bool scalar: every candidate of the last step ended
+    presence: object = ()  # (B * K, vocab) bool tokens seen, for the repetition penalty; () when unused
 
 
 class _Candidates(NamedTuple):
-    scores: Any  # (B, C) summed log-probabilities
-    sequences: Any  # (B, C, T)
-    source_beam: Any  # (B, C) the running beam each extends
-    ended: Any  # (B, C) bool: the candidate ends with eos or at max_length
+    scores: object  # (B, C) summed log-probabilities
+    sequences: object  # (B, C, T)
+    source_beam: object  # (B, C) the running beam each extends
+    ended: object  # (B, C) bool: the candidate ends with eos or at max_length
 
 
-def _initial_state(plan: DecodingPlan, prefix_ids, logits, cache, vocab: int, batch: int) -> BeamState:
+def _initial_state(plan: DecodingPlan, prefix_ids, logits, cache, vocab: int, batch: int, active) -> BeamState:
     rows, prompt_length = prefix_ids.shape[0], prefix_ids.shape[1]
     num_beams, max_length = plan.num_beams, prefix_ids.shape[1] + plan.max_new_tokens
     running = ops.reshape(
@@ -66,29 +66,29 @@ def _initial_state(plan: DecodingPlan, prefix_ids, logits, cache, vocab: int, ba
     # presence only in the loop state when used: a loop variable that passes through unchanged breaks
     # TensorFlow's XLA conversion of consecutive loops (the phases)
     presence = (scatter_mask(prefix_ids, ops.ones_like(prefix_ids, dtype="bool"), vocab)
-                if plan.repetition_penalty != 1.0 else ())
+                if plan.penalises_repetition else ())
     return BeamState(
         cur=ops.convert_to_tensor(prompt_length, "int32"), running=running, running_scores=running_scores,
         logits=ops.cast(logits, "float32"), cache=cache, finished=running,
         finished_scores=ops.full((batch, num_beams), EXCLUDED_SCORE),
         is_finished=ops.zeros((batch, num_beams), "bool"), finished_lengths=ops.zeros((batch, num_beams), "int32"),
-        improvable=ops.ones((batch, 1), "bool"), all_ended=ops.convert_to_tensor(False), presence=presence)
+        improvable=active[:, None], all_ended=ops.convert_to_tensor(False), presence=presence)
 
 
-def _top_candidates(plan: DecodingPlan, s: BeamState, keep: int, prompt_length: int, max_length: int,
-                   seed) -> _Candidates:
+def _top_candidates(plan: DecodingPlan, params: DecodingParams, s: BeamState, keep: int, prompt_length: int,
+                    max_length: int, end, seed) -> _Candidates:
     """The ``keep`` best (or, sampling, drawn) one-token extensions of each source's running beams."""
     batch, num_beams = s.running_scores.shape[0], plan.num_beams
     rows = batch * num_beams
     log_probs = ops.log_softmax(s.logits, axis=-1)
     vocab = log_probs.shape[-1]
-    log_probs = process_logits(plan, log_probs, ops.reshape(s.running, (rows, max_length)), s.cur, prompt_length,
-                               s.presence if plan.repetition_penalty != 1.0 else None, max_length)
+    log_probs = process_logits(plan, params, log_probs, ops.reshape(s.running, (rows, max_length)), s.cur,
+                               prompt_length, s.presence if plan.penalises_repetition else None, end)
     if plan.warps_logits:
-        log_probs = warp_logits(plan, log_probs)
+        log_probs = warp_logits(plan, params, log_probs)
     accumulated = ops.reshape(ops.reshape(log_probs, (batch, num_beams, vocab)) + s.running_scores[..., None],
                               (batch, num_beams * vocab))
-    if plan.warps_logits or plan.mode == "sample":
+    if plan.do_sample:
         # Sampling without replacement (Gumbel top-k), then ordered by score as transformers does.
         _, picked = blocked_top_k(accumulated + gumbel_noise(ops.shape(accumulated), seed, s.cur), keep)
         scores, order = ops.top_k(ops.take_along_axis(accumulated, picked, axis=-1), keep)
@@ -99,7 +99,7 @@ def _top_candidates(plan: DecodingPlan, s: BeamState, keep: int, prompt_length: 
     tokens = ops.cast(indices % vocab, "int32")
     sequences = ops.take_along_axis(s.running, source_beam[..., None], axis=1)
     sequences = ops.slice_update(sequences, (0, 0, s.cur), tokens[..., None])
-    return _Candidates(scores, sequences, source_beam, ops.logical_or(is_eos(plan, tokens), s.cur + 1 >= max_length))
+    return _Candidates(scores, sequences, source_beam, ops.logical_or(is_eos(plan, tokens), s.cur + 1 >= end))
 
 
 def _continue_best(c: _Candidates, num_beams: int):
@@ -110,12 +110,12 @@ def _continue_best(c: _Candidates, num_beams: int):
     return running, running_scores, ops.take_along_axis(c.source_beam, next_index, axis=1)
 
 
-def _merge_finished(plan: DecodingPlan, s: BeamState, c: _Candidates, prompt_length: int):
+def _merge_finished(plan: DecodingPlan, params: DecodingParams, s: BeamState, c: _Candidates, prompt_length: int):
     """The kept finished hypotheses after adding the candidates that ended among the top ``num_beams``."""
     num_beams, keep = plan.num_beams, c.scores.shape[1]
     batch = c.scores.shape[0]
     just_finished = ops.logical_and(c.ended, (ops.arange(keep) < num_beams)[None, :])
-    normalised = c.scores / ops.cast(s.cur + 1 - prompt_length, "float32") ** plan.length_penalty
+    normalised = c.scores / ops.cast(s.cur + 1 - prompt_length, "float32") ** params.length_penalty
     full = ops.logical_and(ops.all(s.is_finished, axis=-1, keepdims=True), plan.early_stopping is True)
     normalised = normalised + ops.cast(full, "float32") * EXCLUDED_SCORE
     normalised = normalised + ops.cast(ops.logical_not(s.improvable), "float32") * EXCLUDED_SCORE
@@ -128,20 +128,19 @@ def _merge_finished(plan: DecodingPlan, s: BeamState, c: _Candidates, prompt_len
     return finished, finished_scores, is_finished, ops.take_along_axis(merged_lengths, best, axis=1)
 
 
-def _still_improvable(plan: DecodingPlan, s: BeamState, running_scores, finished_scores, is_finished,
-                     prompt_length: int, max_length: int):
+def _still_improvable(plan: DecodingPlan, params: DecodingParams, s: BeamState, running_scores, finished_scores,
+                      is_finished, prompt_length: int, end):
     """Can a running beam still beat the worst kept hypothesis? (transformers' early-stop heuristic)"""
-    next_cur = s.cur + 1
-    if plan.early_stopping == "never" and plan.length_penalty > 0:
-        best_length = float(max_length - prompt_length)
-    else:
-        best_length = ops.cast(next_cur - prompt_length, "float32")
-    best_possible = running_scores[:, :1] / best_length ** plan.length_penalty
+    best_length = ops.cast(s.cur + 1 - prompt_length, "float32")
+    if plan.early_stopping == "never":  # with a positive length penalty, the longest a beam can become
+        best_length = ops.where(params.length_penalty > 0, ops.cast(end - prompt_length, "float32"), best_length)
+    best_possible = running_scores[:, :1] / best_length ** params.length_penalty
     worst_finished = ops.where(is_finished, ops.min(finished_scores, axis=1, keepdims=True), EXCLUDED_SCORE)
     return ops.logical_and(s.improvable, ops.any(best_possible > worst_finished, axis=-1, keepdims=True))
 
 
-def beam_search(model, plan: DecodingPlan, context, prefix_ids, prefix_mask, prefix_positions, seed):
+def beam_search(model, plan: DecodingPlan, params: DecodingParams, context, prefix_ids, prefix_mask,
+                prefix_positions, seed, active=None):
     """Beam search, as transformers' ``generate`` with ``num_beams > 1`` (beam sampling with ``do_sample``).
 
     Each step ranks the top ``2 * K`` one-token extensions of a source's ``K`` running beams (more with
@@ -156,12 +155,15 @@ def beam_search(model, plan: DecodingPlan, context, prefix_ids, prefix_mask, pre
     Args:
         model: a model with the decoding protocol of :class:`~vanilla_transformer.generation.GenerationMixin`.
         plan: a beam :class:`~.plan.DecodingPlan` (``num_beams = K > 1``).
+        params: its :class:`~.plan.DecodingParams` (runtime values: ``max_new_tokens``, ``length_penalty``...).
         context: ``model.decoding_context(source_ids, source_mask)`` with one row per source (``B`` rows),
             ``{}`` for decoder-only models.
         prefix_ids: ``(B * K, prompt)`` int32: each source's prefix repeated ``K`` times in a row.
         prefix_mask: ``(B * K, prompt)`` 1/0, 0 for left padding.
         prefix_positions: ``(B * K, prompt)`` int32 positions of the prefix tokens.
         seed: int32 scalar seed of the noise of beam sampling.
+        active: ``(B,)`` bool, False for sources that only fill a batch bucket (they neither keep the loop
+            going nor count in ``length``); None: every source.
 
     Returns:
         ``(sequences (B * n, T), scores (B * n,), length)`` for ``n = num_return_sequences``: the best ``n``
@@ -178,13 +180,13 @@ def beam_search(model, plan: DecodingPlan, context, prefix_ids, prefix_mask, pre
         ...     max_position_embeddings=32))
         >>> _ = model.build_weights()  # as generate does before decoding
         >>> context = model.decoding_context(np.array([[5, 6, 7, 2]]), np.array([[1, 1, 1, 1]]))  # B = 1
-        >>> plan = make_plan(GenerationConfig(max_new_tokens=3, num_beams=2, num_return_sequences=2,
-        ...                                   eos_token_id=2, pad_token_id=0), prompt_length=1, use_cache=True)
+        >>> plan, params = make_plan(GenerationConfig(max_new_tokens=3, num_beams=2, num_return_sequences=2,
+        ...                                           eos_token_id=2, pad_token_id=0), prompt_length=1, use_cache=True)
         >>> start = np.ones((2, 1), "int32")  # decoder_start_token_id, once per beam
-        >>> sequences, scores, length = beam_search(model, plan, context, start, np.ones((2, 1), "int32"),
+        >>> sequences, scores, length = beam_search(model, plan, params, context, start, np.ones((2, 1), "int32"),
         ...                                         np.zeros((2, 1), "int32"), np.int32(0))
-        >>> tuple(sequences.shape), tuple(scores.shape), int(length) <= 4
-        ((2, 4), (2,), True)
+        >>> tuple(sequences.shape), tuple(scores.shape), int(length) <= 4  # a buffer of 8 new tokens, 3 used
+        ((2, 9), (2,), True)
         >>> scores = keras.ops.convert_to_numpy(scores)
         >>> bool(scores[0] >= scores[1]), bool(np.all(scores <= 0))  # best first, log-probabilities
         (True, True)
@@ -192,6 +194,8 @@ def beam_search(model, plan: DecodingPlan, context, prefix_ids, prefix_mask, pre
     num_beams = plan.num_beams
     rows, prompt_length = prefix_ids.shape[0], prefix_ids.shape[1]
     batch, max_length, vocab = rows // num_beams, prompt_length + plan.max_new_tokens, model.config.vocab_size
+    end = prompt_length + params.max_new_tokens
+    active = ops.ones((batch,), "bool") if active is None else ops.cast(active, "bool")
     keep = max(2, 1 + len(plan.eos_token_ids)) * num_beams
     bounds = phase_bounds(plan, prompt_length, max_length)
     first, step = decode_functions(model, plan, context, prefix_mask, prefix_positions, max_length, bounds[0])
@@ -199,34 +203,37 @@ def beam_search(model, plan: DecodingPlan, context, prefix_ids, prefix_mask, pre
     cache, rebuild = split_cache(cache)
 
     def cond(s: BeamState):
-        open_beams = ops.logical_not(ops.logical_and(ops.all(s.is_finished), plan.early_stopping is True))
-        return ops.logical_and(ops.logical_and(s.cur < max_length, ops.any(s.improvable)),
+        all_finished = ops.all(ops.logical_or(s.is_finished, ops.logical_not(active)[:, None]))
+        open_beams = ops.logical_not(ops.logical_and(all_finished, plan.early_stopping is True))
+        return ops.logical_and(ops.logical_and(s.cur < end, ops.any(s.improvable)),
                                ops.logical_and(open_beams, ops.logical_not(s.all_ended)))
 
     def body(s: BeamState):
-        c = _top_candidates(plan, s, keep, prompt_length, max_length, seed)
+        c = _top_candidates(plan, params, s, keep, prompt_length, max_length, end, seed)
         running, running_scores, beam_of_row = _continue_best(c, num_beams)
         reorder = ops.reshape(beam_of_row + ops.arange(batch)[:, None] * num_beams, (-1,))
-        finished, finished_scores, is_finished, finished_lengths = _merge_finished(plan, s, c, prompt_length)
+        finished, finished_scores, is_finished, finished_lengths = _merge_finished(plan, params, s, c, prompt_length)
         presence = s.presence
-        if plan.repetition_penalty != 1.0:
+        if plan.penalises_repetition:
             new = ops.reshape(running[:, :, s.cur], (rows, 1))
             presence = ops.logical_or(ops.take(presence, reorder, axis=0),
                                       scatter_mask(new, ops.ones_like(new, dtype="bool"), vocab))
         cache_state = reorder_cache(s.cache, reorder) if s.cache else ()
         new_tokens = ops.reshape(ops.take(running, s.cur, axis=2), (rows,))
         logits, cache = step(rebuild(cache_state), ops.reshape(running, (rows, max_length)), s.cur, new_tokens)
-        improvable = _still_improvable(plan, s, running_scores, finished_scores, is_finished, prompt_length,
-                                      max_length)
+        improvable = _still_improvable(plan, params, s, running_scores, finished_scores, is_finished,
+                                       prompt_length, end)
+        all_ended = ops.all(ops.logical_or(c.ended, ops.logical_not(active)[:, None]))
         return [BeamState(s.cur + 1, running, running_scores, ops.cast(logits, "float32"), split_cache(cache)[0],
-                          finished, finished_scores, is_finished, finished_lengths, improvable, ops.all(c.ended),
+                          finished, finished_scores, is_finished, finished_lengths, improvable, all_ended,
                           presence)]
 
-    state = _initial_state(plan, prefix_ids, logits, cache, vocab, batch)
+    state = _initial_state(plan, prefix_ids, logits, cache, vocab, batch, active)
     for bound in bounds:
         state = state._replace(cache=grow_cache(state.cache, bound))
         state = ops.while_loop(lambda s, bound=bound: ops.logical_and(s.cur < bound, cond(s)), body, [state])[0]
     n = plan.num_return_sequences
     sequences = ops.reshape(state.finished[:, :n], (batch * n, max_length))
     scores = ops.reshape(state.finished_scores[:, :n], (batch * n,))
-    return sequences, scores, prompt_length + ops.max(state.finished_lengths[:, :n])
+    lengths = ops.where(active[:, None], state.finished_lengths[:, :n], 0)
+    return sequences, scores, prompt_length + ops.max(lengths)

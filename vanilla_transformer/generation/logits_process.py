@@ -7,7 +7,7 @@ from __future__ import annotations
 from keras import ops
 
 from ..layers.dropout import random_uniform
-from .plan import DecodingPlan
+from .plan import DecodingParams, DecodingPlan
 
 NEG_INF = float("-inf")  # a token that may not be chosen (as transformers' processors write it)
 # A score that ranks below every real one but stays finite, so beam scores summed with it never give NaN.
@@ -63,7 +63,8 @@ def _token_mask(tokens, vocab_size):
     return ops.any(ops.stack([vocab == t for t in tokens]), axis=0)
 
 
-def process_logits(plan: DecodingPlan, logits, sequences, cur, prompt_length, presence, max_length):
+def process_logits(plan: DecodingPlan, params: DecodingParams, logits, sequences, cur, prompt_length, presence,
+                   end):
     """transformers' logits processors in their order: repetition penalty, n-gram ban, banned tokens,
     min length, suppression at the first step, forced BOS / EOS.
 
@@ -74,18 +75,19 @@ def process_logits(plan: DecodingPlan, logits, sequences, cur, prompt_length, pr
     - ``no_repeat_ngram_size`` n: -inf for tokens that would repeat an n-gram of ``sequences[:, :cur]``;
     - ``banned_tokens``: -inf always; ``eos_token_ids``: -inf while fewer than ``min_new_tokens`` tokens are
       generated; ``begin_suppress_tokens``: -inf at the first generated position;
-    - ``forced_bos_token_id`` at position 1 and ``forced_eos_token_id`` at position ``max_length - 1``: every
+    - ``forced_bos_token_id`` at position 1 and ``forced_eos_token_id`` at position ``end - 1``: every
       other token -inf.
 
     Args:
         plan: the :class:`~.plan.DecodingPlan`.
+        params: the :class:`~.plan.DecodingParams` (``repetition_penalty``, ``min_new_tokens``).
         logits: ``(rows, vocab)`` float next-token scores (logits or log-probabilities).
         sequences: ``(rows, max_length)`` int32 ids so far (prompt, then generated tokens, then padding).
         cur: int scalar, the position being decoded (``sequences[:, :cur]`` are filled).
         prompt_length: positions of the prompt in ``sequences``.
         presence: ``(rows, vocab)`` bool tokens seen (see :func:`scatter_mask`); only read with a repetition
             penalty, may be None otherwise.
-        max_length: ``prompt_length + max_new_tokens``.
+        end: ``prompt_length + params.max_new_tokens``: the length at which decoding stops.
 
     Returns:
         ``(rows, vocab)`` float: the processed scores.
@@ -93,17 +95,18 @@ def process_logits(plan: DecodingPlan, logits, sequences, cur, prompt_length, pr
     Example:
         >>> from transformers import GenerationConfig
         >>> from vanilla_transformer.generation.plan import make_plan
-        >>> plan = make_plan(GenerationConfig(max_new_tokens=4, repetition_penalty=2.0, min_new_tokens=2,
-        ...                                   eos_token_id=2, pad_token_id=0), prompt_length=1, use_cache=True)
+        >>> plan, params = make_plan(GenerationConfig(max_new_tokens=4, repetition_penalty=2.0, min_new_tokens=2,
+        ...                                           eos_token_id=2, pad_token_id=0), prompt_length=1, use_cache=True)
         >>> logits = np.array([[1.0, -1.0, 3.0, 0.5, 2.0]], "float32")
         >>> sequences = np.array([[1, 3, 0, 0, 0]], "int32")  # prompt [1], one token generated
         >>> presence = scatter_mask(sequences[:, :2], np.ones((1, 2), bool), vocab_size=5)
-        >>> processed = process_logits(plan, logits, sequences, 2, 1, presence, 5)
+        >>> processed = process_logits(plan, params, logits, sequences, 2, 1, presence, 5)
         >>> keras.ops.convert_to_numpy(processed)  # 1 and 3 penalised, eos 2 banned (only 1 new token)
         array([[ 1.  , -2.  ,  -inf,  0.25,  2.  ]], dtype=float32)
     """
-    if plan.repetition_penalty != 1.0:
-        penalised = ops.where(logits < 0, logits * plan.repetition_penalty, logits / plan.repetition_penalty)
+    if plan.penalises_repetition:
+        penalty = params.repetition_penalty
+        penalised = ops.where(logits < 0, logits * penalty, logits / penalty)
         logits = ops.where(presence, penalised, logits)
     if plan.no_repeat_ngram_size:
         banned = _banned_ngram_tokens(sequences, cur, plan.no_repeat_ngram_size, ops.shape(logits)[-1])
@@ -111,8 +114,8 @@ def process_logits(plan: DecodingPlan, logits, sequences, cur, prompt_length, pr
     vocab_size = ops.shape(logits)[-1]
     if plan.banned_tokens:
         logits = ops.where(_token_mask(plan.banned_tokens, vocab_size)[None, :], NEG_INF, logits)
-    if plan.min_new_tokens and plan.eos_token_ids:
-        too_short = cur - prompt_length < plan.min_new_tokens
+    if plan.eos_token_ids:  # min_new_tokens: a no-op at 0
+        too_short = cur - prompt_length < params.min_new_tokens
         logits = ops.where(ops.logical_and(_token_mask(plan.eos_token_ids, vocab_size)[None, :], too_short),
                            NEG_INF, logits)
     if plan.begin_suppress_tokens:
@@ -120,22 +123,24 @@ def process_logits(plan: DecodingPlan, logits, sequences, cur, prompt_length, pr
         logits = ops.where(ops.logical_and(_token_mask(plan.begin_suppress_tokens, vocab_size)[None, :], first),
                            NEG_INF, logits)
     for tokens, when in ((() if plan.forced_bos_token_id is None else (plan.forced_bos_token_id,), cur == 1),
-                         (plan.forced_eos_token_id, cur == max_length - 1)):
+                         (plan.forced_eos_token_id, cur == end - 1)):
         if tokens:
             forced = ops.where(_token_mask(tokens, vocab_size)[None, :], 0.0, NEG_INF)
             logits = ops.where(when, forced, logits)
     return logits
 
 
-def warp_logits(plan: DecodingPlan, logits):
+def warp_logits(plan: DecodingPlan, params: DecodingParams, logits):
     """Sampling warpers: temperature, then top-k, then top-p (nucleus).
 
     As transformers' ``TemperatureLogitsWarper``, ``TopKLogitsWarper`` and ``TopPLogitsWarper``: scores are
-    divided by ``plan.temperature``, then every token below the ``top_k``-th largest score and outside the
-    ``top_p`` nucleus (see :func:`top_p_filter`) gets -inf. Ties with the k-th score are kept.
+    divided by ``params.temperature``, then every token below the ``plan.top_k``-th largest score and outside
+    the ``params.top_p`` nucleus (see :func:`top_p_filter`) gets -inf. Ties with the k-th score are kept.
+    Temperature and top-p are runtime values: 1.0 leaves the scores exactly as they are.
 
     Args:
-        plan: the :class:`~.plan.DecodingPlan` (neutral warpers unless it samples).
+        plan: the :class:`~.plan.DecodingPlan` (``top_k``).
+        params: the :class:`~.plan.DecodingParams` (``temperature``, ``top_p``).
         logits: ``(rows, vocab)`` float scores.
 
     Returns:
@@ -144,21 +149,18 @@ def warp_logits(plan: DecodingPlan, logits):
     Example:
         >>> from transformers import GenerationConfig
         >>> from vanilla_transformer.generation.plan import make_plan
-        >>> plan = make_plan(GenerationConfig(max_new_tokens=4, do_sample=True, temperature=0.5, top_k=2),
-        ...                  prompt_length=1, use_cache=True)
-        >>> warped = warp_logits(plan, np.array([[1.0, -1.0, 3.0, 0.5, 2.0]], "float32"))
+        >>> plan, params = make_plan(GenerationConfig(max_new_tokens=4, do_sample=True, temperature=0.5, top_k=2),
+        ...                          prompt_length=1, use_cache=True)
+        >>> warped = warp_logits(plan, params, np.array([[1.0, -1.0, 3.0, 0.5, 2.0]], "float32"))
         >>> keras.ops.convert_to_numpy(warped)
         array([[-inf, -inf,   6., -inf,   4.]], dtype=float32)
     """
-    if plan.temperature != 1.0:
-        logits = logits / plan.temperature
+    logits = logits / params.temperature
     vocab = logits.shape[-1]
     if plan.top_k and plan.top_k < vocab:
         kth = ops.min(ops.top_k(logits, plan.top_k, sorted=True)[0], axis=-1, keepdims=True)
         logits = ops.where(logits < kth, NEG_INF, logits)
-    if plan.top_p < 1.0:
-        logits = top_p_filter(logits, plan.top_p)
-    return logits
+    return top_p_filter(logits, params.top_p)
 
 
 def top_p_filter(logits, top_p: float):
@@ -170,7 +172,7 @@ def top_p_filter(logits, top_p: float):
 
     Args:
         logits: ``(rows, vocab)`` float scores; probabilities are their softmax.
-        top_p: the probability mass to keep, in (0, 1].
+        top_p: the probability mass to keep, in (0, 1] (a float or a scalar tensor); 1 keeps every token.
 
     Returns:
         ``(rows, vocab)`` float: ``logits`` where kept, -inf elsewhere.
@@ -187,7 +189,9 @@ def top_p_filter(logits, top_p: float):
     sorted_logits = ops.flip(ops.sort(logits, axis=-1), axis=-1)
     sorted_probs = ops.softmax(sorted_logits, axis=-1)
     mass_before = ops.cumsum(sorted_probs, axis=-1) - sorted_probs
-    keep_sorted = ops.logical_or(mass_before < top_p, ops.arange(logits.shape[-1])[None, :] == 0)
+    # top_p >= 1 keeps every token exactly (the cumulative sum may round past 1.0 before the last one)
+    keep_sorted = ops.logical_or(ops.logical_or(mass_before < top_p, ops.arange(logits.shape[-1])[None, :] == 0),
+                                 top_p >= 1.0)
     threshold = ops.min(ops.where(keep_sorted, sorted_logits, float("inf")), axis=-1, keepdims=True)
     return ops.where(logits < threshold, NEG_INF, logits)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from transformers import GenerationConfig
@@ -70,19 +70,22 @@ class DecodingPlan:
     """Everything static about one decoding call: the key of the compiled-program cache.
 
     Built by :func:`make_plan` from a ``transformers.GenerationConfig``; frozen and hashable, so equal plans
-    share one compiled program. Field meanings follow ``GenerationConfig``:
+    share one compiled program. The numeric parameters (temperature, top-p, penalties, the token counts) are
+    not part of it: they reach the program as tensors (:class:`DecodingParams`), so changing them reuses it.
+    Field meanings follow ``GenerationConfig``:
 
     Attributes:
         mode: ``"greedy"`` (``num_beams == 1``, no sampling), ``"sample"`` (``do_sample``) or ``"beam"``
             (``num_beams > 1``, beam search, sampled when ``do_sample``).
-        max_new_tokens / min_new_tokens: how many tokens to generate at most / before eos is allowed.
+        max_new_tokens: the capacity of the output buffer: the requested ``max_new_tokens`` rounded up to a
+            bucket (a multiple of 8, within the model's positions), so nearby requests share a program.
         num_beams / num_return_sequences: beams per input; rows returned per input.
         eos_token_ids: the end-of-sequence ids (any of them ends a row); ``()`` for none.
         pad_token_id: fills rows after their eos (without a pad id in the config: ``eos_token_ids[0]``, else 0).
-        length_penalty / early_stopping: beam search's ``sum log p / length ** length_penalty`` scoring and
-            stopping rule (``True``, ``False`` or ``"never"``).
-        temperature / top_k / top_p: the sampling warpers (neutral ``1.0`` / ``0`` / ``1.0`` unless sampling).
-        repetition_penalty / no_repeat_ngram_size: transformers' repetition processors.
+        early_stopping: beam search's stopping rule (``True``, ``False`` or ``"never"``).
+        do_sample: draw tokens (with the warpers) instead of taking the best ones.
+        top_k: the top-k warper's k (0: off) when sampling.
+        penalises_repetition / no_repeat_ngram_size: transformers' repetition processors.
         use_cache: decode with the key/value cache, or recompute every position each step.
         banned_tokens / begin_suppress_tokens: ids never chosen (``bad_words_ids`` of one token and
             ``suppress_tokens``) / not chosen at the first generated position.
@@ -90,28 +93,26 @@ class DecodingPlan:
 
     Example:
         >>> from transformers import GenerationConfig
-        >>> plan = make_plan(GenerationConfig(max_new_tokens=4, do_sample=True, top_k=5, eos_token_id=2),
-        ...                  prompt_length=1, use_cache=True)
+        >>> plan, params = make_plan(GenerationConfig(max_new_tokens=4, do_sample=True, top_k=5, eos_token_id=2),
+        ...                          prompt_length=1, use_cache=True)
         >>> plan.mode, plan.max_new_tokens, plan.eos_token_ids, plan.pad_token_id, plan.warps_logits
-        ('sample', 4, (2,), 2, True)
-        >>> plan == make_plan(GenerationConfig(max_new_tokens=4, do_sample=True, top_k=5, eos_token_id=2),
-        ...                   prompt_length=1, use_cache=True)
+        ('sample', 8, (2,), 2, True)
+        >>> other, _ = make_plan(GenerationConfig(max_new_tokens=7, do_sample=True, top_k=5, eos_token_id=2,
+        ...                                       temperature=0.3), prompt_length=1, use_cache=True)
+        >>> plan == other  # another temperature and token count: the same program
         True
     """
 
     mode: str  # "greedy" | "sample" | "beam"
     max_new_tokens: int
-    min_new_tokens: int
     num_beams: int
     num_return_sequences: int
     eos_token_ids: tuple[int, ...]
     pad_token_id: int
-    length_penalty: float
     early_stopping: Any
-    temperature: float
+    do_sample: bool
     top_k: int
-    top_p: float
-    repetition_penalty: float
+    penalises_repetition: bool
     no_repeat_ngram_size: int
     use_cache: bool
     banned_tokens: tuple[int, ...] = ()  # bad_words_ids (single tokens) and suppress_tokens
@@ -121,8 +122,37 @@ class DecodingPlan:
 
     @property
     def warps_logits(self) -> bool:
-        """Whether temperature, top-k or top-p change the scores before choosing."""
-        return self.temperature != 1.0 or bool(self.top_k) or self.top_p < 1.0
+        """Whether the sampling warpers (temperature, top-k, top-p) apply."""
+        return self.do_sample
+
+
+class DecodingParams(NamedTuple):
+    """The numeric decoding parameters, given to the compiled program as tensors (any value, one program).
+
+    Example:
+        >>> from transformers import GenerationConfig
+        >>> _, params = make_plan(GenerationConfig(max_new_tokens=5, num_beams=2, length_penalty=0.6),
+        ...                       prompt_length=1, use_cache=True)
+        >>> int(params.max_new_tokens), round(float(params.length_penalty), 6)
+        (5, 0.6)
+    """
+
+    max_new_tokens: object  # int32 scalar: tokens to generate at most (<= the plan's capacity)
+    min_new_tokens: object  # int32 scalar: tokens before an eos is allowed
+    temperature: object  # float32 scalar (sampling)
+    top_p: object  # float32 scalar (sampling; 1.0 keeps every token)
+    repetition_penalty: object  # float32 scalar
+    length_penalty: object  # float32 scalar (beam search)
+
+
+def new_token_capacity(max_new_tokens: int, room: int | None = None, multiple: int = 8) -> int:
+    """``max_new_tokens`` rounded up to a multiple of ``multiple``, but not beyond ``room`` positions.
+
+    >>> new_token_capacity(3), new_token_capacity(9), new_token_capacity(9, room=12)
+    (8, 16, 12)
+    """
+    capacity = max(multiple, -(-max_new_tokens // multiple) * multiple)
+    return max(max_new_tokens, min(capacity, room)) if room is not None else capacity
 
 
 def integer(name: str, value, minimum: int = 1) -> int:
@@ -206,8 +236,10 @@ def _token_constraints(config: GenerationConfig) -> dict:
                 forced_eos_token_id=tuple(int(e) for e in token_ids(config.forced_eos_token_id)))
 
 
-def make_plan(config: GenerationConfig, prompt_length: int, use_cache: bool) -> DecodingPlan:
-    """Validate ``config`` for a prompt of ``prompt_length`` tokens into a :class:`DecodingPlan`.
+def make_plan(config: GenerationConfig, prompt_length: int, use_cache: bool,
+              room: int | None = None) -> tuple[DecodingPlan, DecodingParams]:
+    """Validate ``config`` for a prompt of ``prompt_length`` tokens into a :class:`DecodingPlan` (static) and
+    its :class:`DecodingParams` (runtime values).
 
     Unset fields take transformers' defaults. ``max_new_tokens`` wins over ``max_length`` (the total length,
     prompt included) as in transformers; ``min_new_tokens`` over ``min_length``. Without sampling the
@@ -218,9 +250,11 @@ def make_plan(config: GenerationConfig, prompt_length: int, use_cache: bool) -> 
         prompt_length: tokens the decoder starts from (the decoder start token of an encoder-decoder model,
             or the padded prompt of a decoder-only one).
         use_cache: decode with the key/value cache.
+        room: positions left after the prompt; caps the plan's buffer capacity (see
+            :func:`new_token_capacity`).
 
     Returns:
-        A :class:`DecodingPlan`.
+        ``(plan, params)``.
 
     Raises:
         ValueError: a field is out of range, ``num_return_sequences > num_beams`` without sampling, or
@@ -228,10 +262,10 @@ def make_plan(config: GenerationConfig, prompt_length: int, use_cache: bool) -> 
 
     Example:
         >>> from transformers import GenerationConfig
-        >>> plan = make_plan(GenerationConfig(max_length=10, num_beams=3, eos_token_id=[2, 3]),
-        ...                  prompt_length=4, use_cache=True)
-        >>> plan.mode, plan.max_new_tokens, plan.num_beams, plan.eos_token_ids, plan.pad_token_id
-        ('beam', 6, 3, (2, 3), 2)
+        >>> plan, params = make_plan(GenerationConfig(max_length=10, num_beams=3, eos_token_id=[2, 3]),
+        ...                          prompt_length=4, use_cache=True)
+        >>> plan.mode, plan.max_new_tokens, int(params.max_new_tokens), plan.eos_token_ids, plan.pad_token_id
+        ('beam', 8, 6, (2, 3), 2)
         >>> make_plan(GenerationConfig(max_length=4), prompt_length=4, use_cache=True)
         Traceback (most recent call last):
         ValueError: max_length=4 leaves no room after a prompt of 4 tokens; set max_new_tokens
@@ -250,11 +284,17 @@ def make_plan(config: GenerationConfig, prompt_length: int, use_cache: bool) -> 
     pad = config.pad_token_id
     if pad is None:
         pad = eos[0] if eos else 0
-    mode = "beam" if num_beams > 1 else ("sample" if do_sample else "greedy")
-    return DecodingPlan(
-        mode=mode, max_new_tokens=max_new, min_new_tokens=min_new, num_beams=num_beams,
-        num_return_sequences=num_return, eos_token_ids=eos, pad_token_id=int(pad),
-        length_penalty=float(get("length_penalty")), early_stopping=get("early_stopping"),
-        repetition_penalty=repetition_penalty,
+    sampling = _sampling_fields(config, get, do_sample)
+    plan = DecodingPlan(
+        mode="beam" if num_beams > 1 else ("sample" if do_sample else "greedy"),
+        max_new_tokens=new_token_capacity(max_new, room), num_beams=num_beams, num_return_sequences=num_return,
+        eos_token_ids=eos, pad_token_id=int(pad), early_stopping=get("early_stopping"), do_sample=do_sample,
+        top_k=sampling["top_k"], penalises_repetition=repetition_penalty != 1.0,
         no_repeat_ngram_size=integer("no_repeat_ngram_size", get("no_repeat_ngram_size"), minimum=0),
-        use_cache=bool(use_cache), **_sampling_fields(config, get, do_sample), **_token_constraints(config))
+        use_cache=bool(use_cache), **_token_constraints(config))
+    params = DecodingParams(
+        max_new_tokens=np.asarray(max_new, "int32"), min_new_tokens=np.asarray(min_new, "int32"),
+        temperature=np.asarray(sampling["temperature"], "float32"), top_p=np.asarray(sampling["top_p"], "float32"),
+        repetition_penalty=np.asarray(repetition_penalty, "float32"),
+        length_penalty=np.asarray(get("length_penalty"), "float32"))
+    return plan, params

@@ -34,17 +34,19 @@ def _compile_function(fn: Callable) -> Callable:
 
 
 def _decoding_function(model, plan: DecodingPlan) -> Callable:
-    """``run(source_ids, source_mask, prefix_ids, prefix_mask, prefix_positions, seed) -> (sequences, scores,
-    length)`` for ``plan``, not yet compiled."""
-    def run(source_ids, source_mask, prefix_ids, prefix_mask, prefix_positions, seed):
+    """``run(source_ids, source_mask, prefix_ids, prefix_mask, prefix_positions, seed, params, active) ->
+    (sequences, scores, length)`` for ``plan``, not yet compiled."""
+    def run(source_ids, source_mask, prefix_ids, prefix_mask, prefix_positions, seed, params, active):
+        model.decoding_programs.traces += 1  # Python runs here once per trace (every call when eager)
         context = model.decoding_context(source_ids, source_mask) if source_ids is not None else {}
         if plan.num_beams > 1:
             # The context (encoder output, its mask) stays one row per source: cross-attention groups
             # the beams of a source over its keys (layers/attention.py), reading each key once.
             expand = lambda x: ops.repeat(x, plan.num_beams, axis=0)  # noqa: E731
             prefix_ids, prefix_mask, prefix_positions = map(expand, (prefix_ids, prefix_mask, prefix_positions))
-            return beam_search(model, plan, context, prefix_ids, prefix_mask, prefix_positions, seed)
-        return greedy_or_sample(model, plan, context, prefix_ids, prefix_mask, prefix_positions, seed)
+            return beam_search(model, plan, params, context, prefix_ids, prefix_mask, prefix_positions, seed, active)
+        return greedy_or_sample(model, plan, params, context, prefix_ids, prefix_mask, prefix_positions, seed,
+                                active)
 
     return run
 
@@ -55,14 +57,15 @@ class ProgramCache:
     >>> cache = ProgramCache(max_size=2)
     >>> [cache.get(key, lambda: key.upper()) for key in ("a", "b", "a", "c")]
     ['A', 'B', 'A', 'C']
-    >>> cache.keys(), cache.compilations
-    (['a', 'c'], 3)
+    >>> cache.keys(), cache.compilations, cache.info()["cached"]
+    (['a', 'c'], 3, 2)
     """
 
     def __init__(self, max_size: int = MAX_PROGRAMS_PER_MODEL):
         self.max_size = max_size
         self.programs: OrderedDict = OrderedDict()
         self.compilations = 0  # programs built, including those dropped since
+        self.traces = 0  # traces of the programs (each new input shape of a program traces it again)
         self.lock = threading.Lock()
 
     def get(self, key, build: Callable[[], Callable]) -> Callable:
@@ -77,7 +80,13 @@ class ProgramCache:
             return program
 
     def keys(self) -> list:
+        """The plans of the cached programs, least recently used first."""
         return list(self.programs)
+
+    def info(self) -> dict:
+        """``{"cached", "limit", "built", "traces"}``: the cache's size, bound and counters."""
+        return {"cached": len(self.programs), "limit": self.max_size, "built": self.compilations,
+                "traces": self.traces}
 
     def __len__(self) -> int:
         return len(self.programs)
@@ -95,10 +104,12 @@ def compiled_decoder(model, plan: DecodingPlan) -> Callable:
         plan: the :class:`~.plan.DecodingPlan`.
 
     Returns:
-        ``run(source_ids, source_mask, prefix_ids, prefix_mask, prefix_positions, seed)`` returning
-        ``(sequences (rows, prompt + max_new_tokens), scores (rows,), length)``: ``source_ids``/``source_mask``
-        ``(batch, source)`` (None for decoder-only models), ``prefix_*`` ``(batch, prompt)``, ``seed`` an int32
-        scalar; ``rows`` is ``batch * num_return_sequences`` for beam search, ``batch`` otherwise.
+        ``run(source_ids, source_mask, prefix_ids, prefix_mask, prefix_positions, seed, params, active)``
+        returning ``(sequences (rows, prompt + capacity), scores (rows,), length)``: ``source_ids`` /
+        ``source_mask`` ``(batch, source)`` (None for decoder-only models), ``prefix_*`` ``(batch, prompt)``,
+        ``seed`` an int32 scalar, ``params`` the :class:`~.plan.DecodingParams`, ``active`` ``(batch,)`` bool
+        (False for rows that only fill a batch bucket); ``rows`` is ``batch * num_return_sequences`` for beam
+        search, ``batch`` otherwise.
 
     Example:
         >>> from transformers import GenerationConfig
@@ -107,11 +118,12 @@ def compiled_decoder(model, plan: DecodingPlan) -> Callable:
         >>> model = TransformerForSeq2SeqLM(TransformerConfig(
         ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
         ...     max_position_embeddings=32))
-        >>> plan = make_plan(GenerationConfig(max_new_tokens=3), prompt_length=1, use_cache=True)
+        >>> plan, _ = make_plan(GenerationConfig(max_new_tokens=3), prompt_length=1, use_cache=True)
         >>> run = compiled_decoder(model, plan)  # built, not yet run (nor traced)
         >>> compiled_decoder(model, plan) is run, model.decoding_programs.compilations
         (True, 1)
-        >>> beam_plan = make_plan(GenerationConfig(max_new_tokens=3, num_beams=2), prompt_length=1, use_cache=True)
+        >>> beam_plan, _ = make_plan(GenerationConfig(max_new_tokens=3, num_beams=2), prompt_length=1,
+        ...                          use_cache=True)
         >>> compiled_decoder(model, beam_plan) is run, len(model.decoding_programs)
         (False, 2)
     """

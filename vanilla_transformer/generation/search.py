@@ -33,10 +33,10 @@ def phase_bounds(plan: DecodingPlan, prompt_length: int, max_length: int) -> lis
     Example:
         >>> from transformers import GenerationConfig
         >>> from vanilla_transformer.generation.plan import make_plan
-        >>> plan = make_plan(GenerationConfig(max_new_tokens=19), prompt_length=1, use_cache=True)
+        >>> plan, _ = make_plan(GenerationConfig(max_new_tokens=19), prompt_length=1, use_cache=True)
         >>> phase_bounds(plan, prompt_length=1, max_length=20)
         [9, 17, 20]
-        >>> phase_bounds(make_plan(GenerationConfig(max_new_tokens=19), 1, use_cache=False), 1, 20)
+        >>> phase_bounds(make_plan(GenerationConfig(max_new_tokens=19), 1, use_cache=False)[0], 1, 20)
         [20]
     """
     if not plan.use_cache:
@@ -106,7 +106,7 @@ def decode_functions(model, plan: DecodingPlan, context, prefix_mask, prefix_pos
         ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_decoder_layers=1, max_position_embeddings=32,
         ...     architecture="decoder"))
         >>> _ = model.build_weights()  # as generate does before decoding
-        >>> plan = make_plan(GenerationConfig(max_new_tokens=3), prompt_length=2, use_cache=True)
+        >>> plan, _ = make_plan(GenerationConfig(max_new_tokens=3), prompt_length=2, use_cache=True)
         >>> prefix_ids = np.array([[0, 5], [4, 6]], "int32")  # the first row is left-padded
         >>> prefix_mask, prefix_positions = np.array([[0, 1], [1, 1]]), np.array([[0, 0], [0, 1]])
         >>> first, step = decode_functions(model, plan, {}, prefix_mask, prefix_positions, max_length=5,
@@ -220,8 +220,8 @@ def is_eos(plan, tokens):
     Example:
         >>> from transformers import GenerationConfig
         >>> from vanilla_transformer.generation.plan import make_plan
-        >>> plan = make_plan(GenerationConfig(max_new_tokens=4, eos_token_id=[2, 3]), prompt_length=1,
-        ...                  use_cache=True)
+        >>> plan, _ = make_plan(GenerationConfig(max_new_tokens=4, eos_token_id=[2, 3]), prompt_length=1,
+        ...                     use_cache=True)
         >>> keras.ops.convert_to_numpy(is_eos(plan, np.array([1, 2, 3, 4])))
         array([False,  True,  True, False])
     """
@@ -230,27 +230,31 @@ def is_eos(plan, tokens):
     return ops.any(ops.stack([ops.equal(tokens, e) for e in plan.eos_token_ids]), axis=0)
 
 
-def greedy_or_sample(model, plan, context, prefix_ids, prefix_mask, prefix_positions, seed):
+def greedy_or_sample(model, plan, params, context, prefix_ids, prefix_mask, prefix_positions, seed, active=None):
     """Greedy search or multinomial sampling, as transformers' ``generate`` with ``num_beams=1``.
 
     Each step processes the logits (:func:`~.logits_process.process_logits`), then takes the argmax (greedy)
     or, sampling, warps them (:func:`~.logits_process.warp_logits`) and takes the argmax after adding
     :func:`~.logits_process.gumbel_noise` (a draw from the softmax). A row that produced eos is finished and
-    padded with ``pad_token_id``; the loop stops when every row is finished or at ``max_length``. It runs in
+    padded with ``pad_token_id``; the loop stops when every row is finished or after ``params.max_new_tokens``
+    tokens (the buffer holds the plan's capacity, ``plan.max_new_tokens``). It runs in
     phases over a growing cache (:func:`phase_bounds`), one ``ops.while_loop`` each, and is meant to be traced
     inside the compiled decoding program (it also runs eagerly).
 
     Args:
         model: a model with the decoding protocol of :class:`~vanilla_transformer.generation.GenerationMixin`.
         plan: a greedy or sampling :class:`~.plan.DecodingPlan`.
+        params: its :class:`~.plan.DecodingParams` (runtime values).
         context: ``model.decoding_context(source_ids, source_mask)``; ``{}`` for decoder-only models.
         prefix_ids: ``(batch, prompt)`` int32: the decoder start token or the left-padded prompt.
         prefix_mask: ``(batch, prompt)`` 1/0, 0 for left padding.
         prefix_positions: ``(batch, prompt)`` int32 positions of the prefix tokens.
         seed: int32 scalar seed of the sampling noise.
+        active: ``(batch,)`` bool, False for rows that only fill a batch bucket (finished from the start);
+            None: every row.
 
     Returns:
-        ``(sequences, scores, length)``: ``sequences (batch, prompt + max_new_tokens)`` int32 (prefix, then the
+        ``(sequences, scores, length)``: ``sequences (batch, prompt + capacity)`` int32 (prefix, then the
         generated tokens, then padding), ``scores (batch,)`` float32 summed log-probabilities of the chosen
         tokens (after processing/warping), and ``length``, an int32 scalar: the columns actually decoded.
 
@@ -264,18 +268,18 @@ def greedy_or_sample(model, plan, context, prefix_ids, prefix_mask, prefix_posit
         >>> _ = model.build_weights()  # as generate does before decoding
         >>> context = model.decoding_context(np.array([[5, 6, 7, 2], [8, 9, 2, 0]]), np.array([[1, 1, 1, 1],
         ...                                                                                 [1, 1, 1, 0]]))
-        >>> plan = make_plan(GenerationConfig(max_new_tokens=3, eos_token_id=2, pad_token_id=0), prompt_length=1,
-        ...                  use_cache=True)
+        >>> plan, params = make_plan(GenerationConfig(max_new_tokens=3, eos_token_id=2, pad_token_id=0),
+        ...                          prompt_length=1, use_cache=True)
         >>> start = np.ones((2, 1), "int32")  # decoder_start_token_id
-        >>> sequences, scores, length = greedy_or_sample(model, plan, context, start, np.ones((2, 1), "int32"),
+        >>> sequences, scores, length = greedy_or_sample(model, plan, params, context, start, np.ones((2, 1), "int32"),
         ...                                              np.zeros((2, 1), "int32"), np.int32(0))
-        >>> tuple(sequences.shape), tuple(scores.shape), int(length) <= 4
-        ((2, 4), (2,), True)
+        >>> tuple(sequences.shape), tuple(scores.shape), int(length) <= 4  # a buffer of 8 new tokens, 3 used
+        ((2, 9), (2,), True)
         >>> keras.ops.convert_to_numpy(sequences)[:, 0], bool(np.all(keras.ops.convert_to_numpy(scores) <= 0))
         (array([1, 1], dtype=int32), True)
     """
     batch, prompt_length = prefix_ids.shape[0], prefix_ids.shape[1]
-    max_length = prompt_length + plan.max_new_tokens
+    max_length, end = prompt_length + plan.max_new_tokens, prompt_length + params.max_new_tokens
     bounds = phase_bounds(plan, prompt_length, max_length)
     first, step = decode_functions(model, plan, context, prefix_mask, prefix_positions, max_length, bounds[0])
     logits, cache = first(prefix_ids)
@@ -283,20 +287,21 @@ def greedy_or_sample(model, plan, context, prefix_ids, prefix_mask, prefix_posit
     sequences = ops.concatenate([prefix_ids, ops.full((batch, plan.max_new_tokens), plan.pad_token_id, "int32")], 1)
     # Tokens seen per row, for the repetition penalty. Only in the loop state when used: a loop variable
     # that passes through unchanged breaks TensorFlow's XLA conversion of consecutive loops (the phases).
-    penalised = plan.repetition_penalty != 1.0
+    penalised = plan.penalises_repetition
     presence = (scatter_mask(prefix_ids, ops.ones_like(prefix_ids, dtype="bool"), vocab),) if penalised else ()
     cache_state, rebuild = split_cache(cache)
     state = (ops.convert_to_tensor(prompt_length, "int32"), sequences, ops.cast(logits, "float32"), cache_state,
-             ops.zeros((batch,), "bool"), ops.zeros((batch,), "float32"), *presence)
+             ops.zeros((batch,), "bool") if active is None else ops.logical_not(active),
+             ops.zeros((batch,), "float32"), *presence)
 
     def cond(cur, sequences, logits, cache_state, finished, scores, *presence):
-        return ops.logical_and(cur < max_length, ops.logical_not(ops.all(finished)))
+        return ops.logical_and(cur < end, ops.logical_not(ops.all(finished)))
 
     def body(cur, sequences, logits, cache_state, finished, scores, *presence):
         presence = presence[0] if penalised else None
-        processed = process_logits(plan, logits, sequences, cur, prompt_length, presence, max_length)
+        processed = process_logits(plan, params, logits, sequences, cur, prompt_length, presence, end)
         if plan.mode == "sample":
-            processed = warp_logits(plan, processed)
+            processed = warp_logits(plan, params, processed)
             next_tokens = ops.argmax(processed + gumbel_noise(ops.shape(processed), seed, cur), axis=-1)
         else:
             next_tokens = ops.argmax(processed, axis=-1)
