@@ -173,7 +173,8 @@ def generate(model, input_ids, attention_mask=None, generation_config=None, seed
     rows = inputs.prefix_ids.shape[0] * (plan.num_return_sequences if plan.mode == "beam" else 1)
     inputs, active = inputs.filled_to(batch_bucket(inputs.prefix_ids.shape[0]))
     seed_value = np.int32(np.random.randint(0, 2**31 - 1) if seed is None else seed % (2**31 - 1))
-    run = compiled_decoder(model, plan)
+    shapes = tuple(None if x is None else x.shape for x in (inputs.source_ids, inputs.prefix_ids))
+    run = compiled_decoder(model, plan, shapes)
     sequences, scores, length = run(inputs.source_ids, inputs.source_mask, inputs.prefix_ids, inputs.prefix_mask,
                                     inputs.prefix_positions, seed_value, params, active)
     sequences = np.asarray(ops.convert_to_numpy(sequences))[:rows, inputs.trim: int(ops.convert_to_numpy(length))]

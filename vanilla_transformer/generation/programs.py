@@ -15,8 +15,9 @@ from .beam_search import beam_search
 from .plan import DecodingPlan
 from .search import greedy_or_sample
 
-#: compiled programs kept per model; the least recently used one is dropped beyond this
-MAX_PROGRAMS_PER_MODEL = 32
+#: compiled programs kept per model (one per plan and input shapes); the least recently used one is dropped
+#: beyond this, which bounds the memory a long-lived process spends on them
+MAX_PROGRAMS_PER_MODEL = 128
 
 
 def _compile_function(fn: Callable) -> Callable:
@@ -92,16 +93,18 @@ class ProgramCache:
         return len(self.programs)
 
 
-def compiled_decoder(model, plan: DecodingPlan) -> Callable:
-    """The compiled decoding program of ``plan`` for ``model``, built on first use.
+def compiled_decoder(model, plan: DecodingPlan, shapes: tuple = ()) -> Callable:
+    """The compiled decoding program of ``plan`` for inputs of ``shapes``, for ``model``, built on first use.
 
-    Programs are kept in ``model.decoding_programs`` (a :class:`ProgramCache`) keyed by the plan, so later
-    ``generate`` calls with an equal plan reuse it; compilation itself happens at the first call, for each
-    new set of input shapes (lengths are bucketed to multiples of 8 to limit them).
+    Programs are kept in ``model.decoding_programs`` (a :class:`ProgramCache`) keyed by the plan and the
+    input shapes (batch sizes and lengths are bucketed to limit them), so each program is traced once and the
+    cache's bound is a bound on the compiled programs held; later ``generate`` calls with an equal plan and
+    shapes reuse it. Compilation itself happens at the first call.
 
     Args:
         model: a model with :class:`~vanilla_transformer.generation.GenerationMixin`.
         plan: the :class:`~.plan.DecodingPlan`.
+        shapes: the shapes of the program's input arrays (part of the cache key).
 
     Returns:
         ``run(source_ids, source_mask, prefix_ids, prefix_mask, prefix_positions, seed, params, active)``
@@ -127,4 +130,4 @@ def compiled_decoder(model, plan: DecodingPlan) -> Callable:
         >>> compiled_decoder(model, beam_plan) is run, len(model.decoding_programs)
         (False, 2)
     """
-    return model.decoding_programs.get(plan, lambda: _compile_function(_decoding_function(model, plan)))
+    return model.decoding_programs.get((plan, shapes), lambda: _compile_function(_decoding_function(model, plan)))
