@@ -10,6 +10,9 @@ import pytest  # noqa: E402
 
 from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM  # noqa: E402
 
+# Programs the tests start in subprocesses, not modules to import (pytest's --doctest-modules would run them)
+collect_ignore_glob = ["scripts/*"]
+
 TINY = dict(vocab_size=40, d_model=32, num_heads=4, d_ff=64, num_encoder_layers=2, num_decoder_layers=2,
             dropout=0.0, max_position_embeddings=64)
 
