@@ -75,7 +75,10 @@ def named_variables(layer: keras.layers.Layer, prefix: str = "") -> dict[str, ke
 def _sublayers(layer: keras.layers.Layer):
     """``(name, sub-layer)`` pairs of the layers held in public attributes, in assignment order; layers in a
     list or tuple are named ``attribute.index``."""
-    for attr, value in vars(layer).items():
+    attributes = dict(vars(layer))
+    if hasattr(layer, "named_children"):  # the torch backend: torch.nn.Module keeps sub-modules out of __dict__
+        attributes.update((name, child) for name, child in layer.named_children() if name not in attributes)
+    for attr, value in attributes.items():
         if attr.startswith("_"):
             continue
         if isinstance(value, keras.layers.Layer):

@@ -175,8 +175,9 @@ def generate(model, input_ids, attention_mask=None, generation_config=None, seed
     seed_value = np.int32(np.random.randint(0, 2**31 - 1) if seed is None else seed % (2**31 - 1))
     shapes = tuple(None if x is None else x.shape for x in (inputs.source_ids, inputs.prefix_ids))
     run = compiled_decoder(model, plan, shapes)
+    params = DecodingParams(*(ops.convert_to_tensor(value) for value in params))  # tensors on every backend
     sequences, scores, length = run(inputs.source_ids, inputs.source_mask, inputs.prefix_ids, inputs.prefix_mask,
-                                    inputs.prefix_positions, seed_value, params, active)
+                                    inputs.prefix_positions, seed_value, params, ops.convert_to_tensor(active))
     sequences = np.asarray(ops.convert_to_numpy(sequences))[:rows, inputs.trim: int(ops.convert_to_numpy(length))]
     scores = np.asarray(ops.convert_to_numpy(scores))[:rows]
     if return_dict_in_generate or output_scores:

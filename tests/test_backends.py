@@ -1,0 +1,61 @@
+"""Checkpoints are backend-free: every model class saved on TensorFlow loads on JAX and PyTorch (and back) with
+the same weight names, logits within 1e-5 and the same greedy and beam-search ids."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).parent / "scripts" / "backend_roundtrip.py"
+OTHER_BACKENDS = [pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(module) is None,
+                                                              reason=f"{module} is not installed"))
+                  for name, module in (("jax", "jax"), ("torch", "torch"))]
+
+
+def run_on(backend: str, action: str, directory: Path) -> None:
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, str(SCRIPT), action, str(directory)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def roundtrip_module():
+    spec = importlib.util.spec_from_file_location("backend_roundtrip", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_same_outputs(saved, loaded, what):
+    np.testing.assert_array_equal(saved["names"], loaded["names"], err_msg=what)
+    assert int(saved["weights"]) == len(saved["names"]) == int(loaded["weights"]), what  # every weight named
+    np.testing.assert_allclose(loaded["logits"], saved["logits"], atol=1e-5, rtol=0, err_msg=what)
+    for key in ("greedy", "beam"):
+        if key in saved:
+            np.testing.assert_array_equal(loaded[key], saved[key], err_msg=f"{what}: {key}")
+
+
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+def test_saved_on_another_backend_loads_here_and_back(backend, tmp_path):
+    roundtrip = roundtrip_module()
+    run_on(backend, "save", tmp_path)
+    roundtrip.main("load", str(tmp_path))  # here, on TensorFlow
+    for cls in roundtrip.CONFIGS:
+        name = cls.__name__
+        assert_same_outputs(np.load(tmp_path / f"{name}.{backend}.save.npz"),
+                            np.load(tmp_path / f"{name}.tensorflow.load.npz"), f"{name}: {backend} -> tensorflow")
+
+
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+def test_saved_here_loads_on_another_backend(backend, tmp_path):
+    roundtrip = roundtrip_module()
+    roundtrip.main("save", str(tmp_path))  # here, on TensorFlow
+    run_on(backend, "load", tmp_path)
+    for cls in roundtrip.CONFIGS:
+        name = cls.__name__
+        assert_same_outputs(np.load(tmp_path / f"{name}.tensorflow.save.npz"),
+                            np.load(tmp_path / f"{name}.{backend}.load.npz"), f"{name}: tensorflow -> {backend}")
