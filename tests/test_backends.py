@@ -59,3 +59,14 @@ def test_saved_here_loads_on_another_backend(backend, tmp_path):
         name = cls.__name__
         assert_same_outputs(np.load(tmp_path / f"{name}.tensorflow.save.npz"),
                             np.load(tmp_path / f"{name}.{backend}.load.npz"), f"{name}: tensorflow -> {backend}")
+
+
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+def test_importing_the_package_on_another_backend_does_not_import_tensorflow(backend):
+    code = ("import sys, vanilla_transformer, vanilla_transformer.generation, vanilla_transformer.hub; "
+            "import keras; assert keras.backend.backend() == sys.argv[1], keras.backend.backend(); "
+            "print(sorted(m for m in sys.modules if m == 'tensorflow' or m.startswith('tensorflow.')))")
+    done = subprocess.run([sys.executable, "-c", code, backend], env={**os.environ, "KERAS_BACKEND": backend},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
