@@ -70,3 +70,21 @@ def test_importing_the_package_on_another_backend_does_not_import_tensorflow(bac
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
+
+
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+def test_fit_evaluate_predict_and_generate_on_another_backend(backend):
+    import json
+
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, str(SCRIPT.with_name("backend_fit.py"))], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["backend"] == backend
+    assert result["last_loss"] < 0.5 * result["first_loss"], result  # label-smoothed loss: ~0.5 at the optimum
+    assert result["eval_accuracy"] > 0.95 and result["predict_shape"] == [2000, 8, 12], result
+    assert result["exact_match"] >= 0.9, result
+    assert result["programs"]["built"] == 1, result  # three generate calls, one plan and shape
+    if backend == "jax":
+        assert result["programs"]["traces"] == 1, result  # one jax.jit trace serves all three
