@@ -42,6 +42,14 @@ DEFAULT_MAX_SHARD_SIZE = "5GB"
 COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint that could not be written (full disk, read-only folder...); the previous one is intact.
+
+    >>> issubclass(CheckpointWriteError, OSError)
+    True
+    """
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded as asked: missing, corrupt, unsafe or mismatched files.
 
@@ -327,7 +335,9 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
 
     ``target``: the directory to (re)write; its parent is created if needed. Yields the staging folder (a
     ``pathlib.Path``) to write into; on an exception the staging folder is deleted and ``target`` is left as
-    it was.
+    it was. Concurrent writers of one ``target`` (threads or processes) take turns at the swap (a lock file
+    ``.<name>.lock`` beside it), so the result is always one writer's complete directory. A failing write
+    (a full disk, a read-only folder) raises :class:`CheckpointWriteError` naming the folder and the cause.
 
     Example:
         >>> import os, tempfile
@@ -345,25 +355,57 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
         Traceback (most recent call last):
         ...
         RuntimeError: killed while writing
-        >>> os.listdir(target), os.listdir(os.path.dirname(target))  # untouched, no staging folder left
-        (['new.txt'], ['model'])
+        >>> os.listdir(target), sorted(os.listdir(os.path.dirname(target)))  # untouched, no staging folder left
+        (['new.txt'], ['.model.lock', 'model'])
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    except OSError as err:
+        raise CheckpointWriteError(err.errno, f"cannot write to {target.parent}: {err.strerror}") from err
     try:
         yield staging
-        if target.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.rmdir(retired)
-            os.replace(target, retired)
-            os.replace(staging, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, target)
+        with _directory_lock(target):
+            _swap_in(staging, target)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(err, CheckpointWriteError):
+            raise
+        where = f" ({err.filename})" if err.filename else ""
+        raise CheckpointWriteError(err.errno, f"could not write {target}: {err.strerror or err}{where}; "
+                                              f"{target} is as it was before") from err
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+@contextmanager
+def _directory_lock(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``.<name>.lock`` beside ``target`` (POSIX ``flock``; no-op elsewhere)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: renames alone
+        yield
+        return
+    with open(target.parent / f".{target.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Replace ``target`` by ``staging`` with renames only (each one atomic on POSIX)."""
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.rmdir(retired)
+    os.replace(target, retired)
+    os.replace(staging, target)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def _weight_files(checkpoint: Checkpoint) -> tuple[dict[str, str], dict[str, str] | None]:

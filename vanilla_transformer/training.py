@@ -22,6 +22,14 @@ from .distribution import check_same_position_on_every_worker
 logger = logging.getLogger(__name__)
 
 
+class BackupError(OSError):
+    """The training backup could not be written (full disk, read-only folder...); training stops.
+
+    >>> issubclass(BackupError, OSError)
+    True
+    """
+
+
 class StopOnNaN(keras.callbacks.Callback):
     """Stop training at the first non-finite loss, saying where, instead of training on garbage.
 
@@ -165,8 +173,23 @@ class ResumableBackup(keras.callbacks.Callback):
         self.save(epoch + 1, 0)
 
     def save(self, epoch: int, batches_done: int):
-        os.makedirs(self.backup_dir, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".staging-", dir=self.backup_dir)
+        """Write the backup of ``(epoch, batches_done)``; a failed write raises :class:`BackupError` (the run
+        stops rather than go on without a backup) and leaves the previous backup as it was."""
+        staging = None
+        try:
+            os.makedirs(self.backup_dir, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=".staging-", dir=self.backup_dir)
+            self.write_backup(staging, epoch, batches_done)
+        except OSError as err:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise BackupError(err.errno, f"the training backup could not be written to {self.backup_dir}: "
+                                         f"{err.strerror or err}; training stops rather than go on without a "
+                                         f"backup (the last complete one, if any, is {self.current})") from err
+
+    def write_backup(self, staging: str, epoch: int, batches_done: int) -> None:
+        """Weights with optimizer state, random-generator states and the position into ``staging``, then swap
+        it in as the current backup."""
         self.model.save_weights(os.path.join(staging, "latest.weights.h5"), overwrite=True)
         np.savez(os.path.join(staging, "rng_states.npz"),
                  **{f"state_{i}": np.asarray(state.numpy()) for i, state in enumerate(self.rng_states(self.model))})
