@@ -11,6 +11,7 @@ interpreters configured by the real variables (``HF_ENDPOINT``, ``HF_HOME``, ``H
 it costs ~10 s per interpreter on 2 cores, so it runs only with ``VANILLA_TRANSFORMER_SUBPROCESS_TESTS=1``.
 """
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -463,3 +464,26 @@ def test_environment_variables_in_fresh_interpreters(hub_server, tokenizer, tmp_
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.split() == ["TransformerForSeq2SeqLM", str(len(tokenizer))]
+
+
+def test_two_processes_loading_one_repo_into_one_cache(hub_server, tmp_path):
+    """Both get identical, complete files (huggingface_hub's cache locks), whichever downloads first."""
+    model = make_model(seed=21)
+    model.push_to_hub("alice/shared-cache", token=TOKEN)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+    env.update(HF_HOME=str(tmp_path / "hf-home"), HF_TOKEN=TOKEN, HF_ENDPOINT=hub_server.url,
+               TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    code = ("import hashlib, numpy as np; from vanilla_transformer import AutoModel; "
+            "m = AutoModel.from_pretrained('alice/shared-cache'); "
+            "print(hashlib.sha256(b''.join(np.ascontiguousarray(v.numpy()).tobytes() "
+            "for _, v in sorted(m.named_variables().items()))).hexdigest())")
+    loaders = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [loader.communicate(timeout=300) for loader in loaders]
+    assert [loader.returncode for loader in loaders] == [0, 0], [err[-2000:] for _, err in outputs]
+    digests = {out.strip().splitlines()[-1] for out, _ in outputs}
+    expected = hashlib.sha256(b"".join(np.ascontiguousarray(v.numpy()).tobytes()
+                                       for _, v in sorted(model.named_variables().items()))).hexdigest()
+    assert digests == {expected}
+    cache = tmp_path / "hf-home" / "hub" / "models--alice--shared-cache"
+    assert not [p for p in cache.rglob("*") if p.name.endswith(".incomplete")]
