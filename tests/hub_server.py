@@ -180,6 +180,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         self.hub.requests.append((self.command, self.path, status))
 
+    def _send_faulty(self, status: int, body: bytes, headers: dict, kind: str) -> None:
+        """``drop``: the full Content-Length, half the body, then the connection closes; ``corrupt``: other bytes
+        of the same length under the real ETag."""
+        if kind == "corrupt":
+            body = bytes(byte ^ 0xFF for byte in body)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body if kind == "corrupt" else body[: len(body) // 2])
+        self.wfile.flush()
+        if kind == "drop":
+            self.close_connection = True
+            self.connection.shutdown(2)  # socket.SHUT_RDWR
+        self.hub.requests.append((self.command, self.path, status))
+
     def _json(self, status: int, payload, headers: dict | None = None) -> None:
         self._send(status, json.dumps(payload).encode(), headers)
 
@@ -197,6 +215,12 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body() if self.command in ("POST", "PUT", "DELETE") else b""
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        fault = self.hub.take_fault(self.command, url.path)
+        if fault is not None and fault["kind"] == "stall":
+            time.sleep(fault["seconds"])
+        if fault is not None and fault["kind"] == "status":
+            self._json(fault["status"], {"error": "injected fault"}, {"X-Error-Message": "injected fault"})
+            return
         try:
             with self.hub.store.lock:
                 result = self.hub.route(self.command, url.path, query, body, self._user())
@@ -211,7 +235,9 @@ class _Handler(BaseHTTPRequestHandler):
                        {"X-Error-Message": f"test hub server failed: {err}"})
             raise
         status, payload, headers = result
-        if isinstance(payload, bytes):
+        if isinstance(payload, bytes) and fault is not None and fault["kind"] in ("drop", "corrupt") and not head:
+            self._send_faulty(status, payload, headers, fault["kind"])
+        elif isinstance(payload, bytes):
             self._send(status, payload, headers, head=head, content_type="application/octet-stream")
         else:
             self._json(status, payload, headers)
@@ -236,6 +262,8 @@ class HubServer:
         self.store = HubStore(root)
         self.tokens = dict(tokens or {})
         self.requests: list[tuple[str, str, int]] = []
+        self.faults: list[dict] = []
+        self._faults_lock = threading.Lock()
         self._httpd = None
         self._thread = None
 
@@ -266,6 +294,24 @@ class HubServer:
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
+
+    # ------------------------------------------------------------------ fault injection
+    def inject(self, kind: str, path: str, times: int = 1, method: str | None = None, status: int = 503,
+               seconds: float = 0.0) -> None:
+        """Misbehave on the next ``times`` requests whose path contains ``path`` (and of ``method``): answer
+        ``status`` (``kind="status"``), send half the body then close (``"drop"``), send other bytes under the
+        real ETag (``"corrupt"``) or wait ``seconds`` first (``"stall"``)."""
+        with self._faults_lock:
+            self.faults.append(dict(kind=kind, path=path, times=times, method=method, status=status,
+                                    seconds=seconds))
+
+    def take_fault(self, method: str, path: str) -> dict | None:
+        with self._faults_lock:
+            for fault in self.faults:
+                if fault["path"] in path and fault["method"] in (None, method) and fault["times"] > 0:
+                    fault["times"] -= 1
+                    return dict(fault)
+        return None
 
     # ------------------------------------------------------------------ helpers for tests
     def commits(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> list[str]:

@@ -487,3 +487,61 @@ def test_two_processes_loading_one_repo_into_one_cache(hub_server, tmp_path):
     assert digests == {expected}
     cache = tmp_path / "hf-home" / "hub" / "models--alice--shared-cache"
     assert not [p for p in cache.rglob("*") if p.name.endswith(".incomplete")]
+
+
+# ------------------------------------------------------------------------------------------ faults of the Hub
+def test_transient_server_errors_are_retried_then_reported(hub_server, tmp_path):
+    hub_server.faults.clear()
+    model = make_model(seed=31)
+    model.push_to_hub("alice/flaky", token=TOKEN)
+    # huggingface_hub retries 5xx answers to its HEAD requests itself, not to the download: that is ours
+    hub_server.inject("status", "model.safetensors", times=2, method="GET", status=503)
+    loaded = TransformerForSeq2SeqLM.from_pretrained("alice/flaky", cache_dir=tmp_path / "c1")
+    assert_same_weights(model, loaded)
+    assert not [f for f in hub_server.faults if f["times"]]  # both injected failures were met, then retried
+
+    hub_server.inject("status", "model.safetensors", times=10, method="GET", status=500)
+    with pytest.raises(CheckpointError, match=r"model.safetensors of Hub repo 'alice/flaky' could not be "
+                                              r"downloaded after 2 attempts: HTTP 500"):
+        TransformerForSeq2SeqLM.from_pretrained("alice/flaky", cache_dir=tmp_path / "c2", max_retries=1)
+    hub_server.faults.clear()
+
+
+def test_a_dropped_connection_never_leaves_a_truncated_file(hub_server, tmp_path):
+    hub_server.faults.clear()
+    model = make_model(seed=32)
+    model.push_to_hub("alice/dropped", token=TOKEN)
+    hub_server.inject("drop", "model.safetensors", times=1, method="GET")
+    loaded = TransformerForSeq2SeqLM.from_pretrained("alice/dropped", cache_dir=tmp_path)
+    assert_same_weights(model, loaded)  # the download was taken up again; nothing half-written was used
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".incomplete")]
+    assert not [f for f in hub_server.faults if f["times"]]
+    hub_server.faults.clear()
+
+
+def test_content_that_does_not_match_its_checksum_is_refused_and_not_cached(hub_server, tmp_path):
+    hub_server.faults.clear()
+    model = make_model(seed=33)
+    model.push_to_hub("alice/corrupt", token=TOKEN)
+    hub_server.inject("corrupt", "model.safetensors", times=1, method="GET")
+    with pytest.raises(CheckpointError, match="does not match its checksum"):
+        TransformerForSeq2SeqLM.from_pretrained("alice/corrupt", cache_dir=tmp_path)
+    blobs = list(tmp_path.rglob("blobs/*"))
+    assert blobs and all(hashlib.sha1(b"blob %d\0" % p.stat().st_size + p.read_bytes()).hexdigest() == p.name
+                         for p in blobs)  # what stays cached is intact (config.json)
+    assert_same_weights(model, TransformerForSeq2SeqLM.from_pretrained("alice/corrupt", cache_dir=tmp_path))
+    hub_server.faults.clear()
+
+
+def test_a_stalled_server_ends_within_the_timeout(hub_server, tmp_path):
+    import time
+
+    hub_server.faults.clear()
+    make_model(seed=34).push_to_hub("alice/stalled", token=TOKEN)
+    hub_server.inject("stall", "/alice/stalled/resolve/", times=100, seconds=5)
+    started = time.monotonic()
+    with pytest.raises(CheckpointError, match=r"config.json of Hub repo 'alice/stalled' was not downloaded within "
+                                              r"timeout=1.5 s"):
+        TransformerForSeq2SeqLM.from_pretrained("alice/stalled", cache_dir=tmp_path, timeout=1.5)
+    assert time.monotonic() - started < 3
+    hub_server.faults.clear()

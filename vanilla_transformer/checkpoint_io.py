@@ -98,8 +98,11 @@ class Checkpoint:
     """
 
     def __init__(self, name_or_path, revision: str | None = None, cache_dir=None, force_download: bool = False,
-                 local_files_only: bool = False, token: str | bool | None = None):
+                 local_files_only: bool = False, token: str | bool | None = None, timeout: float | None = None,
+                 max_retries: int = 3):
         self.name = os.fspath(name_or_path)
+        self.timeout = timeout  # seconds a file's download may take, retries included (None: no limit)
+        self.max_retries = max_retries  # retries of a transient Hub failure (5xx, 408, 429, network, timeout)
         self.is_local = os.path.isdir(self.name)
         self.revision = revision
         self.cache_dir = cache_dir
@@ -145,26 +148,68 @@ class Checkpoint:
             if required:
                 raise CheckpointError(f"{self.name} has no {filename}")
             return None
+        path = self.download(filename, required) if self.timeout is None else self.download_within(filename, required)
+        if path is not None:
+            verify_download(path, f"{filename} of {self.describe()}")
+            self.pin_commit(path, filename)
+        return path
+
+    def download_within(self, filename: str, required: bool) -> str | None:
+        """:meth:`download` in a worker thread, given up after ``timeout`` seconds with a clear error (the
+        worker may still finish in the background; the cache only ever receives complete files)."""
+        import threading
+
+        outcome: dict = {}
+
+        def work():
+            try:
+                outcome["path"] = self.download(filename, required)
+            except BaseException as err:  # noqa: BLE001 - handed to the caller below
+                outcome["error"] = err
+
+        worker = threading.Thread(target=work, name=f"download {filename}", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if worker.is_alive():
+            raise CheckpointError(f"{filename} of {self.describe()} was not downloaded within timeout={self.timeout} "
+                                  f"s (the Hub did not answer in time); retry, or raise the timeout")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("path")
+
+    def download(self, filename: str, required: bool) -> str | None:
+        """``hf_hub_download`` with transient failures (5xx, 408, 429, network errors, timeouts) retried
+        ``max_retries`` times with exponential backoff (0.5 s, 1 s, 2 s, ...); None for a missing optional file."""
+        import time
+
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
         from .version import __version__
 
-        try:
-            path = hf_hub_download(self.name, filename, library_name="vanilla-transformer",
-                                   library_version=__version__, **self.hub_kwargs)
-        except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError: test it first)
-            if not required and self.offline:
-                return None
-            raise self.hub_error(filename, required) from None
-        except EntryNotFoundError:
-            if required:
-                raise CheckpointError(f"The {self.describe()} has no {filename}") from None
-            return None
-        except Exception as err:  # noqa: BLE001 - translated below, re-raised as is when unknown
-            raise self.hub_error(filename, required, err) from None
-        self.pin_commit(path, filename)
-        return path
+        timeout = {} if self.timeout is None else {"etag_timeout": min(self.timeout, 10.0)}
+        for attempt in range(self.max_retries + 1):
+            try:
+                return hf_hub_download(self.name, filename, library_name="vanilla-transformer",
+                                       library_version=__version__, **self.hub_kwargs, **timeout)
+            except Exception as err:  # noqa: BLE001 - classified below, re-raised translated
+                if isinstance(err, LocalEntryNotFoundError) and self.offline:
+                    if not required:
+                        return None
+                    raise self.hub_error(filename, required) from None
+                if not is_transient(err):
+                    if isinstance(err, LocalEntryNotFoundError):  # (a subclass of EntryNotFoundError)
+                        raise self.hub_error(filename, required) from None
+                    if isinstance(err, EntryNotFoundError):
+                        if required:
+                            raise CheckpointError(f"The {self.describe()} has no {filename}") from None
+                        return None
+                    raise self.hub_error(filename, required, err) from None
+                if attempt == self.max_retries:
+                    raise CheckpointError(f"{filename} of {self.describe()} could not be downloaded after "
+                                          f"{attempt + 1} attempts: {describe_transient(err)}") from err
+                time.sleep(0.5 * 2 ** attempt)
+        return None  # pragma: no cover - the loop returns or raises
 
     def hub_error(self, filename: str, required: bool, err: Exception | None = None) -> Exception:
         """The :class:`CheckpointError` saying why ``filename`` could not be fetched (``err`` from the Hub)."""
@@ -231,6 +276,77 @@ class Checkpoint:
                 self.name, revision=self.commit_hash or self.revision))
         except Exception:  # noqa: BLE001 - only used to improve an error message
             return None
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether a Hub failure is worth retrying: a 5xx, 408 or 429 answer, a network error or a timeout,
+    anywhere in the exception's chain (huggingface_hub wraps them).
+
+    >>> is_transient(TimeoutError("read timed out")), is_transient(ValueError("bad repo id"))
+    (True, False)
+    """
+    from huggingface_hub.errors import HfHubHTTPError
+
+    transport = ()
+    try:
+        import httpx
+
+        transport = (httpx.TransportError,)
+    except ImportError:  # pragma: no cover - huggingface_hub installs httpx
+        pass
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, (TimeoutError, ConnectionError, *transport)):
+            return True
+        if isinstance(err, HfHubHTTPError):
+            status = getattr(getattr(err, "response", None), "status_code", None)
+            return status is not None and (status >= 500 or status in (408, 429))
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def describe_transient(err: BaseException) -> str:
+    """The innermost cause of a transient failure in one line (``HTTP 503``, ``ReadTimeout: ...``).
+
+    >>> describe_transient(TimeoutError("read timed out"))
+    'TimeoutError: read timed out'
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        if status is not None:
+            return f"HTTP {status}"
+        if (err.__cause__ or err.__context__) is None:
+            break
+        err = err.__cause__ or err.__context__
+    return f"{type(err).__name__}: {err}"
+
+
+def verify_download(path: str, what: str) -> None:
+    """Check a file of the Hugging Face cache against the checksum its blob is named by (sha256 for LFS files,
+    the git blob sha1 otherwise); on a mismatch delete it from the cache and raise :class:`CheckpointError`.
+
+    Files not stored under a checksum name (local folders, caches without symlinks) are left alone.
+
+    >>> verify_download(__file__, "this module")  # not a cache blob: nothing to check
+    """
+    import hashlib
+
+    blob = Path(os.path.realpath(path))
+    expected = blob.name
+    if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", expected) or blob.parent.name != "blobs":
+        return
+    digest = hashlib.sha256() if len(expected) == 64 else hashlib.sha1(b"blob %d\0" % blob.stat().st_size)
+    with open(blob, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != expected:
+        for stale in {blob, Path(path)}:
+            stale.unlink(missing_ok=True)
+        raise CheckpointError(f"{what}: the downloaded content does not match its checksum ({expected}); it was "
+                              f"deleted from the cache. Retry, or report the repo if it happens again.")
 
 
 def _no_weights_error(checkpoint: Checkpoint) -> CheckpointError:

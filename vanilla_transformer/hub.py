@@ -161,7 +161,8 @@ def _load_native_checkpoint(cls, checkpoint: Checkpoint, raw: dict, strict: bool
 
 
 def from_pretrained(cls, pretrained_model_name_or_path, *, revision=None, cache_dir=None, force_download=False,
-                    local_files_only=False, token=None, strict: bool | None = None, **config_overrides):
+                    local_files_only=False, token=None, strict: bool | None = None, timeout: float | None = None,
+                    max_retries: int = 3, **config_overrides):
     """Build ``cls`` from a directory or Hub repo written by :func:`save_pretrained`.
 
     ``pretrained_model_name_or_path``: a local directory or a Hub repo id (``"user/model"``), downloaded with
@@ -185,6 +186,12 @@ def from_pretrained(cls, pretrained_model_name_or_path, *, revision=None, cache_
         token: Hub token (default ``HF_TOKEN`` / the saved login).
         strict: raise on missing or unexpected weights; None: strict unless the checkpoint is of another
             head type.
+        timeout: seconds each file's download may take, retries included; then a :class:`CheckpointError`
+            (None: no limit beyond huggingface_hub's own request timeouts).
+        max_retries: retries of a transient Hub failure (5xx, 408, 429, network error, timeout), with
+            exponential backoff from 0.5 s; then a :class:`CheckpointError` says what failed. Every file
+            downloaded is checked against its checksum (sha256 or git blob sha1): a mismatch is deleted from the
+            cache and raises.
         **config_overrides: config fields to change (e.g. ``dropout=0.0``).
 
     Returns:
@@ -215,7 +222,8 @@ def from_pretrained(cls, pretrained_model_name_or_path, *, revision=None, cache_
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
     checkpoint = Checkpoint(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
-                            force_download=force_download, local_files_only=local_files_only, token=token)
+                            force_download=force_download, local_files_only=local_files_only, token=token,
+                            timeout=timeout, max_retries=max_retries)
     try:
         raw, _ = load_config(checkpoint)
         model_type = raw.get("model_type")
