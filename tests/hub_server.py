@@ -263,6 +263,7 @@ class HubServer:
         self.tokens = dict(tokens or {})
         self.requests: list[tuple[str, str, int]] = []
         self.faults: list[dict] = []
+        self.uploads: list[list[str]] = []  # per commit request: the paths whose content the client sent
         self._faults_lock = threading.Lock()
         self._httpd = None
         self._thread = None
@@ -500,6 +501,8 @@ class HubServer:
         if parent_commit is not None and parent_commit != base:
             raise HubError(412, f"A commit has happened since {parent_commit}: {revision} is at {base}")
         snapshot = dict(repo["commits"][base]["files"])
+        self.uploads.append(sorted(item.get("value", {}).get("path", "") for item in lines[1:]
+                                   if item.get("key") == "file"))  # what the client sent in this commit
         for item in lines[1:]:
             key, value = item.get("key"), item.get("value", {})
             path = value.get("path", "")

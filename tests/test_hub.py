@@ -545,3 +545,28 @@ def test_a_stalled_server_ends_within_the_timeout(hub_server, tmp_path):
         TransformerForSeq2SeqLM.from_pretrained("alice/stalled", cache_dir=tmp_path, timeout=1.5)
     assert time.monotonic() - started < 3
     hub_server.faults.clear()
+
+
+# huggingface_hub retries 500/502/503/504 of the upload check itself (not of the commit): 507 reaches us
+@pytest.mark.parametrize("failing, status", [("/preupload/", 507), ("/commit/", 500)])
+def test_a_push_failing_midway_leaves_the_repo_as_it_was_and_a_retry_succeeds(hub_server, tokenizer, tmp_path,
+                                                                              failing, status):
+    hub_server.faults.clear()
+    repo_id = f"alice/interrupted-{failing.strip('/')}"
+    first, second = make_model(seed=41), make_model(seed=42)
+    first.push_to_hub(repo_id, tokenizer=tokenizer, token=TOKEN)
+    head = hub_server.commits(repo_id)[0]
+    local = second.save_pretrained(tmp_path / "local", tokenizer=tokenizer)
+    before = {p.name: p.read_bytes() for p in local.iterdir()}
+    hub_server.inject("status", failing, times=1, method="POST", status=status)
+    with pytest.raises(CheckpointError, match=rf"push to .* failed during the (upload check|commit) \(HTTP {status}.*"
+                                              r"the repo is unchanged"):
+        hub.push_folder_to_hub(local, repo_id, token=TOKEN)
+    assert hub_server.commits(repo_id)[0] == head  # still at its previous commit
+    assert {p.name: p.read_bytes() for p in local.iterdir()} == before  # the local files are untouched
+    sent_before = len(hub_server.uploads)
+    hub.push_folder_to_hub(local, repo_id, token=TOKEN)  # the retry
+    assert hub_server.commits(repo_id)[1] == head
+    sent = hub_server.uploads[sent_before]
+    assert "model.safetensors" in sent and "tokenizer.json" not in sent  # unchanged files are not sent again
+    assert_same_weights(second, TransformerForSeq2SeqLM.from_pretrained(repo_id, cache_dir=tmp_path / "cache"))

@@ -415,8 +415,17 @@ def _commit_folder(api, folder: Path, repo_id: str, *, revision, create_pr, comm
     remote = api.list_repo_files(repo_id, revision=revision)
     operations += [CommitOperationDelete(path_in_repo=name) for name in remote
                    if WEIGHT_FILE_PATTERN.match(name) and name not in files]
-    return api.create_commit(repo_id, operations, commit_message=commit_message,
-                             commit_description=commit_description, revision=revision, create_pr=create_pr)
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        return api.create_commit(repo_id, operations, commit_message=commit_message,
+                                 commit_description=commit_description, revision=revision, create_pr=create_pr)
+    except HfHubHTTPError as err:
+        status = getattr(getattr(err, "response", None), "status_code", "?")
+        stage = "the upload check" if "preupload" in str(err) else "the commit"
+        raise CheckpointError(f"push to {repo_id} failed during {stage} (HTTP {status}: "
+                              f"{str(err).strip().splitlines()[0]}); a commit is all or nothing, so the repo is "
+                              f"unchanged and the local files are untouched: push again") from err
 
 
 class HubMixin:
