@@ -21,7 +21,9 @@ MAX_PROGRAMS_PER_MODEL = 128
 
 
 def _compile_function(fn: Callable) -> Callable:
-    """``fn`` as one compiled program on the current backend (eager on backends without a compiler)."""
+    """``fn`` as one compiled program: XLA on TensorFlow, ``jax.jit`` on JAX; eager on PyTorch, measured faster
+    than ``torch.compile`` (d_model 256, 3+3 layers, batch 32, 24 new tokens, 2 CPU cores: greedy 0.45 s eager
+    against 1.90 s compiled, beam 4 0.89 s against 1.06 s, after a first compiled call of 30-105 s)."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
