@@ -1,5 +1,6 @@
 """Reliability: bad input, corrupt files, interrupted saves and runs, and property-based (hypothesis) checks."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -222,11 +223,13 @@ RESUMABLE_FIT = textwrap.dedent("""
 """)
 
 
-def test_fit_killed_with_sigkill_and_resumed_equals_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("backend", ["tensorflow", pytest.param("jax", marks=pytest.mark.skipif(
+    importlib.util.find_spec("jax") is None, reason="jax is not installed"))])
+def test_fit_killed_with_sigkill_and_resumed_equals_an_uninterrupted_run(tmp_path, backend):
     """Bitwise on CPU: weights, Adam moments, dropout RNG state and the batch position are all restored."""
     script = tmp_path / "fit.py"
     script.write_text(RESUMABLE_FIT)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), KERAS_BACKEND=backend)
     run = lambda out, kill: subprocess.run([sys.executable, str(script), str(out), str(kill)], env=env,  # noqa: E731
                                            capture_output=True, text=True, timeout=600)
     (tmp_path / "plain").mkdir()

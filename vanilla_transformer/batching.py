@@ -158,7 +158,13 @@ class EpochShuffledBatches:
             yield self.batches[i]
 
     def dataset(self, skip: int = 0):
-        """The dataset; ``skip`` drops the first batches of the (current) epoch, for a resumed epoch."""
+        """The dataset; ``skip`` drops the first batches of the (current) epoch, for a resumed epoch.
+
+        A ``tf.data.Dataset`` on TensorFlow; on JAX and PyTorch a ``keras.utils.PyDataset`` (no TensorFlow
+        needed) serving the same batches in the same order.
+        """
+        if keras.backend.backend() != "tensorflow":
+            return _EpochSequence(self, skip)
         return _generator_dataset(lambda: self.batches_of_epoch(skip), self.batches[0], len(self.batches) - skip)
 
     def callback(self):
@@ -170,6 +176,25 @@ class EpochShuffledBatches:
                 batches.epoch = epoch
 
         return _SetEpoch()
+
+
+class _EpochSequence(keras.utils.PyDataset):
+    """The batches of :class:`EpochShuffledBatches` for ``fit`` as a ``keras.utils.PyDataset``: item ``i`` is
+    batch ``skip + i`` of the current epoch's order."""
+
+    def __init__(self, batches: EpochShuffledBatches, skip: int = 0):
+        super().__init__()
+        self.batches, self.skip = batches, skip
+
+    def __len__(self) -> int:
+        return len(self.batches.batches) - self.skip
+
+    def __getitem__(self, index: int):
+        return self.batches.batches[self.batches.order(self.batches.epoch)[self.skip + index]]
+
+    def on_epoch_end(self) -> None:
+        if self.batches.count_passes:  # without the callback: each pass over the data is an epoch
+            self.batches.epoch += 1
 
 
 def batches_to_tf_dataset(batches: Iterable[tuple[dict, np.ndarray]], shuffle: bool = True, seed: int = 0):
