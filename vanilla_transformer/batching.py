@@ -267,7 +267,8 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, shuffle: boo
 
 def make_tf_dataset(examples: Sequence[Sequence[int]], collator, batch_size: int, labels: Sequence[int] | None = None,
                     shuffle: bool = True, seed: int = 0):
-    """A ``tf.data.Dataset`` of ``(inputs, labels)`` batches for ``model.fit`` / ``evaluate``.
+    """A ``tf.data.Dataset`` (on JAX and PyTorch a ``keras.utils.PyDataset``) of ``(inputs, labels)`` batches
+    for ``model.fit`` / ``evaluate``.
 
     ``collator`` is called on every batch of every epoch (``collator(rows)``, or ``collator(rows, labels)``
     when ``labels`` are given), so :class:`DataCollatorForMaskedLM` draws new masks each epoch. Each epoch
@@ -312,5 +313,28 @@ def make_tf_dataset(examples: Sequence[Sequence[int]], collator, batch_size: int
             else:
                 yield collator(rows, [labels[i] for i in batch])
 
+    if keras.backend.backend() != "tensorflow":  # JAX, PyTorch: a PyDataset, no TensorFlow needed
+        return _RegroupedSequence(generate, num_batches)
     example = collator(examples[:1]) if labels is None else collator(examples[:1], labels[:1])
     return _generator_dataset(generate, example, num_batches)
+
+
+class _RegroupedSequence(keras.utils.PyDataset):
+    """``make_tf_dataset``'s batches as a ``keras.utils.PyDataset``: one pass of ``generate()`` per epoch, read
+    in order (Keras asks for items 0, 1, ... of an epoch)."""
+
+    def __init__(self, generate: Callable[[], Iterator], num_batches: int):
+        super().__init__()
+        self.generate, self.batch_count = generate, num_batches
+        self.epoch_batches: list | None = None
+
+    def __len__(self) -> int:
+        return self.batch_count
+
+    def __getitem__(self, index: int):
+        if self.epoch_batches is None:
+            self.epoch_batches = list(self.generate())
+        return self.epoch_batches[index]
+
+    def on_epoch_end(self) -> None:
+        self.epoch_batches = None  # the next epoch groups and collates (masks) anew
