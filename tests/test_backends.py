@@ -86,5 +86,6 @@ def test_fit_evaluate_predict_and_generate_on_another_backend(backend):
     assert result["eval_accuracy"] > 0.95 and result["predict_shape"] == [2000, 8, 12], result
     assert result["exact_match"] >= 0.9, result
     assert result["programs"]["built"] == 1, result  # three generate calls, one plan and shape
+    assert result["pipeline"] == "_RegroupedSequence" and result["gpt_losses"][-1] < result["gpt_losses"][0]
     if backend == "jax":
         assert result["programs"]["traces"] == 1, result  # one jax.jit trace serves all three

@@ -32,7 +32,17 @@ out = model.generate(test, max_new_tokens=6)
 for max_new_tokens in (4, 7):  # the same plan and shapes: no new program, no new trace under jax.jit
     model.generate(test, max_new_tokens=max_new_tokens)
 expected = np.concatenate([np.ones((50, 1), "int32"), test[:, 3::-1], np.full((50, 1), 2, "int32")], axis=1)
-print(json.dumps({"backend": keras.backend.backend(), "first_loss": losses[0], "last_loss": losses[-1],
+# a per-epoch regrouped pipeline without tf.data (make_tf_dataset's PyDataset on JAX / PyTorch), GPT-style
+from vanilla_transformer import TransformerForCausalLM  # noqa: E402
+from vanilla_transformer.batching import make_tf_dataset  # noqa: E402
+from vanilla_transformer.data_collators import DataCollatorForCausalLM  # noqa: E402
+
+stream = make_tf_dataset([s + t for s, t in zip(sources, targets)], DataCollatorForCausalLM(0), batch_size=100)
+gpt = TransformerForCausalLM(TransformerConfig(architecture="decoder", vocab_size=12, d_model=32, num_heads=4, d_ff=64,
+                                               num_encoder_layers=0, num_decoder_layers=1, max_position_embeddings=16))
+gpt.compile(learning_rate=3e-3)
+gpt_losses = gpt.fit(stream, epochs=3, verbose=0).history["loss"]
+print(json.dumps({"backend": keras.backend.backend(), "pipeline": type(stream).__name__, "gpt_losses": gpt_losses, "first_loss": losses[0], "last_loss": losses[-1],
                   "eval_accuracy": float(evaluation["accuracy"]), "predict_shape": list(predicted.shape),
                   "programs": model.decoding_programs.info(),
                   "exact_match": float(np.mean([(row[: len(e)] == e).all() for row, e in zip(out, expected)]))}))
