@@ -6,7 +6,7 @@ The command-line flags follow transformers' example scripts (``--model_name_or_p
 ``--hub_model_id``), plus size overrides (``--d_model``, ``--num_layers``, ...) for pretraining a small
 model from scratch from a preset.
 
-Run as a script it prepares the language-identification data of the README from Multi30k::
+Run as a script it prepares the language-identification data of docs/examples.md from Multi30k::
 
     python examples/_common.py langid --data_dir ../shared/data/multi30k --output_dir /tmp/langid
 """

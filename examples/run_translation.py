@@ -4,7 +4,7 @@ Conventions follow transformers' ``run_translation.py``. Local data is a pair of
 their common prefix (``--train_file data/train`` reads ``data/train.en[.gz]`` and ``data/train.de[.gz]``),
 or a jsonl (``{"en": ..., "de": ...}`` or ``{"translation": {...}}``) or tsv (source<TAB>target) file.
 
-Multi30k En->De, the README's recipe:
+Multi30k En->De, the recipe of docs/multi30k.md (this command is its core; the page has every flag):
 
     python examples/run_translation.py --train_file ../shared/data/multi30k/train \\
         --validation_file ../shared/data/multi30k/val --test_file ../shared/data/multi30k/test_2016_flickr \\

@@ -95,7 +95,7 @@ def default_jit_compile(model: keras.Model) -> bool:
 
     XLA's CPU backend computes bfloat16 dots in float32 (a 2048x512 @ 512x2048 matmul on 2 cores: 194
     GFLOP/s, the float32 rate), while TensorFlow's oneDNN kernels use the AVX512-BF16 instructions (376
-    GFLOP/s). So on a CPU, ``mixed_bfloat16`` trains faster without XLA (benchmarks/README.md). And XLA has
+    GFLOP/s). So on a CPU, ``mixed_bfloat16`` trains faster without XLA (docs/benchmarks.md). And XLA has
     no collectives for CPU devices ("Collectives are not yet implemented for CPU devices when compiling with
     XLA"), which the multi-worker all-reduce needs.
 

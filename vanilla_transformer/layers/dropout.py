@@ -1,7 +1,7 @@
 """Section 5.4: dropout, with a counter-based random number generator.
 
 Keras' own ``Dropout`` draws its mask from the backend's Philox generator. Under XLA on a CPU that generator
-cost about a tenth of a d_model-256 training step (17 masks of 64 x 24 x 256; profile in benchmarks/README.md).
+cost about a tenth of a d_model-256 training step (17 masks of 64 x 24 x 256; profile in docs/benchmarks.md).
 The mask here comes from hashing each element's index with the seed (murmur3's 32-bit finaliser): a few
 integer multiply / xor-shift operations that XLA fuses into the masking, with the same statistics that
 dropout needs (each element dropped independently with probability ``rate``).
