@@ -229,7 +229,7 @@ class Checkpoint:
             return CheckpointError(f"{self.name!r} is neither a local directory nor a valid Hub repo id ({err})")
         if isinstance(err, RevisionNotFoundError):
             return CheckpointError(f"The Hub repo {self.name!r} has no revision {self.revision!r}")
-        status = getattr(getattr(err, "response", None), "status_code", None)
+        status = http_status(err)
         if isinstance(err, RepositoryNotFoundError):
             hint = ("it does not exist, or it is private or gated and no token was sent (pass token= or set "
                     "HF_TOKEN)") if status == 401 else (
@@ -278,6 +278,33 @@ class Checkpoint:
             return None
 
 
+def http_status(err: BaseException) -> int | None:
+    """The HTTP status of a Hub error's response, None when it has none.
+
+    >>> http_status(ValueError("no response"))
+    """
+    return getattr(getattr(err, "response", None), "status_code", None)
+
+
+def exception_chain(err: BaseException | None):
+    """``err``, then its cause (or context), then that one's, ... each once.
+
+    >>> try:
+    ...     try:
+    ...         raise TimeoutError("read")
+    ...     except TimeoutError as inner:
+    ...         raise ValueError("wrapped") from inner
+    ... except ValueError as outer:
+    ...     [type(e).__name__ for e in exception_chain(outer)]
+    ['ValueError', 'TimeoutError']
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
 def is_transient(err: BaseException) -> bool:
     """Whether a Hub failure is worth retrying: a 5xx, 408 or 429 answer, a network error or a timeout,
     anywhere in the exception's chain (huggingface_hub wraps them).
@@ -294,15 +321,12 @@ def is_transient(err: BaseException) -> bool:
         transport = (httpx.TransportError,)
     except ImportError:  # pragma: no cover - huggingface_hub installs httpx
         pass
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, (TimeoutError, ConnectionError, *transport)):
+    for link in exception_chain(err):
+        if isinstance(link, (TimeoutError, ConnectionError, *transport)):
             return True
-        if isinstance(err, HfHubHTTPError):
-            status = getattr(getattr(err, "response", None), "status_code", None)
+        if isinstance(link, HfHubHTTPError):
+            status = http_status(link)
             return status is not None and (status >= 500 or status in (408, 429))
-        err = err.__cause__ or err.__context__
     return False
 
 
@@ -312,16 +336,10 @@ def describe_transient(err: BaseException) -> str:
     >>> describe_transient(TimeoutError("read timed out"))
     'TimeoutError: read timed out'
     """
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        status = getattr(getattr(err, "response", None), "status_code", None)
-        if status is not None:
-            return f"HTTP {status}"
-        if (err.__cause__ or err.__context__) is None:
-            break
-        err = err.__cause__ or err.__context__
-    return f"{type(err).__name__}: {err}"
+    for link in exception_chain(err):
+        if http_status(link) is not None:
+            return f"HTTP {http_status(link)}"
+    return f"{type(link).__name__}: {link}"
 
 
 def verify_download(path: str, what: str) -> None:

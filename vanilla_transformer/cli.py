@@ -205,13 +205,14 @@ def push(args) -> int:
     """
     from huggingface_hub.errors import HfHubHTTPError
 
+    from .checkpoint_io import http_status
     from .hub import push_folder_to_hub
 
     try:
         info = push_folder_to_hub(args.directory, args.repo_id, private=args.private, revision=args.revision,
                                   commit_message=args.commit_message, create_pr=args.create_pr)
     except HfHubHTTPError as err:  # no token, no write access, ...: one line, no traceback
-        status = getattr(getattr(err, "response", None), "status_code", "?")
+        status = http_status(err) or "?"
         print(f"error: the Hub refused the push to {args.repo_id} (HTTP {status}): "
               f"{str(err).strip().splitlines()[0]}. Is HF_TOKEN set to a token with write access?",
               file=sys.stderr)

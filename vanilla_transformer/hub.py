@@ -29,6 +29,7 @@ from .checkpoint_io import (
     assign_weights,
     atomic_directory,
     finish_loading,
+    http_status,
     load_config,
     read_weights,
     registered_model_class,
@@ -421,7 +422,7 @@ def _commit_folder(api, folder: Path, repo_id: str, *, revision, create_pr, comm
         return api.create_commit(repo_id, operations, commit_message=commit_message,
                                  commit_description=commit_description, revision=revision, create_pr=create_pr)
     except HfHubHTTPError as err:
-        status = getattr(getattr(err, "response", None), "status_code", "?")
+        status = http_status(err) or "?"
         stage = "the upload check" if "preupload" in str(err) else "the commit"
         raise CheckpointError(f"push to {repo_id} failed during {stage} (HTTP {status}: "
                               f"{str(err).strip().splitlines()[0]}); a commit is all or nothing, so the repo is "

@@ -44,20 +44,23 @@ class _DecodingInputs:
     prefix_positions: np.ndarray
     trim: int
 
+    def rows_mapped(self, transform) -> "_DecodingInputs":
+        """The inputs with ``transform`` applied to every array (the absent source of decoder-only models stays
+        None)."""
+        arrays = [None if x is None else transform(x) for x in (self.source_ids, self.source_mask, self.prefix_ids,
+                                                                 self.prefix_mask, self.prefix_positions)]
+        return _DecodingInputs(*arrays, self.trim)
+
     def repeat(self, times: int) -> "_DecodingInputs":
         """Every row ``times`` times in a row (independent samples of one input)."""
-        rep = lambda x: None if x is None else np.repeat(x, times, 0)  # noqa: E731
-        return _DecodingInputs(rep(self.source_ids), rep(self.source_mask), rep(self.prefix_ids),
-                              rep(self.prefix_mask), rep(self.prefix_positions), self.trim)
+        return self.rows_mapped(lambda x: np.repeat(x, times, 0))
 
     def filled_to(self, rows: int) -> tuple["_DecodingInputs", np.ndarray]:
         """The inputs with copies of the last row appended up to ``rows``, and ``active (rows,)`` bool, False
         for the copies (they are finished from the start and cut from the output)."""
         extra = rows - self.prefix_ids.shape[0]
-        fill = lambda x: None if x is None else np.concatenate([x, np.repeat(x[-1:], extra, 0)])  # noqa: E731
         active = np.arange(rows) < self.prefix_ids.shape[0]
-        return _DecodingInputs(fill(self.source_ids), fill(self.source_mask), fill(self.prefix_ids),
-                               fill(self.prefix_mask), fill(self.prefix_positions), self.trim), active
+        return self.rows_mapped(lambda x: np.concatenate([x, np.repeat(x[-1:], extra, 0)])), active
 
 
 def batch_bucket(rows: int) -> int:
@@ -89,7 +92,7 @@ def _prepare_inputs(model, config, ids: np.ndarray, mask: np.ndarray) -> _Decodi
     if ids.shape[1] == 0:
         raise ValueError("input_ids has zero length" + (
             "" if model.config.is_encoder_decoder else ": give at least one prompt token"))
-    pad_id = config.pad_token_id if config.pad_token_id is not None else model.config.pad_token_id
+    pad_id = _pad_token_id(model, config)
     fill = 0 if pad_id is None else int(pad_id)
     batch, width = ids.shape[0], bucket_length(ids.shape[1], LENGTH_MULTIPLE)
     if model.config.is_encoder_decoder:
@@ -104,6 +107,11 @@ def _prepare_inputs(model, config, ids: np.ndarray, mask: np.ndarray) -> _Decodi
     return _DecodingInputs(None, None, prefix_ids, prefix_mask, _positions_of(prefix_mask), trim=width - ids.shape[1])
 
 
+def _pad_token_id(model, config):
+    """The generation config's pad id, else the model config's (None when neither has one)."""
+    return config.pad_token_id if config.pad_token_id is not None else model.config.pad_token_id
+
+
 def _positions_of(mask: np.ndarray) -> np.ndarray:
     """Position of each token counting real tokens only (0 under left padding)."""
     return np.maximum(np.cumsum(mask, axis=1) - 1, 0).astype("int32")
@@ -116,7 +124,7 @@ def _ids_and_mask(model, config, input_ids, attention_mask) -> tuple[np.ndarray,
     ids = np.asarray(ops.convert_to_numpy(checked["input_ids"])).astype("int32")
     if ids.shape[0] == 0:
         raise ValueError("input_ids is an empty batch")
-    pad_id = config.pad_token_id if config.pad_token_id is not None else model.config.pad_token_id
+    pad_id = _pad_token_id(model, config)
     if "attention_mask" in checked:
         mask = np.asarray(ops.convert_to_numpy(checked["attention_mask"])).astype("int32")
     elif pad_id is not None and (ids == pad_id).any():

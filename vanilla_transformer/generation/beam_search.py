@@ -84,7 +84,7 @@ def _top_candidates(plan: DecodingPlan, params: DecodingParams, s: BeamState, ke
     vocab = log_probs.shape[-1]
     log_probs = process_logits(plan, params, log_probs, ops.reshape(s.running, (rows, max_length)), s.cur,
                                prompt_length, s.presence if plan.penalises_repetition else None, end)
-    if plan.warps_logits:
+    if plan.do_sample:
         log_probs = warp_logits(plan, params, log_probs)
     accumulated = ops.reshape(ops.reshape(log_probs, (batch, num_beams, vocab)) + s.running_scores[..., None],
                               (batch, num_beams * vocab))

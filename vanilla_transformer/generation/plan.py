@@ -16,6 +16,7 @@ from transformers import GenerationConfig
 
 from ..compat import default_generation_params
 from ..configuration import token_ids
+from ..data_collators import bucket_length
 
 
 def resolve_generation_config(model, generation_config: GenerationConfig | None, kwargs: dict) -> GenerationConfig:
@@ -95,7 +96,7 @@ class DecodingPlan:
         >>> from transformers import GenerationConfig
         >>> plan, params = make_plan(GenerationConfig(max_new_tokens=4, do_sample=True, top_k=5, eos_token_id=2),
         ...                          prompt_length=1, use_cache=True)
-        >>> plan.mode, plan.max_new_tokens, plan.eos_token_ids, plan.pad_token_id, plan.warps_logits
+        >>> plan.mode, plan.max_new_tokens, plan.eos_token_ids, plan.pad_token_id, plan.do_sample
         ('sample', 8, (2,), 2, True)
         >>> other, _ = make_plan(GenerationConfig(max_new_tokens=7, do_sample=True, top_k=5, eos_token_id=2,
         ...                                       temperature=0.3), prompt_length=1, use_cache=True)
@@ -119,11 +120,6 @@ class DecodingPlan:
     begin_suppress_tokens: tuple[int, ...] = ()
     forced_bos_token_id: int | None = None
     forced_eos_token_id: tuple[int, ...] = ()
-
-    @property
-    def warps_logits(self) -> bool:
-        """Whether the sampling warpers (temperature, top-k, top-p) apply."""
-        return self.do_sample
 
 
 class DecodingParams(NamedTuple):
@@ -151,7 +147,7 @@ def new_token_capacity(max_new_tokens: int, room: int | None = None, multiple: i
     >>> new_token_capacity(3), new_token_capacity(9), new_token_capacity(9, room=12)
     (8, 16, 12)
     """
-    capacity = max(multiple, -(-max_new_tokens // multiple) * multiple)
+    capacity = bucket_length(max_new_tokens, multiple)
     return max(max_new_tokens, min(capacity, room)) if room is not None else capacity
 
 
