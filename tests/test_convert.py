@@ -404,6 +404,26 @@ def test_gpt2_generation_parity(gpt2_generation_pair, settings):
     np.testing.assert_array_equal(got, expected)
 
 
+PROMPT_WITH_PAD = np.array([[39, 60, 19, 57, 46, PAD, 27, 60, 38], [5, 6, 7, 8, 9, 10, 11, 12, 13]], dtype="int32")
+
+
+@pytest.mark.parametrize("settings", GENERATION_CASES, ids=["greedy", "beam4"])
+def test_prompt_comes_back_as_given(settings, tmp_path):
+    """transformers' contract: the output starts with the prompt exactly as given (a pad id inside it, no
+    attention mask), then the new tokens; OpenAIGPTLMHeadModel on the same weights gives the same ids."""
+    torch.manual_seed(7)
+    reference = OpenAIGPTLMHeadModel(_openai_config(pad_token_id=PAD, tie_word_embeddings=False)).eval()
+    ours = hub.AutoModel.from_pretrained(_save(reference, tmp_path / "src"))
+    generation = GenerationConfig(max_new_tokens=10, do_sample=False, pad_token_id=PAD, eos_token_id=2, **settings)
+    with torch.no_grad():
+        expected = reference.generate(input_ids=_torch(PROMPT_WITH_PAD), generation_config=generation).numpy()
+    got = ours.generate(PROMPT_WITH_PAD, generation_config=generation)
+    rows_per_prompt = settings.get("num_return_sequences", 1)
+    np.testing.assert_array_equal(got[:, :PROMPT_WITH_PAD.shape[1]], np.repeat(PROMPT_WITH_PAD, rows_per_prompt, 0))
+    assert len(np.unique(expected[:, PROMPT_WITH_PAD.shape[1]:])) > 4, f"degenerate reference {expected.tolist()}"
+    np.testing.assert_array_equal(got, expected)
+
+
 # ------------------------------------------------------------------------------------------ native models
 def _native(model_class, **overrides):
     values = dict(vocab_size=VOCAB, d_model=32, num_heads=4, d_ff=64, num_encoder_layers=1, num_decoder_layers=1,

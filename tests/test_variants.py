@@ -231,14 +231,16 @@ def test_gpt_greedy_generate_matches_argmax_loop(gpt):
     width = max(map(len, prompts))
     ids = np.zeros((2, width), dtype="int32")
     mask = np.zeros((2, width), dtype="int32")
-    for i, prompt in enumerate(prompts):  # right-padded batch: generate left-aligns it
+    for i, prompt in enumerate(prompts):  # right-padded batch: generate continues after the real tokens
         ids[i, : len(prompt)], mask[i, : len(prompt)] = prompt, 1
     cached = gpt.generate(ids, attention_mask=mask, max_new_tokens=8, use_cache=True)
     uncached = gpt.generate(ids, attention_mask=mask, max_new_tokens=8, use_cache=False)
     np.testing.assert_array_equal(cached, uncached)
     for i, prompt in enumerate(prompts):
         expected = step_by_step_greedy(gpt, prompt, 8, eos_token_id=2)
-        row = [int(t) for t in cached[i][width - len(prompt):]]  # rows hold the left-padded prompt
+        row = [int(t) for t in cached[i]]  # the prompt as given (right-padded), then the new tokens
+        np.testing.assert_array_equal(row[:width], ids[i])
+        row = prompt + row[width:]
         assert row[: len(expected)] == expected
         assert all(t == 0 for t in row[len(expected):])  # padding after eos
 

@@ -34,22 +34,33 @@ LENGTH_MULTIPLE = 8
 
 @dataclass
 class _DecodingInputs:
-    """The padded arrays a decoding program runs on (int32 numpy); ``trim`` columns of prompt padding are
-    cut from the output so the prompt comes back as given."""
+    """The padded arrays a decoding program runs on (int32 numpy), and the ids as the caller gave them: the
+    output starts with ``given_ids`` (the prompt exactly as given, or nothing for encoder-decoders, whose
+    rows start with the decoder start token), followed by what was generated after the prefix."""
 
     source_ids: np.ndarray | None  # (batch, source bucket) encoder input, None for decoder-only models
     source_mask: np.ndarray | None
     prefix_ids: np.ndarray  # (batch, prefix) what the decoder starts from: the start token or the prompt
     prefix_mask: np.ndarray
     prefix_positions: np.ndarray
-    trim: int
+    given_ids: np.ndarray | None  # (batch, length) the decoder-only prompt as given; None for encoder-decoders
 
     def rows_mapped(self, transform) -> "_DecodingInputs":
         """The inputs with ``transform`` applied to every array (the absent source of decoder-only models stays
         None)."""
         arrays = [None if x is None else transform(x) for x in (self.source_ids, self.source_mask, self.prefix_ids,
-                                                                 self.prefix_mask, self.prefix_positions)]
-        return _DecodingInputs(*arrays, self.trim)
+                                                                 self.prefix_mask, self.prefix_positions,
+                                                                 self.given_ids)]
+        return _DecodingInputs(*arrays)
+
+    def output_rows(self, sequences: np.ndarray, rows: int, length: int) -> np.ndarray:
+        """The first ``rows`` rows of the program's ``sequences`` (prefix, then new tokens; ``length`` columns
+        used), with a decoder-only prompt given back as it came in place of its left-aligned copy."""
+        if self.given_ids is None:
+            return sequences[:rows, :length]
+        per_input = sequences.shape[0] // self.given_ids.shape[0]  # the beams' rows of each input
+        prompts = np.repeat(self.given_ids, per_input, axis=0)[:rows]
+        return np.concatenate([prompts, sequences[:rows, self.prefix_ids.shape[1]:length]], axis=1)
 
     def repeat(self, times: int) -> "_DecodingInputs":
         """Every row ``times`` times in a row (independent samples of one input)."""
@@ -102,9 +113,11 @@ def _prepare_inputs(model, config, ids: np.ndarray, mask: np.ndarray) -> _Decodi
         prefix_ids = np.full((batch, 1), start, dtype="int32")
         prefix_mask = np.ones((batch, 1), dtype="int32")
         return _DecodingInputs(pad_batch(list(ids), fill, width), pad_batch(list(mask), 0, width), prefix_ids,
-                              prefix_mask, _positions_of(prefix_mask), trim=0)
+                              prefix_mask, _positions_of(prefix_mask), given_ids=None)
+    # The program runs on the real tokens moved to the right (left padding), whatever the caller's layout;
+    # the output gives the prompt back as it came (transformers' contract).
     prefix_ids, prefix_mask = left_align(ids, mask, width, fill)
-    return _DecodingInputs(None, None, prefix_ids, prefix_mask, _positions_of(prefix_mask), trim=width - ids.shape[1])
+    return _DecodingInputs(None, None, prefix_ids, prefix_mask, _positions_of(prefix_mask), given_ids=ids)
 
 
 def _pad_token_id(model, config):
@@ -154,7 +167,8 @@ def generate(model, input_ids, attention_mask=None, generation_config=None, seed
 
     Returns:
         int32 numpy array ``(batch * num_return_sequences, out_length)``. Encoder-decoder rows start with
-        ``decoder_start_token_id``; decoder-only rows start with the (left-padded) prompt. Rows end at their
+        ``decoder_start_token_id``; decoder-only rows start with the prompt exactly as given (padding
+        included, wherever it is; generation continues after each row's real tokens). Rows end at their
         eos and are padded with ``pad_token_id``. Scores are the summed log-probabilities (greedy, sampling)
         or the length-normalised beam scores.
 
@@ -171,7 +185,7 @@ def generate(model, input_ids, attention_mask=None, generation_config=None, seed
     model.build_weights()
     inputs = _prepare_inputs(model, config, ids, mask)
     width = inputs.prefix_ids.shape[1]
-    prompt_length = width - inputs.trim
+    prompt_length = width if inputs.given_ids is None else inputs.given_ids.shape[1]
     plan, params = make_plan(config, prompt_length, use_cache, room=model.config.max_position_embeddings - width)
     if width + int(params.max_new_tokens) > model.config.max_position_embeddings:
         raise ValueError(f"prompt ({prompt_length} tokens) + max_new_tokens ({int(params.max_new_tokens)}) "
@@ -186,7 +200,8 @@ def generate(model, input_ids, attention_mask=None, generation_config=None, seed
     params = DecodingParams(*(ops.convert_to_tensor(value) for value in params))  # tensors on every backend
     sequences, scores, length = run(inputs.source_ids, inputs.source_mask, inputs.prefix_ids, inputs.prefix_mask,
                                     inputs.prefix_positions, seed_value, params, ops.convert_to_tensor(active))
-    sequences = np.asarray(ops.convert_to_numpy(sequences))[:rows, inputs.trim: int(ops.convert_to_numpy(length))]
+    sequences = inputs.output_rows(np.asarray(ops.convert_to_numpy(sequences)), rows,
+                                   int(ops.convert_to_numpy(length)))
     scores = np.asarray(ops.convert_to_numpy(scores))[:rows]
     if return_dict_in_generate or output_scores:
         return {"sequences": sequences, "sequences_scores": scores}
