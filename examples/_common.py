@@ -133,6 +133,57 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
     return args
 
 
+# ------------------------------------------------------------------------------------------ scale-out
+def add_distribution_arguments(parser: argparse.ArgumentParser) -> None:
+    """How training spreads over devices: ``--strategy`` (tf.distribute) and ``--distribution`` (keras.distribution)."""
+    scale = parser.add_argument_group("scale-out (batches are global: the same updates on any number of devices)")
+    scale.add_argument("--strategy", choices=["default", "mirrored", "multi_worker"], default="default",
+                       help="TensorFlow's tf.distribute: mirrored over this machine's devices, or multi_worker (one "
+                            "process per machine, the cluster in TF_CONFIG)")
+    scale.add_argument("--distribution", choices=["auto", "none", "data_parallel", "model_parallel"], default="auto",
+                       help="JAX's keras.distribution: data_parallel replicates the weights and splits every batch "
+                            "over the devices; model_parallel splits the attention and feed-forward kernels "
+                            "(vanilla_transformer.sharding); auto: data_parallel when JAX sees several devices")
+
+
+def refuse_unused_distribution_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, backend: str) -> None:
+    """Exit with a clear error for a scale-out flag the backend would ignore."""
+    if args.strategy != "default" and backend != "tensorflow":
+        parser.error(f"--strategy {args.strategy} is tf.distribute, which runs on TensorFlow; the backend is "
+                     f"{backend} (on JAX use --distribution)")
+    if args.distribution not in ("auto", "none") and backend != "jax":
+        parser.error(f"--distribution {args.distribution} is keras.distribution, which runs on JAX; the backend is "
+                     f"{backend} (on TensorFlow use --strategy)")
+
+
+def keras_distribution(name: str, config=None):
+    """The ``keras.distribution`` for ``--distribution`` on JAX over every device JAX sees; None for one device.
+
+    ``auto`` is ``data_parallel`` with several devices and ``none`` with one; ``data_parallel`` or
+    ``model_parallel`` with a single device is an error (they would change nothing). ``config`` gives the
+    heads and d_ff that ``model_parallel`` splits.
+    """
+    import keras
+
+    from vanilla_transformer.sharding import make_distribution
+
+    devices = keras.distribution.list_devices()
+    if name == "auto":
+        name = "data_parallel" if len(devices) > 1 else "none"
+    elif name != "none" and len(devices) < 2:
+        raise SystemExit(f"--distribution {name} needs several devices, and JAX sees one ({devices[0]}); on a CPU, "
+                         f"XLA_FLAGS=--xla_force_host_platform_device_count=N makes N")
+    return make_distribution(name, config, devices)
+
+
+def batch_shards(distribution) -> int:
+    """Into how many parts ``distribution`` splits a batch's rows (1 without one)."""
+    if distribution is None:
+        return 1
+    mesh = distribution.device_mesh
+    return mesh.shape[list(mesh.axis_names).index(distribution.batch_dim_name)]
+
+
 def setup_logging() -> None:
     """One log format for the scripts; libraries' chatter below warnings is silenced."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # no-op if already set up

@@ -80,7 +80,6 @@ def add_schedule_arguments(p: argparse.ArgumentParser) -> None:
     train.add_argument("--max_train_minutes", type=float, default=None,
                        help="stop after the epoch that would make the next one overrun this wall-time budget")
     train.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default="no")
-    train.add_argument("--strategy", choices=["default", "mirrored", "multi_worker"], default="default")
     train.add_argument("--backup_every", type=int, default=200, help="back up the training state every N batches")
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--resume", action="store_true", help="continue from the backup in --output_dir")
@@ -92,6 +91,7 @@ def parse_args(argv=None):
     _common.add_model_arguments(p, default_model="transformer-base")
     add_translation_arguments(p)
     add_schedule_arguments(p)
+    _common.add_distribution_arguments(p)
     _common.add_hub_arguments(p)
     args = p.parse_args(argv)
     if not (args.dataset_name or args.train_file):
@@ -102,6 +102,9 @@ def parse_args(argv=None):
     if args.split_punctuation and not _common.is_preset(args.model_name_or_path):
         p.error("--split_punctuation shapes a tokenizer trained from scratch; the model brings its own")
     _common.refuse_unused_flags(p, args)
+    import keras
+
+    _common.refuse_unused_distribution_flags(p, args, keras.backend.backend())
     return args
 
 
@@ -164,13 +167,16 @@ def load_data(args):
 
 # ------------------------------------------------------------------------------------------ model
 def _strategy(name: str):
+    """The tf.distribute strategy of ``--strategy`` (TensorFlow), None for ``default``."""
+    if name == "default":
+        return None
     import tensorflow as tf
 
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
-    return None
+    raise ValueError(f"unknown --strategy {name!r}")
 
 
 def _worker_output_dir(output_dir: Path, strategy) -> Path:
@@ -181,6 +187,8 @@ def _worker_output_dir(output_dir: Path, strategy) -> Path:
     writes the same files (backups for --resume included) to its own subfolder, so no two processes write one
     file.
     """
+    if strategy is None:
+        return output_dir
     import tensorflow as tf
 
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -348,16 +356,49 @@ def search_averages(model, directory: Path, ks, score=None):
     return best_k, averages, scores
 
 
-def make_train_batches(tokenized, config, args):
-    """The collator and the epoch-shuffled, length-bucketed training batches (token budget or sentence count)."""
+def fill_rows(batch, collator, multiple: int):
+    """``batch`` with empty rows (all padding, labels -100: they count for nothing) up to a multiple of ``multiple``
+    rows, so that a data-parallel split gives every device the same number of rows."""
+    import numpy as np
+
+    inputs, labels = batch
+    missing = -len(labels) % multiple
+    if not missing:
+        return batch
+    source, _ = collator([[]] * missing, [[]] * missing, length=inputs["input_ids"].shape[1])
+    target, empty_labels = collator([[]] * missing, [[]] * missing, length=labels.shape[1])
+    empty = {key: (source if key in ("input_ids", "attention_mask") else target)[key] for key in inputs}
+    return ({key: np.concatenate([value, empty[key]]) for key, value in inputs.items()},
+            np.concatenate([labels, empty_labels]))
+
+
+def place_batch(batch, collator, distribution):
+    """A global batch as this process feeds it to ``distribution`` (a ``keras.distribution`` or None): filled
+    with empty rows to a multiple of the devices that split its rows, then, where several JAX processes split
+    them, this process's share (Keras expects each process to feed its own devices)."""
+    shards = _common.batch_shards(distribution)
+    batch = fill_rows(batch, collator, shards)
+    processes = distribution.num_processes if shards > 1 else 1
+    if processes == 1:
+        return batch
+    inputs, labels = batch
+    share = len(labels) // processes
+    rows = slice(distribution.data_shard_id * share, (distribution.data_shard_id + 1) * share)
+    return {key: value[rows] for key, value in inputs.items()}, labels[rows]
+
+
+def make_train_batches(tokenized, config, args, distribution=None):
+    """The collator and the epoch-shuffled, length-bucketed training batches (token budget or sentence count),
+    placed for ``distribution`` (:func:`place_batch`)."""
     from vanilla_transformer.batching import EpochShuffledBatches, seq2seq_batches
     from vanilla_transformer.data_collators import Seq2SeqCollator
 
     collator = Seq2SeqCollator(config.pad_token_id, config.decoder_start_token_id, config.vocab_size,
                                pad_to_multiple_of=args.pad_to_multiple_of)
-    batches = EpochShuffledBatches(seq2seq_batches(
+    batches = seq2seq_batches(
         tokenized["input_ids"], tokenized["labels"], collator, max_tokens=None if args.per_device_train_batch_size
-        else args.max_tokens_per_batch, batch_size=args.per_device_train_batch_size, shuffle=False), seed=args.seed)
+        else args.max_tokens_per_batch, batch_size=args.per_device_train_batch_size, shuffle=False)
+    batches = EpochShuffledBatches([place_batch(b, collator, distribution) for b in batches], seed=args.seed)
     return collator, batches
 
 
@@ -377,10 +418,60 @@ def make_learning_rate(args, d_model: int, total_steps: int):
 
 
 # ------------------------------------------------------------------------------------------ main
-def prepare_output(args):
-    """The distribution strategy and where this process writes: ``(strategy, output_dir, is_chief_or_alone)``."""
+def model_sizes(args):
+    """The config of the model this run will build or load (for its heads and d_ff, before any weight exists)."""
+    from vanilla_transformer import TransformerConfig
+
+    if _common.is_preset(args.model_name_or_path):
+        return TransformerConfig.from_preset(args.model_name_or_path,
+                                             **_common.size_overrides(args, "encoder-decoder"))
+    return TransformerConfig.from_pretrained(args.model_name_or_path)
+
+
+def set_distribution(args):
+    """On JAX, the keras.distribution of ``--distribution``, set for every weight created from here on; None
+    (one device) there with one device or ``none``, and on other backends (TensorFlow: ``--strategy``).
+
+    With ``KERAS_DISTRIBUTION_NUM_PROCESSES`` above 1 this process first joins the others
+    (``keras.distribution.initialize`` reads ``KERAS_DISTRIBUTION_JOB_ADDRESSES``, ``..._NUM_PROCESSES`` and
+    ``..._PROCESS_ID``); the devices are then those of every process, and each feeds its share of every batch.
+    """
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return None
+    if int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1")) > 1:
+        keras.distribution.initialize()
+    config = model_sizes(args) if args.distribution == "model_parallel" else None
+    distribution = _common.keras_distribution(args.distribution, config)
+    if distribution is not None and distribution.num_processes > 1:
+        distribution.auto_shard_dataset = False  # Keras shards only tf.data; place_batch does it here
+    keras.distribution.set_distribution(distribution)
+    return distribution
+
+
+def describe_scale_out(strategy, distribution) -> str:
+    if strategy is not None:
+        return f"; {strategy.num_replicas_in_sync} replicas in sync"
+    if distribution is not None:
+        mesh = distribution.device_mesh
+        processes = f" in {distribution.num_processes} processes" if distribution.num_processes > 1 else ""
+        return (f"; keras.distribution.{type(distribution).__name__} over {mesh.devices.size} devices{processes} "
+                f"({dict(zip(mesh.axis_names, mesh.shape))})")
+    return ""
+
+
+def prepare_output(args, distribution=None):
+    """The distribution strategy and where this process writes: ``(strategy, output_dir, is_chief_or_alone)``.
+
+    As with MultiWorkerMirroredStrategy's workers, JAX process 0 of a multi-process ``distribution`` writes
+    ``--output_dir`` and process i the same files in ``--output_dir/process-<i>``."""
     strategy = _strategy(args.strategy)  # first: MultiWorkerMirroredStrategy must exist before any TF op
     output_dir = _worker_output_dir(Path(args.output_dir), strategy)
+    if distribution is not None and distribution.num_processes > 1:
+        import jax
+
+        output_dir = output_dir / f"process-{jax.process_index()}" if jax.process_index() else output_dir
     if (output_dir / "backup").exists() and not args.resume:
         raise SystemExit(f"{output_dir} holds a backup of an earlier run: pass --resume to continue it, or choose "
                          f"another --output_dir")
@@ -388,8 +479,9 @@ def prepare_output(args):
     return strategy, output_dir, output_dir == Path(args.output_dir)
 
 
-def build_and_compile(args, strategy, train):
-    """Model, tokenizer, collator and training batches, built and compiled in the strategy's scope."""
+def build_and_compile(args, strategy, train, distribution=None):
+    """Model, tokenizer, collator and training batches (placed for ``distribution``), built and compiled in the
+    strategy's scope."""
     import keras
 
     from vanilla_transformer.losses import MaskedAccuracy, MaskedSparseCrossEntropy
@@ -398,7 +490,8 @@ def build_and_compile(args, strategy, train):
         model, tokenizer = build_model_and_tokenizer(args, train)
         model.build_weights()
         tokenized = tokenize(train, tokenizer, args)
-        collator, batches = make_train_batches(tokenized, model.config, args)  # the decay needs the step count
+        # the decay needs the step count
+        collator, batches = make_train_batches(tokenized, model.config, args, distribution)
         learning_rate = make_learning_rate(args, model.config.d_model,
                                            total_steps=args.num_train_epochs * len(batches))
         model.compile(optimizer=keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.98, epsilon=1e-9),
@@ -406,15 +499,15 @@ def build_and_compile(args, strategy, train):
     return model, tokenizer, collator, batches
 
 
-def validation_batches(splits, tokenizer, collator, args):
+def validation_batches(splits, tokenizer, collator, args, distribution=None):
     from vanilla_transformer.batching import EpochShuffledBatches, seq2seq_batches
 
     if "validation" not in splits:
         return None
     tokenized = tokenize(splits["validation"], tokenizer, args)
-    return EpochShuffledBatches(seq2seq_batches(
-        tokenized["input_ids"], tokenized["labels"], collator, max_tokens=args.max_tokens_per_batch,
-        shuffle=False), shuffle=False).dataset()
+    batches = seq2seq_batches(tokenized["input_ids"], tokenized["labels"], collator,
+                              max_tokens=args.max_tokens_per_batch, shuffle=False)
+    return EpochShuffledBatches([place_batch(b, collator, distribution) for b in batches], shuffle=False).dataset()
 
 
 def train(model, tokenizer, splits, batches, validation_data, args, output_dir: Path, extra_callbacks):
@@ -515,18 +608,19 @@ def main(argv=None, extra_callbacks=()):
     _common.setup_logging()
     import keras
 
-    strategy, output_dir, is_chief_or_alone = prepare_output(args)
+    distribution = set_distribution(args)  # first: several JAX processes must connect before any computation
+    strategy, output_dir, is_chief_or_alone = prepare_output(args, distribution)
     keras.utils.set_random_seed(args.seed)
     if args.mixed_precision != "no":
         keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.mixed_precision == "bf16" else "mixed_float16")
     splits = load_data(args)
-    model, tokenizer, collator, batches = build_and_compile(args, strategy, splits["train"])
-    validation_data = validation_batches(splits, tokenizer, collator, args)
+    model, tokenizer, collator, batches = build_and_compile(args, strategy, splits["train"], distribution)
+    validation_data = validation_batches(splits, tokenizer, collator, args, distribution)
     config = model.config
     print(f"{len(splits['train'])} training pairs in {len(batches)} batches; vocabulary {len(tokenizer)}; model "
           f"{model.num_parameters():,} parameters (d_model {config.d_model}, {config.num_encoder_layers}+"
           f"{config.num_decoder_layers} layers, {config.num_heads} heads, d_ff {config.d_ff})"
-          + (f"; {strategy.num_replicas_in_sync} replicas in sync" if strategy else ""), flush=True)
+          + describe_scale_out(strategy, distribution), flush=True)
     state, nan_stop = train(model, tokenizer, splits, batches, validation_data, args, output_dir, extra_callbacks)
     results = {"train_time_s": round(time.time() - state["started"] + state.get("time_before", 0.0), 1),
                "parameters": model.num_parameters(), "epochs_completed": len(state["history"]),

@@ -74,3 +74,69 @@ def test_translation_refuses_flags_that_would_do_nothing(saved_model, capsys):
     with pytest.raises(SystemExit):
         run_translation.parse_args(base + ["--model_name_or_path", saved_model, "--split_punctuation"])
     assert run_translation.parse_args(base).lr_scale == 1.0
+
+
+def test_scale_out_flags_the_backend_would_ignore_are_refused(capsys):
+    import argparse
+
+    base = ["--train_file", "t", "--output_dir", "o"]
+    assert keras.backend.backend() == "tensorflow"
+    with pytest.raises(SystemExit):
+        run_translation.parse_args(base + ["--distribution", "data_parallel"])
+    assert ("--distribution data_parallel is keras.distribution, which runs on JAX; the backend is tensorflow (on "
+            "TensorFlow use --strategy)") in capsys.readouterr().err
+    args = run_translation.parse_args(base + ["--strategy", "mirrored"])
+    assert (args.strategy, args.distribution) == ("mirrored", "auto")
+    parser = argparse.ArgumentParser()
+    _common.add_distribution_arguments(parser)
+    refused = [("jax", ["--strategy", "multi_worker"], "--strategy multi_worker is tf.distribute, which runs on "
+                                                       "TensorFlow; the backend is jax (on JAX use --distribution)"),
+               ("torch", ["--strategy", "mirrored"], "the backend is torch"),
+               ("torch", ["--distribution", "model_parallel"], "--distribution model_parallel is keras.distribution")]
+    for backend, flags, message in refused:
+        with pytest.raises(SystemExit):
+            _common.refuse_unused_distribution_flags(parser, parser.parse_args(flags), backend)
+        assert message in capsys.readouterr().err
+    for backend, flags in (("jax", ["--distribution", "model_parallel"]), ("jax", ["--distribution", "none"]),
+                           ("tensorflow", ["--distribution", "none"]), ("torch", [])):
+        _common.refuse_unused_distribution_flags(parser, parser.parse_args(flags), backend)  # accepted
+
+
+@pytest.mark.skipif(len(keras.distribution.list_devices()) > 1, reason="needs a single device")
+def test_a_data_or_model_parallel_run_on_one_device_is_refused():
+    assert _common.keras_distribution("auto") is None and _common.keras_distribution("none") is None
+    for name in ("data_parallel", "model_parallel"):
+        with pytest.raises(SystemExit, match=f"--distribution {name} needs several devices"):
+            _common.keras_distribution(name)
+    assert _common.batch_shards(None) == 1
+
+
+def test_filler_rows_count_for_nothing():
+    import numpy as np
+
+    from vanilla_transformer import TransformerForSeq2SeqLM
+    from vanilla_transformer.data_collators import Seq2SeqCollator
+    from vanilla_transformer.losses import MaskedAccuracy, MaskedSparseCrossEntropy
+
+    collator = Seq2SeqCollator(pad_token_id=0, decoder_start_token_id=1, vocab_size=30)
+    batch = collator([[5, 6, 7, 8, 9, 10, 11, 12, 13], [8, 9], [10]], [[11, 2], [12, 13, 2], [2]])
+    assert batch[0]["input_ids"].shape == (3, 16) and batch[1].shape == (3, 8)  # source and target lengths differ
+    assert run_translation.fill_rows(batch, collator, 3) is batch
+    inputs, labels = run_translation.fill_rows(batch, collator, 2)
+    assert labels.shape == (4, 8) and inputs["input_ids"].shape == inputs["attention_mask"].shape == (4, 16)
+    assert inputs["decoder_input_ids"].shape == inputs["decoder_attention_mask"].shape == (4, 8)
+    for key, value in inputs.items():
+        np.testing.assert_array_equal(value[:3], batch[0][key])
+    assert (labels[3] == -100).all() and not inputs["attention_mask"][3].any()
+    assert not inputs["input_ids"][3].any() and not inputs["decoder_attention_mask"][3].any()
+    config = TransformerConfig(vocab_size=30, d_model=16, num_heads=2, d_ff=32, num_encoder_layers=1,
+                               num_decoder_layers=1, max_position_embeddings=32, dropout=0.0)
+    model = TransformerForSeq2SeqLM(config)
+    loss = MaskedSparseCrossEntropy(0.1)
+    assert float(loss(labels, model(inputs))) == pytest.approx(float(loss(batch[1], model(batch[0]))), rel=1e-6)
+    accuracies = []
+    for x, y in (batch, (inputs, labels)):
+        metric = MaskedAccuracy()
+        metric.update_state(y, model(x))
+        accuracies.append(float(metric.result()))
+    assert accuracies[0] == accuracies[1]
