@@ -4,6 +4,7 @@
 - ``vanilla-transformer translate --model DIR "text" ...``: translate with a saved model.
 - ``vanilla-transformer push DIR REPO_ID``: upload a saved model directory to the Hub.
 - ``vanilla-transformer convert SRC DST --to transformers|keras``: convert checkpoints.
+- ``vanilla-transformer export MODEL OUT --to saved_model|litert|transformers``: export for deployment.
 """
 
 from __future__ import annotations
@@ -263,8 +264,74 @@ def convert(args) -> int:
     return 0
 
 
+def export(args) -> int:
+    """Export a saved translator for deployment: the ``vanilla-transformer export MODEL OUT --to
+    saved_model|litert|transformers`` command (see :func:`vanilla_transformer.serving.export`).
+
+    Loads ``args.model`` (a directory or Hub repo id) and its tokenizer, then writes a TensorFlow Serving
+    SavedModel with the decoding loop inside, a LiteRT greedy translator or a transformers checkpoint to
+    ``args.output``. ``--num-beams`` and ``--max-new-tokens`` (default: the model's generation config) are
+    fixed in the SavedModel and LiteRT graphs; the transformers checkpoint carries the generation config.
+
+    Args:
+        args: the ``argparse.Namespace`` of the ``export`` command (see :func:`build_parser`).
+
+    Returns:
+        The exit status: 0, or 2 for decoding settings given with ``--to transformers``.
+
+    Example:
+        >>> import os, tempfile
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.cli import build_parser, export
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> source = TransformerForSeq2SeqLM(config).save_pretrained(tempfile.mkdtemp())
+        >>> out = os.path.join(tempfile.mkdtemp(), "translator")
+        >>> export(build_parser().parse_args(["export", str(source), out, "--to", "saved_model",
+        ...                                   "--num-beams", "2", "--max-new-tokens", "6"]))
+        wrote /... (saved_model: num_beams=2, max_new_tokens=6)
+        0
+        >>> sorted(os.listdir(out))
+        ['assets', 'fingerprint.pb', 'saved_model.pb', 'variables']
+    """
+    from .hub import AutoModel, load_tokenizer
+
+    model = AutoModel.from_pretrained(args.model)
+    settings = {name: value for name, value in (("num_beams", args.num_beams),
+                                                ("max_new_tokens", args.max_new_tokens)) if value is not None}
+    if args.to == "saved_model":
+        settings["max_batch_size"] = args.max_batch_size
+    elif args.to == "litert":
+        settings["source_length"] = args.source_length
+    elif settings:
+        print("error: --num-beams/--max-new-tokens do not apply to --to transformers (the checkpoint carries the "
+              "model's generation config)", file=sys.stderr)
+        return 2
+    path = model.export_for_serving(args.output, to=args.to, tokenizer=load_tokenizer(args.model), **settings)
+    shown = ", ".join(f"{k}={v}" for k, v in settings.items() if k in ("num_beams", "max_new_tokens"))
+    print(f"wrote {path} ({args.to}{': ' + shown if shown else ''})")
+    return 0
+
+
+def _add_export_command(commands) -> None:
+    """The ``export`` sub-command's arguments."""
+    p = commands.add_parser("export", help="export a translator: TF Serving SavedModel, LiteRT or transformers",
+                            description="Write a saved translator as a TensorFlow SavedModel whose signature runs "
+                                        "the whole decoding loop (TensorFlow Serving), a LiteRT greedy translator "
+                                        "(.tflite) or a transformers checkpoint.")
+    p.add_argument("model", help="a saved model directory or Hub repo id")
+    p.add_argument("output", help="the SavedModel directory, .tflite file or checkpoint directory to write")
+    p.add_argument("--to", choices=["saved_model", "litert", "transformers"], required=True)
+    p.add_argument("--num-beams", type=int, default=None, help="default: the model's generation config")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: the model's generation config")
+    p.add_argument("--max-batch-size", type=int, default=32, help="saved_model: the largest batch of a request")
+    p.add_argument("--source-length", type=int, default=64, help="litert: the fixed (padded) source length")
+    p.set_defaults(func=export)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``argparse`` parser of the command line: sub-commands ``train``, ``translate``, ``push``, ``convert``.
+    """The ``argparse`` parser of the command line: sub-commands ``train``, ``translate``, ``push``, ``convert``,
+    ``export``.
 
     Each sub-command sets ``func`` (the function that runs it, taking the parsed namespace and returning an
     exit status) and ``command`` (its name).
@@ -330,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("destination")
     p.add_argument("--to", choices=["transformers", "keras"], required=True)
     p.set_defaults(func=convert)
+
+    _add_export_command(commands)
     return parser
 
 

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from . import serving
 from .configuration import TransformerConfig
 from .distribution import MultiWorkerTrainerFixes
 from .generation import GenerationMixin
@@ -421,6 +422,15 @@ class TransformerForSeq2SeqLM(GenerationMixin, TransformerPreTrainedModel):
             encoder_attention_mask=context["encoder_attention_mask"], position_ids=position_ids, cache=cache,
             cache_index=cache_index)
         return self._logits(hidden), cache
+
+    def export_for_serving(self, path, to: str = "saved_model", tokenizer=None, **settings):
+        """Export this translator for deployment: a TensorFlow Serving SavedModel with the decoding loop in
+        the graph (``to="saved_model"``), a LiteRT greedy translator (``"litert"``) or a transformers
+        checkpoint (``"transformers"``); see :func:`vanilla_transformer.serving.export` for the settings.
+
+        Returns the written path (a :class:`pathlib.Path`).
+        """
+        return serving.export(self, path, to=to, tokenizer=tokenizer, **settings)
 
     def translate(self, texts, tokenizer, batch_size: int = 64, **generation_kwargs) -> list[str]:
         """Translate a list of strings with ``tokenizer``; keyword arguments go to :meth:`generate`."""

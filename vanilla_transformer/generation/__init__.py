@@ -27,7 +27,7 @@ from .plan import DecodingParams, DecodingPlan, make_plan, resolve_generation_co
 from .programs import ProgramCache, compiled_decoder
 
 __all__ = ["DecodingParams", "DecodingPlan", "GenerationMixin", "ProgramCache", "blocked_top_k", "generate",
-           "resolve_generation_config", "top_p_filter"]
+           "resolve_generation_config", "resolved_decoder_start_token_id", "resolved_pad_token_id", "top_p_filter"]
 
 LENGTH_MULTIPLE = 8
 
@@ -103,14 +103,11 @@ def _prepare_inputs(model, config, ids: np.ndarray, mask: np.ndarray) -> _Decodi
     if ids.shape[1] == 0:
         raise ValueError("input_ids has zero length" + (
             "" if model.config.is_encoder_decoder else ": give at least one prompt token"))
-    pad_id = _pad_token_id(model, config)
+    pad_id = resolved_pad_token_id(model, config)
     fill = 0 if pad_id is None else int(pad_id)
     batch, width = ids.shape[0], bucket_length(ids.shape[1], LENGTH_MULTIPLE)
     if model.config.is_encoder_decoder:
-        start = config.decoder_start_token_id
-        if start is None:
-            start = model.config.decoder_start_token_id
-        prefix_ids = np.full((batch, 1), start, dtype="int32")
+        prefix_ids = np.full((batch, 1), resolved_decoder_start_token_id(model, config), dtype="int32")
         prefix_mask = np.ones((batch, 1), dtype="int32")
         return _DecodingInputs(pad_batch(list(ids), fill, width), pad_batch(list(mask), 0, width), prefix_ids,
                               prefix_mask, _positions_of(prefix_mask), given_ids=None)
@@ -120,9 +117,29 @@ def _prepare_inputs(model, config, ids: np.ndarray, mask: np.ndarray) -> _Decodi
     return _DecodingInputs(None, None, prefix_ids, prefix_mask, _positions_of(prefix_mask), given_ids=ids)
 
 
-def _pad_token_id(model, config):
-    """The generation config's pad id, else the model config's (None when neither has one)."""
+def resolved_pad_token_id(model, config) -> int | None:
+    """The generation config's pad id, else the model config's (None when neither has one).
+
+    >>> from transformers import GenerationConfig
+    >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+    >>> model = TransformerForSeq2SeqLM(TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16))
+    >>> resolved_pad_token_id(model, GenerationConfig()), resolved_pad_token_id(model, GenerationConfig(pad_token_id=3))
+    (0, 3)
+    """
     return config.pad_token_id if config.pad_token_id is not None else model.config.pad_token_id
+
+
+def resolved_decoder_start_token_id(model, config) -> int:
+    """The generation config's decoder start id, else the model config's.
+
+    >>> from transformers import GenerationConfig
+    >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+    >>> model = TransformerForSeq2SeqLM(TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16))
+    >>> resolved_decoder_start_token_id(model, GenerationConfig())
+    1
+    """
+    start = config.decoder_start_token_id
+    return model.config.decoder_start_token_id if start is None else start
 
 
 def _positions_of(mask: np.ndarray) -> np.ndarray:
@@ -137,7 +154,7 @@ def _ids_and_mask(model, config, input_ids, attention_mask) -> tuple[np.ndarray,
     ids = np.asarray(ops.convert_to_numpy(checked["input_ids"])).astype("int32")
     if ids.shape[0] == 0:
         raise ValueError("input_ids is an empty batch")
-    pad_id = _pad_token_id(model, config)
+    pad_id = resolved_pad_token_id(model, config)
     if "attention_mask" in checked:
         mask = np.asarray(ops.convert_to_numpy(checked["attention_mask"])).astype("int32")
     elif pad_id is not None and (ids == pad_id).any():

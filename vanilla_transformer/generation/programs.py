@@ -36,9 +36,26 @@ def _compile_function(fn: Callable) -> Callable:
     return fn
 
 
-def _decoding_function(model, plan: DecodingPlan) -> Callable:
+def decoding_function(model, plan: DecodingPlan) -> Callable:
     """``run(source_ids, source_mask, prefix_ids, prefix_mask, prefix_positions, seed, params, active) ->
-    (sequences, scores, length)`` for ``plan``, not yet compiled."""
+    (sequences, scores, length)`` for ``plan``, not yet compiled (see :func:`compiled_decoder` for the
+    arguments); :mod:`vanilla_transformer.serving` compiles it into exported graphs.
+
+    Example:
+        >>> from transformers import GenerationConfig
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.generation.plan import make_plan
+        >>> model = TransformerForSeq2SeqLM(TransformerConfig(
+        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
+        ...     max_position_embeddings=32)).build_weights()
+        >>> plan, params = make_plan(GenerationConfig(max_new_tokens=3), prompt_length=1, use_cache=True)
+        >>> run = decoding_function(model, plan)
+        >>> ones = np.ones((1, 1), "int32")
+        >>> sequences, scores, length = run(np.array([[5, 6, 2]], "int32"), np.ones((1, 3), "int32"), ones, ones,
+        ...                                 0 * ones, np.int32(0), params, np.array([True]))
+        >>> tuple(sequences.shape), int(length) <= 4  # the start token and up to 3 new ones (capacity 8)
+        ((1, 9), True)
+    """
     def run(source_ids, source_mask, prefix_ids, prefix_mask, prefix_positions, seed, params, active):
         model.decoding_programs.traces += 1  # Python runs here once per trace (every call when eager)
         context = model.decoding_context(source_ids, source_mask) if source_ids is not None else {}
@@ -132,4 +149,4 @@ def compiled_decoder(model, plan: DecodingPlan, shapes: tuple = ()) -> Callable:
         >>> compiled_decoder(model, beam_plan) is run, len(model.decoding_programs)
         (False, 2)
     """
-    return model.decoding_programs.get((plan, shapes), lambda: _compile_function(_decoding_function(model, plan)))
+    return model.decoding_programs.get((plan, shapes), lambda: _compile_function(decoding_function(model, plan)))

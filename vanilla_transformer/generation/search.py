@@ -16,6 +16,27 @@ from .plan import DecodingPlan
 PHASE_LENGTH = 8
 
 
+def first_argmax(logits):
+    """Index of the largest value along the last axis, the lowest index among ties (as ``argmax``).
+
+    Written as max, compare and min rather than ``ops.argmax``, whose TensorFlow form tests the sign bit
+    with ``BitwiseAnd``, an op LiteRT's runtime lacks; this way the same decoding loop also runs on device.
+
+    Args:
+        logits: ``(..., vocab)`` floats.
+
+    Returns:
+        ``(...)`` int32 indices.
+
+    Example:
+        >>> keras.ops.convert_to_numpy(first_argmax(np.array([[0.1, 0.7, 0.7], [2.0, -1.0, 0.5]], "float32")))
+        array([1, 0], dtype=int32)
+    """
+    vocab = logits.shape[-1]
+    is_best = ops.equal(logits, ops.max(logits, axis=-1, keepdims=True))
+    return ops.min(ops.where(is_best, ops.arange(vocab, dtype="int32"), vocab), axis=-1)
+
+
 def phase_bounds(plan: DecodingPlan, prompt_length: int, max_length: int) -> list[int]:
     """Cache sizes of the decoding phases: prompt + 8, prompt + 16, ..., max_length (one phase uncached).
 
@@ -302,12 +323,14 @@ def greedy_or_sample(model, plan, params, context, prefix_ids, prefix_mask, pref
         processed = process_logits(plan, params, logits, sequences, cur, prompt_length, presence, end)
         if plan.mode == "sample":
             processed = warp_logits(plan, params, processed)
-            next_tokens = ops.argmax(processed + gumbel_noise(ops.shape(processed), seed, cur), axis=-1)
+            next_tokens = first_argmax(processed + gumbel_noise(ops.shape(processed), seed, cur))
         else:
-            next_tokens = ops.argmax(processed, axis=-1)
+            next_tokens = first_argmax(processed)
         next_tokens = ops.where(finished, plan.pad_token_id, ops.cast(next_tokens, "int32"))
         log_probs = ops.log_softmax(processed, axis=-1)
-        chosen = ops.take_along_axis(log_probs, next_tokens[:, None], axis=-1)[:, 0]
+        # a masked sum, not take_along_axis, whose batched gather LiteRT's converter mistranslates
+        is_chosen = ops.equal(ops.arange(vocab, dtype="int32")[None, :], next_tokens[:, None])
+        chosen = ops.sum(ops.where(is_chosen, log_probs, 0.0), axis=-1)
         scores = scores + ops.where(finished, 0.0, chosen)
         sequences = ops.slice_update(sequences, (0, cur), next_tokens[:, None])
         if penalised:

@@ -1,0 +1,183 @@
+"""Deployment of a translator trained here on real sentences (Multi30k): a TensorFlow Serving SavedModel with
+the decoding loop inside (loaded where this package cannot be imported), LiteRT, transformers text to text,
+and the ``export`` command."""
+
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vanilla_transformer import TransformerConfig, TransformerForCausalLM, TransformerForSeq2SeqLM, train_bpe_tokenizer
+from vanilla_transformer.cli import main
+from vanilla_transformer.data_collators import Seq2SeqCollator
+from vanilla_transformer.optimization import transformer_optimizer
+from vanilla_transformer.serving import export_litert, export_saved_model, pad_source
+
+ROOT = Path(__file__).resolve().parents[1]
+MULTI30K = Path(os.environ.get("MULTI30K_DIR", ROOT.parent / "shared" / "data" / "multi30k"))
+MAX_NEW_TOKENS = 24
+
+
+def read_lines(name: str, count: int) -> list[str]:
+    with gzip.open(MULTI30K / f"{name}.gz", "rt", encoding="utf-8") as f:
+        return [next(f).strip() for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def translator(tmp_path_factory):
+    """A small En->De model trained ~1 minute on 6,000 Multi30k pairs (non-degenerate, imperfect output),
+    saved with its tokenizer."""
+    if not MULTI30K.is_dir():
+        pytest.fail(f"Multi30k not found at {MULTI30K} (set MULTI30K_DIR)")
+    english, german = read_lines("train.en", 6000), read_lines("train.de", 6000)
+    tokenizer = train_bpe_tokenizer(english + german, vocab_size=1000, split_punctuation=True)
+    pairs = [(s, t) for s, t in zip(tokenizer(english)["input_ids"], tokenizer(german)["input_ids"])
+             if len(s) <= 24 and len(t) <= 24]
+    keras.utils.set_random_seed(0)
+    config = TransformerConfig(vocab_size=len(tokenizer), d_model=64, num_heads=4, d_ff=128, num_encoder_layers=2,
+                               num_decoder_layers=2, dropout=0.1, max_position_embeddings=64)
+    inputs, labels = Seq2SeqCollator(config.pad_token_id, config.decoder_start_token_id, config.vocab_size,
+                                     pad_to_multiple_of=8)(*map(list, zip(*pairs)))
+    model = TransformerForSeq2SeqLM(config)
+    model.compile(optimizer=transformer_optimizer(64, warmup_steps=200))
+    model.fit(inputs, labels, batch_size=64, epochs=5, verbose=0)
+    directory = model.save_pretrained(tmp_path_factory.mktemp("translator"), tokenizer=tokenizer)
+    return model, tokenizer, directory
+
+
+@pytest.fixture(scope="module")
+def sources(translator):
+    """Validation sentences as id batches of 1 and 6 rows (mixed lengths, right-padded, masks)."""
+    _, tokenizer, _ = translator
+    english = read_lines("val.en", 7)
+    batches = {}
+    for name, texts in (("one", english[:1]), ("six", english[1:7])):
+        encoded = tokenizer(texts, padding=True, return_tensors="np")
+        batches[name] = (encoded["input_ids"].astype("int32"), encoded["attention_mask"].astype("int32"))
+    assert len(set(batches["six"][1].sum(1).tolist())) >= 4, "want sources of several lengths"
+    return batches
+
+
+def serve_in_fresh_process(path: Path, batches: dict, tmp_path: Path) -> dict:
+    np.savez(tmp_path / "requests.npz", **{f"{name}.{key}": array for name, (ids, mask) in batches.items()
+                                           for key, array in (("input_ids", ids), ("attention_mask", mask))})
+    run = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "serve_saved_model.py"), str(path),
+                          str(tmp_path / "requests.npz"), str(tmp_path / "outputs.npz")],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "vanilla_transformer imported: False" in run.stdout
+    return dict(np.load(tmp_path / "outputs.npz"))
+
+
+@pytest.mark.parametrize("settings", [dict(num_beams=1), dict(num_beams=4, num_return_sequences=2)],
+                         ids=["greedy", "beam4"])
+def test_saved_model_returns_the_ids_of_generate(translator, sources, settings, tmp_path):
+    model, tokenizer, _ = translator
+    path = export_saved_model(model, tmp_path / "translator", tokenizer, max_new_tokens=MAX_NEW_TOKENS,
+                              max_batch_size=16, **settings)
+    served = serve_in_fresh_process(path, sources, tmp_path)
+    for name, (ids, mask) in sources.items():
+        expected = model.generate(ids, attention_mask=mask, max_new_tokens=MAX_NEW_TOKENS,
+                                  return_dict_in_generate=True, **settings)
+        np.testing.assert_array_equal(served[f"{name}.sequences"], expected["sequences"], err_msg=name)
+        np.testing.assert_allclose(served[f"{name}.sequences_scores"], expected["sequences_scores"], rtol=1e-5,
+                                   atol=1e-5, err_msg=name)
+    translations = tokenizer.batch_decode(served["six.sequences"], skip_special_tokens=True)
+    assert len(set(translations)) >= 4 and all(len(t.split()) >= 3 for t in translations), translations
+    assert (path / "assets.extra" / "tokenizer" / "tokenizer.json").is_file()
+
+
+def test_saved_model_signature_is_what_tensorflow_serving_loads(translator, tmp_path):
+    model, _, _ = translator
+    path = export_saved_model(model, tmp_path / "translator", max_new_tokens=8, num_beams=2)
+    cli = shutil.which("saved_model_cli")
+    assert cli, "saved_model_cli (installed with tensorflow) is not on PATH"
+    shown = subprocess.run([cli, "show", "--dir", str(path), "--tag_set", "serve", "--signature_def",
+                            "serving_default"], capture_output=True, text=True, timeout=300).stdout
+    inputs, outputs = shown.split("output(s):")
+    for name in ("input_ids", "attention_mask"):
+        block = inputs.split(f"inputs['{name}'] tensor_info:")[1].split("name:")[0]
+        assert "dtype: DT_INT32" in block and "shape: (-1, -1)" in block, shown
+    sequences = outputs.split("outputs['sequences'] tensor_info:")[1].split("name:")[0]
+    assert "dtype: DT_INT32" in sequences and "shape: (-1, -1)" in sequences, shown
+    scores = outputs.split("outputs['sequences_scores'] tensor_info:")[1].split("name:")[0]
+    assert "dtype: DT_FLOAT" in scores and "shape: (-1)" in scores, shown
+    assert "Method name is: tensorflow/serving/predict" in shown
+
+
+def test_saved_model_refuses_requests_it_cannot_serve(translator, tmp_path):
+    model, _, _ = translator
+    serve = tf.saved_model.load(str(export_saved_model(model, tmp_path / "t", max_new_tokens=4,
+                                                       max_batch_size=2))).signatures["serving_default"]
+    ids = np.full((3, 4), 5, "int32")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_batch_size=2"):
+        serve(input_ids=tf.constant(ids), attention_mask=tf.constant(np.ones_like(ids)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="differ in shape"):
+        serve(input_ids=tf.constant(ids[:2]), attention_mask=tf.constant(np.ones((2, 3), "int32")))
+    with pytest.raises(ValueError, match="only greedy and beam search"):
+        export_saved_model(model, tmp_path / "s", do_sample=True)
+    decoder = TransformerForCausalLM(TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16,
+                                                       architecture="decoder", num_decoder_layers=1))
+    with pytest.raises(ValueError, match="only encoder-decoder translators"):
+        export_saved_model(decoder, tmp_path / "d")
+
+
+def test_litert_translator_returns_the_ids_of_generate(translator, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model, tokenizer, _ = translator
+    path = export_litert(model, tmp_path / "translator.tflite", source_length=64, max_new_tokens=MAX_NEW_TOKENS)
+    translate = Interpreter(model_path=str(path)).get_signature_runner()
+    sentences = tokenizer(read_lines("val.en", 8))["input_ids"]
+    for ids in sentences:
+        out = translate(**dict(zip(("input_ids", "attention_mask"), pad_source(ids, 64))))
+        expected = model.generate(np.array([ids], "int32"), max_new_tokens=MAX_NEW_TOKENS)[0]
+        assert out["sequences"][0, : out["length"][0]].tolist() == expected.tolist()
+    with pytest.raises(ValueError, match="decodes greedily"):
+        export_litert(model, tmp_path / "beam.tflite", num_beams=2)
+    with pytest.raises(ValueError, match="do not fit"):
+        pad_source(list(range(70)), 64)
+
+
+@pytest.mark.parametrize("settings", [dict(num_beams=1), dict(num_beams=4)], ids=["greedy", "beam4"])
+def test_transformers_translates_to_the_same_strings(translator, settings, tmp_path):
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    model, tokenizer, _ = translator
+    path = model.export_for_serving(tmp_path / "marian", to="transformers", tokenizer=tokenizer)
+    hf_tokenizer = AutoTokenizer.from_pretrained(path)
+    hf_model = AutoModelForSeq2SeqLM.from_pretrained(path).eval()
+    texts = read_lines("val.en", 12)
+    with torch.no_grad():
+        ids = hf_model.generate(**hf_tokenizer(texts, return_tensors="pt", padding=True),
+                                max_new_tokens=MAX_NEW_TOKENS, **settings)
+    theirs = hf_tokenizer.batch_decode(ids, skip_special_tokens=True)
+    ours = model.translate(texts, tokenizer, max_new_tokens=MAX_NEW_TOKENS, **settings)
+    assert theirs == ours
+    assert len(set(ours)) >= 10, ours
+
+
+def test_export_command(translator, tmp_path, capsys):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model, tokenizer, directory = translator
+    out = tmp_path / "cli" / "translator.tflite"
+    assert main(["export", str(directory), str(out), "--to", "litert", "--max-new-tokens", "12",
+                 "--source-length", "24"]) == 0
+    assert f"wrote {out} (litert: max_new_tokens=12)" in capsys.readouterr().out
+    ids = tokenizer(read_lines("val.en", 1))["input_ids"][0]
+    result = Interpreter(model_path=str(out)).get_signature_runner()(
+        **dict(zip(("input_ids", "attention_mask"), pad_source(ids, 24))))
+    expected = model.generate(np.array([ids], "int32"), max_new_tokens=12)[0]
+    assert result["sequences"][0, : result["length"][0]].tolist() == expected.tolist()
+    assert (out.parent / "tokenizer" / "tokenizer.json").is_file()
+    assert main(["export", str(directory), str(tmp_path / "m"), "--to", "transformers", "--num-beams", "2"]) == 2
+    assert "do not apply to --to transformers" in capsys.readouterr().err
