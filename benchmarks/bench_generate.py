@@ -132,6 +132,9 @@ def main(argv=None):
         Path(args.json).write_text(json.dumps(time_framework(args.framework, args)))
         return
 
+    from vanilla_transformer.precision import cpu_kind  # here: the transformers child must not load TensorFlow
+
+    print(f"CPU: {cpu_kind()}; threads {args.threads}", flush=True)
     # Each framework runs in its own process: in one process, one framework's idle thread pools (PyTorch's
     # OpenMP threads spin after each call) slow the other down.
     times = {}
@@ -159,7 +162,8 @@ def main(argv=None):
 
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps({"size": SIZE, "source_length": SOURCE_LENGTH, "threads": args.threads,
-                                             "separate_processes": True, "rows": rows}, indent=2))
+                                             "cpu_kind": cpu_kind(), "separate_processes": True, "rows": rows},
+                                            indent=2))
     print(f"\nwrote {args.output}")
 
 

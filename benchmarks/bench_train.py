@@ -22,9 +22,9 @@ padding and no masks, decoder inputs = targets shifted right behind id 1, labels
   on the same warm-up schedule (``LambdaLR``);
 - ``ours_bf16`` / ``marian_bf16``: the same two models in bfloat16 mixed precision, float32 weights and
   optimizer state: ours under Keras' ``mixed_bfloat16`` policy with ``compile()``'s automatic choice, which on
-  a CPU is XLA off (XLA's CPU backend computes bfloat16 dots in float32; TensorFlow's oneDNN kernels use the
-  AVX512-BF16 instructions), Marian under ``torch.autocast("cpu", dtype=torch.bfloat16)`` around forward and
-  loss (PyTorch's recipe). The CPU this was built on has AVX512-BF16 but no AMX;
+  a CPU with AVX512-BF16 or AMX is XLA off (XLA's CPU backend computes bfloat16 dots in float32; TensorFlow's
+  oneDNN kernels use the AVX512-BF16 instructions), Marian under ``torch.autocast("cpu", dtype=torch.bfloat16)``
+  around forward and loss (PyTorch's recipe). The CPU this was built on has AVX512-BF16 but no AMX;
 - ``keras_hub_xla`` / ``keras_hub_eager``: the recipe of keras.io's KerasHub translation example --
   ``TokenAndPositionEmbedding`` (learned positions, separate source / target tables) + N
   ``keras_hub.layers.TransformerEncoder`` + N ``TransformerDecoder`` + a ``Dense(vocab)`` head -- with
@@ -134,6 +134,14 @@ def synthetic_batches(size, count, seed):
 def warmup_schedule(d_model):
     """The paper's learning rate at 0-based step ``i`` (the same formula as ours TransformerSchedule)."""
     return lambda i: d_model ** -0.5 * min((i + 1) ** -0.5, (i + 1) * WARMUP_SCHEDULE_STEPS ** -1.5)
+
+
+def describe_cpu():
+    """Which kind of CPU the figures come from, e.g. "AMD EPYC, avx2 fma, no native bf16" (imported here, not at
+    the top: the torch peers' processes must not load TensorFlow)."""
+    from vanilla_transformer.precision import cpu_kind
+
+    return cpu_kind()
 
 
 # ---------------------------------------------------------------------------------------------- memory
@@ -449,7 +457,8 @@ def summarize(size_name, size, peers, matmul, args):
             f"ratio_{REFERENCE}_over": ratios_of(REFERENCE),
             f"ratio_{BF16_REFERENCE}_over": ratios_of(BF16_REFERENCE), "ceilings": ceilings, "peers": peers,
             "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                        "cpu_count": os.cpu_count(), "python": platform.python_version()},
+                        "cpu_count": os.cpu_count(), "python": platform.python_version(),
+                        "cpu_kind": describe_cpu()},
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "memory_note": "peak_rss_mb: ru_maxrss of the peer's own process over its life; train_peak_rss_mb: "
                            "ru_maxrss over the training steps (reset via /proc/self/clear_refs before step 1); "
@@ -552,7 +561,8 @@ def main(argv=None):
     sizes = args.sizes or (["tiny"] if args.quick else ["256", "512"])
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    print(f"threads {args.threads}, {args.warmup} warm-up + {args.steps} timed steps, peers {args.peers}", flush=True)
+    print(f"CPU: {describe_cpu()}; threads {args.threads}, {args.warmup} warm-up + {args.steps} timed steps, "
+          f"peers {args.peers}", flush=True)
     matmul = spawn(args, "matmul")
     if "tf_flops_per_s" in matmul:
         extra = (f", torch {matmul['torch_flops_per_s'] / 1e9:.1f} GFLOP/s" if "torch_flops_per_s" in matmul else "")

@@ -79,7 +79,9 @@ def add_schedule_arguments(p: argparse.ArgumentParser) -> None:
                             "the best epoch")
     train.add_argument("--max_train_minutes", type=float, default=None,
                        help="stop after the epoch that would make the next one overrun this wall-time budget")
-    train.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default="no")
+    train.add_argument("--mixed_precision", choices=["auto", "no", "bf16", "fp16"], default="auto",
+                       help="auto: bf16 where the hardware computes bfloat16 natively (AVX512-BF16 or AMX on a "
+                            "CPU, a GPU of compute capability >= 8.0), else float32 with XLA (no)")
     train.add_argument("--backup_every", type=int, default=200, help="back up the training state every N batches")
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--resume", action="store_true", help="continue from the backup in --output_dir")
@@ -602,6 +604,23 @@ def save_final(final, tokenizer, args, output_dir: Path, state: dict, results: d
                           token=args.hub_token)
 
 
+def set_precision(args) -> str:
+    """Set Keras' global dtype policy from ``--mixed_precision`` and print what was chosen and why. ``auto``:
+    bfloat16 only where the hardware computes it natively, else float32 (with XLA); float32 when nothing is
+    trained (``--num_train_epochs 0``), as reported scores come from float32 decoding."""
+    import keras
+
+    from vanilla_transformer.precision import choose_policy
+
+    if args.mixed_precision == "auto" and not args.num_train_epochs:
+        policy, reason = "float32", "--mixed_precision auto -> float32: nothing to train, scores decode in float32"
+    else:
+        policy, reason = choose_policy(args.mixed_precision)
+    keras.mixed_precision.set_global_policy(policy)
+    print(f"precision: {reason}", flush=True)
+    return policy
+
+
 def main(argv=None, extra_callbacks=()):
     """Run the script; ``extra_callbacks`` are added to ``fit`` (tests use one to interrupt a run)."""
     args = parse_args(argv)
@@ -611,8 +630,7 @@ def main(argv=None, extra_callbacks=()):
     distribution = set_distribution(args)  # first: several JAX processes must connect before any computation
     strategy, output_dir, is_chief_or_alone = prepare_output(args, distribution)
     keras.utils.set_random_seed(args.seed)
-    if args.mixed_precision != "no":
-        keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.mixed_precision == "bf16" else "mixed_float16")
+    set_precision(args)
     splits = load_data(args)
     model, tokenizer, collator, batches = build_and_compile(args, strategy, splits["train"], distribution)
     validation_data = validation_batches(splits, tokenizer, collator, args, distribution)

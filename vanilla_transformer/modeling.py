@@ -22,6 +22,7 @@ from .layers import Dropout, TokenEmbedding, TransformerDecoder, TransformerEnco
 from .layers.feed_forward import activation_fn
 from .losses import CausalLMAccuracy, CausalLMLoss, MaskedAccuracy, MaskedSparseCrossEntropy
 from .optimization import language_model_optimizer, transformer_optimizer
+from .precision import cpu_bfloat16_units
 
 
 def named_variables(layer: keras.layers.Layer, prefix: str = "") -> dict[str, keras.Variable]:
@@ -90,20 +91,29 @@ def _sublayers(layer: keras.layers.Layer):
                 yield f"{attr}.{i}", item
 
 
-def default_jit_compile(model: keras.Model) -> bool:
-    """Whether ``compile(jit_compile="auto")`` turns XLA on: yes, except on a CPU for bfloat16 compute or
-    under ``MultiWorkerMirroredStrategy``.
+def default_jit_compile(model: keras.Model, cpu_flags=None) -> bool:
+    """Whether ``compile(jit_compile="auto")`` turns XLA on: yes, except under ``MultiWorkerMirroredStrategy``
+    on CPUs, and for bfloat16 compute on a CPU that computes bfloat16 natively (AVX512-BF16, AMX).
 
     XLA's CPU backend computes bfloat16 dots in float32 (a 2048x512 @ 512x2048 matmul on 2 cores: 194
     GFLOP/s, the float32 rate), while TensorFlow's oneDNN kernels use the AVX512-BF16 instructions (376
-    GFLOP/s). So on a CPU, ``mixed_bfloat16`` trains faster without XLA (docs/benchmarks.md). And XLA has
-    no collectives for CPU devices ("Collectives are not yet implemented for CPU devices when compiling with
-    XLA"), which the multi-worker all-reduce needs.
+    GFLOP/s). So on such a CPU ``mixed_bfloat16`` trains faster without XLA (docs/benchmarks.md). On a CPU
+    without bfloat16 units (avx2 + fma only) TensorFlow's own kernels emulate bfloat16 and XLA's float32 dots
+    are the faster path, so XLA stays on (a d_model 256 training step with oneDNN off, as TensorFlow runs on
+    such a CPU, and XLA held to AVX2; two runs: bfloat16 1.60 / 1.81 s without XLA, 1.37 / 1.50 s with XLA,
+    float32 with XLA 1.30 / 1.42 s); ``precision.auto_policy`` picks float32 there. And XLA has no collectives for CPU devices ("Collectives are not yet implemented for CPU devices
+    when compiling with XLA"), which the multi-worker all-reduce needs.
 
-    ``model``: a Keras model (its dtype policy and distribution strategy are read) -> bool. On JAX always True
-    (XLA is its only compiler). On PyTorch False: ``torch.compile`` recompiles for every new batch shape, and
-    eager steps measured faster (the reversal task of tests/test_backends.py, 12 epochs of 40 steps at d_model
-    64 on 2 cores: 7.3 s eager against 89.1 s compiled, recompilations included).
+    On JAX always True (XLA is its only compiler). On PyTorch False: ``torch.compile`` recompiles for every new
+    batch shape, and eager steps measured faster (the reversal task of tests/test_backends.py, 12 epochs of 40
+    steps at d_model 64 on 2 cores: 7.3 s eager against 89.1 s compiled, recompilations included).
+
+    Args:
+        model: a Keras model (its dtype policy and distribution strategy are read).
+        cpu_flags: the CPU's feature flags; default: this machine's (``precision.read_cpu_flags``).
+
+    Returns:
+        The ``jit_compile`` value ``compile(jit_compile="auto")`` uses.
 
     Example:
         >>> import keras
@@ -116,7 +126,9 @@ def default_jit_compile(model: keras.Model) -> bool:
         True
         >>> bf16 = TransformerForSeq2SeqLM(config, dtype="mixed_bfloat16")
         >>> cpu_only = all(device.lower().startswith("cpu") for device in keras.distribution.list_devices())
-        >>> default_jit_compile(bf16) == (not cpu_only)  # bfloat16: XLA only with an accelerator
+        >>> default_jit_compile(bf16, cpu_flags={"avx2", "fma"})  # bfloat16 emulated: XLA's float32 dots
+        True
+        >>> default_jit_compile(bf16, cpu_flags={"avx2", "fma", "avx512_bf16"}) == (not cpu_only)
         True
     """
     if keras.backend.backend() == "torch":
@@ -127,7 +139,8 @@ def default_jit_compile(model: keras.Model) -> bool:
 
     on_cpu_only = all(device.lower().startswith("cpu") for device in keras.distribution.list_devices())
     multi_worker = isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    return not (on_cpu_only and (model.dtype_policy.compute_dtype == "bfloat16" or multi_worker))
+    native_bf16 = model.dtype_policy.compute_dtype == "bfloat16" and bool(cpu_bfloat16_units(cpu_flags))
+    return not (on_cpu_only and (native_bf16 or multi_worker))
 
 
 def _as_numpy_if_concrete(x):
@@ -329,7 +342,8 @@ class TransformerPreTrainedModel(HubMixin, MultiWorkerTrainerFixes, keras.Model)
         - optimizer: Adam(beta_1=0.9, beta_2=0.98, epsilon=1e-9) on the warmup / inverse-sqrt schedule;
         - loss: cross-entropy with label smoothing ``config.label_smoothing``, ignoring labels ``-100``;
         - metrics: token accuracy over labels that are not ``-100``;
-        - ``jit_compile="auto"``: see :func:`default_jit_compile` (XLA, except bfloat16 on a CPU).
+        - ``jit_compile="auto"``: see :func:`default_jit_compile` (XLA, except bfloat16 on a CPU with
+          bfloat16 units, where oneDNN's kernels are faster).
         """
         if optimizer is None:
             optimizer = transformer_optimizer(self.config.d_model, warmup_steps=4000)
