@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import keras
 import numpy as np
 
-from .data_collators import Seq2SeqCollator, bucket_length, id_rows
+from .data_collators import PackedSeq2SeqCollator, Seq2SeqCollator, bucket_length, id_rows, pack_pairs
 
 
 def _generator_dataset(make_batches: Callable[[], Iterator[tuple[dict, np.ndarray]]], example: tuple[dict, np.ndarray],
@@ -97,6 +97,47 @@ def seq2seq_batches(sources: Sequence[Sequence[int]], targets: Sequence[Sequence
         np.random.default_rng(seed).shuffle(batches)
     return batches
 
+
+
+def packed_seq2seq_batches(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]],
+                           collator: PackedSeq2SeqCollator, rows_per_batch: int, shuffle: bool = True,
+                           seed: int = 0) -> list[tuple[dict, np.ndarray]]:
+    """Pack pairs several to a row (:func:`~vanilla_transformer.data_collators.pack_pairs`) and group the rows
+    into batches of one shape, ``(rows_per_batch, collator.source_length / target_length)``: one compiled
+    program for the whole epoch, and almost every token real.
+
+    Args:
+        sources / targets: token ids of the pairs.
+        collator: the :class:`~vanilla_transformer.data_collators.PackedSeq2SeqCollator` (row lengths).
+        rows_per_batch: rows of every batch (the last one is filled with empty rows).
+        shuffle / seed: shuffle which rows form a batch.
+
+    Returns:
+        A list of ``(inputs, labels)`` batches (see the collator for the keys).
+
+    Example:
+        >>> from vanilla_transformer.data_collators import PackedSeq2SeqCollator
+        >>> collator = PackedSeq2SeqCollator(0, 1, source_length=8, target_length=8)
+        >>> sources = [[3, 4, 5, 2], [6, 7, 2], [8, 9, 10, 11, 2], [12, 2]]
+        >>> targets = [[5, 4, 3, 2], [7, 6, 2], [11, 10, 9, 8, 2], [12, 2]]
+        >>> batches = packed_seq2seq_batches(sources, targets, collator, rows_per_batch=2, shuffle=False)
+        >>> len(batches), batches[0][0]["segment_ids"].tolist()  # 4 pairs, 2 rows, 14 of 16 tokens real
+        (1, [[1, 1, 1, 1, 1, 2, 2, 2], [1, 1, 1, 1, 2, 2, 0, 0]])
+    """
+    if not sources:
+        raise ValueError("no examples to batch")
+    rows = pack_pairs([len(s) for s in sources], [len(t) for t in targets], collator.source_length,
+                      collator.target_length)
+    if shuffle:
+        np.random.default_rng(seed).shuffle(rows)
+    batches = []
+    for start in range(0, len(rows), rows_per_batch):
+        chunk = rows[start:start + rows_per_batch]
+        members = sorted({i for row in chunk for i in row})
+        index = {i: k for k, i in enumerate(members)}
+        batches.append(collator([sources[i] for i in members], [targets[i] for i in members],
+                                rows=[[index[i] for i in row] for row in chunk], num_rows=rows_per_batch))
+    return batches
 
 
 class EpochShuffledBatches:

@@ -321,3 +321,120 @@ class DataCollatorForSequenceClassification:
             raise ValueError(f"{len(rows)} examples but {len(labels)} labels")
         input_ids, attention_mask = _pad_rows(rows, self.pad_token_id, self.pad_to_multiple_of, self.max_length)
         return {"input_ids": input_ids, "attention_mask": attention_mask}, np.asarray(labels, dtype="int32")
+
+
+def pack_pairs(source_lengths: Sequence[int], target_lengths: Sequence[int], source_room: int,
+               target_room: int) -> list[list[int]]:
+    """Assign (source, target) pairs to rows holding at most ``source_room`` source and ``target_room``
+    target tokens each: best fit decreasing, longest pairs first, each into the open row with the least source
+    room that still takes it.
+
+    Args:
+        source_lengths / target_lengths: tokens of each pair's sides.
+        source_room / target_room: the row lengths.
+
+    Returns:
+        Rows, each a list of pair indices (in placement order).
+
+    Raises:
+        ValueError: a pair does not fit an empty row.
+
+    Example:
+        >>> pack_pairs([5, 3, 2, 4], [5, 3, 3, 4], source_room=8, target_room=8)
+        [[0, 1], [3, 2]]
+    """
+    for i, (s, t) in enumerate(zip(source_lengths, target_lengths)):
+        if s > source_room or t > target_room:
+            raise ValueError(f"pair {i} ({s} source, {t} target tokens) exceeds a row of {source_room} / "
+                             f"{target_room}")
+    order = sorted(range(len(source_lengths)), key=lambda i: (-(source_lengths[i] + target_lengths[i]), i))
+    rows: list[list[int]] = []
+    target_left: list[int] = []
+    by_source_left: list[list[int]] = [[] for _ in range(source_room + 1)]  # open rows by source room left
+    for i in order:
+        s, t = source_lengths[i], target_lengths[i]
+        row = next((r for left in range(s, source_room + 1) for r in by_source_left[left] if target_left[r] >= t),
+                   None)
+        if row is None:
+            row = len(rows)
+            rows.append([])
+            target_left.append(target_room)
+            by_source_left[source_room].append(row)
+        left = source_room - sum(source_lengths[j] for j in rows[row])
+        by_source_left[left].remove(row)
+        rows[row].append(i)
+        target_left[row] -= t
+        by_source_left[left - s].append(row)
+    return rows
+
+
+class PackedSeq2SeqCollator:
+    """Packs several (source, target) pairs into each row of fixed length, so almost no token is padding.
+
+    A row holds pairs one after the other on both sides; ``segment_ids`` number the pairs 1, 2, ... (0 for
+    padding), ``position_ids`` restart at 0 for every pair, and the model attends within each pair only
+    (:func:`~vanilla_transformer.layers.transformer.segment_mask`): the loss and gradients equal those of
+    the same pairs padded one per row. Each target's decoder inputs start with its own start token.
+
+    Args:
+        pad_token_id: id of the padding.
+        decoder_start_token_id: the first decoder input of every pair.
+        source_length / target_length: the row lengths of the two sides.
+        vocab_size: when given, ids outside ``[0, vocab_size)`` raise ``ValueError``.
+
+    ``collator(sources, targets, rows=None, num_rows=None) -> (inputs, labels)``: ``rows`` (from
+    :func:`pack_pairs`, which it calls when None) say which pairs share a row; ``num_rows`` adds empty rows.
+    ``inputs``: ``input_ids``, ``segment_ids``, ``position_ids`` ``(rows, source_length)`` and
+    ``decoder_input_ids``, ``decoder_segment_ids``, ``decoder_position_ids`` ``(rows, target_length)``;
+    ``labels (rows, target_length)`` with -100 at padding.
+
+    Example:
+        >>> collator = PackedSeq2SeqCollator(pad_token_id=0, decoder_start_token_id=1, source_length=6,
+        ...                                  target_length=6)
+        >>> inputs, labels = collator([[5, 6, 2], [7, 2]], [[8, 9, 2], [3, 2]])
+        >>> inputs["input_ids"], inputs["segment_ids"], inputs["position_ids"]
+        (array([[5, 6, 2, 7, 2, 0]], dtype=int32), array([[1, 1, 1, 2, 2, 0]], dtype=int32), array([[0, 1, 2, 0, 1, 0]], dtype=int32))
+        >>> inputs["decoder_input_ids"], labels
+        (array([[1, 8, 9, 1, 3, 0]], dtype=int32), array([[   8,    9,    2,    3,    2, -100]], dtype=int32))
+    """
+
+    def __init__(self, pad_token_id: int, decoder_start_token_id: int, source_length: int, target_length: int,
+                 vocab_size: int | None = None):
+        self.pad_token_id = pad_token_id
+        self.decoder_start_token_id = decoder_start_token_id
+        self.source_length, self.target_length = source_length, target_length
+        self.vocab_size = vocab_size
+
+    def _row(self, pairs, length: int, side: int):
+        """One side of one row: ids, segment ids, positions, and (target side) labels."""
+        ids = np.full(length, self.pad_token_id, "int32")
+        segments, positions = np.zeros(length, "int32"), np.zeros(length, "int32")
+        labels = np.full(length, IGNORE_INDEX, "int32")
+        start = 0
+        for segment, pair in enumerate(pairs, 1):
+            tokens = list(pair[side])
+            end = start + len(tokens)
+            ids[start:end] = tokens if side == 0 else [self.decoder_start_token_id] + tokens[:-1]
+            labels[start:end] = tokens
+            segments[start:end], positions[start:end] = segment, np.arange(len(tokens))
+            start = end
+        return ids, segments, positions, labels
+
+    def __call__(self, sources, targets, rows: list[list[int]] | None = None, num_rows: int | None = None):
+        if len(sources) != len(targets):
+            raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
+        if self.vocab_size is not None:
+            for row in list(sources) + list(targets):
+                if len(row) and (min(row) < 0 or max(row) >= self.vocab_size):
+                    raise ValueError(f"ids outside [0, vocab_size={self.vocab_size}): {list(row)}")
+        if rows is None:
+            rows = pack_pairs([len(s) for s in sources], [len(t) for t in targets], self.source_length,
+                              self.target_length)
+        rows = list(rows) + [[]] * max(0, (num_rows or 0) - len(rows))
+        source_rows = [self._row([(sources[i], targets[i]) for i in row], self.source_length, 0) for row in rows]
+        target_rows = [self._row([(sources[i], targets[i]) for i in row], self.target_length, 1) for row in rows]
+        stack = lambda rows_, k: np.stack([r[k] for r in rows_])  # noqa: E731
+        inputs = {"input_ids": stack(source_rows, 0), "segment_ids": stack(source_rows, 1),
+                  "position_ids": stack(source_rows, 2), "decoder_input_ids": stack(target_rows, 0),
+                  "decoder_segment_ids": stack(target_rows, 1), "decoder_position_ids": stack(target_rows, 2)}
+        return inputs, stack(target_rows, 3)

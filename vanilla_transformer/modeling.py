@@ -381,6 +381,8 @@ class TransformerForSeq2SeqLM(GenerationMixin, TransformerPreTrainedModel):
 
     Called on ``{"input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask"}`` (masks
     optional, 1 = token, 0 = padding) it returns logits ``(batch, target_len, vocab_size)`` in float32.
+    Packed rows (several pairs per row, from :class:`~vanilla_transformer.data_collators.PackedSeq2SeqCollator`)
+    give ``segment_ids``/``position_ids`` and ``decoder_segment_ids``/``decoder_position_ids`` instead of masks.
 
     >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
     >>> import numpy as np
@@ -395,7 +397,8 @@ class TransformerForSeq2SeqLM(GenerationMixin, TransformerPreTrainedModel):
     supported_architectures = ("encoder-decoder",)
     pipeline_tag = "translation"
     input_names = ("input_ids", "decoder_input_ids")
-    optional_input_names = ("attention_mask", "decoder_attention_mask")
+    optional_input_names = ("attention_mask", "decoder_attention_mask", "segment_ids", "position_ids",
+                            "decoder_segment_ids", "decoder_position_ids")
 
     def __init__(self, config, **kwargs):
         super().__init__(config, **kwargs)
@@ -415,11 +418,17 @@ class TransformerForSeq2SeqLM(GenerationMixin, TransformerPreTrainedModel):
 
     def call(self, inputs, training=False):
         inputs = self.check_inputs(inputs)
+        if ("segment_ids" in inputs) != ("decoder_segment_ids" in inputs):
+            raise ValueError("packed rows need both segment_ids and decoder_segment_ids")
         attention_mask = inputs.get("attention_mask")
-        encoder_hidden = self.encode(inputs["input_ids"], attention_mask, training=training)
+        encoder_hidden = self.encoder(inputs["input_ids"], attention_mask=attention_mask,
+                                      position_ids=inputs.get("position_ids"), segment_ids=inputs.get("segment_ids"),
+                                      training=training)
         hidden, _ = self.decoder(
             inputs["decoder_input_ids"], attention_mask=inputs.get("decoder_attention_mask"),
-            encoder_hidden_states=encoder_hidden, encoder_attention_mask=attention_mask, training=training)
+            encoder_hidden_states=encoder_hidden, encoder_attention_mask=attention_mask,
+            position_ids=inputs.get("decoder_position_ids"), segment_ids=inputs.get("decoder_segment_ids"),
+            encoder_segment_ids=inputs.get("segment_ids"), training=training)
         return self._logits(hidden)
 
     # the decoding protocol of generation.GenerationMixin

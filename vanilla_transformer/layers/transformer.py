@@ -205,6 +205,27 @@ def padding_mask(attention_mask):
     return ops.cast(attention_mask, "bool")[:, None, None, :]
 
 
+def segment_mask(query_segments, key_segments):
+    """Boolean ``(batch, 1, q_len, kv_len)``: a query sees the keys of its own segment (packed rows).
+
+    Several sentences packed into one row (see :class:`~vanilla_transformer.data_collators.
+    PackedSeq2SeqCollator`) are numbered 1, 2, ... along the row, padding 0; attention stays within a
+    sentence, so a packed row computes what the sentences would compute in rows of their own.
+
+    Args:
+        query_segments: int ``(batch, q_len)`` segment number of each query (0: padding).
+        key_segments: int ``(batch, kv_len)`` segment number of each key (0: padding, never attended).
+
+    Example:
+        >>> from vanilla_transformer.layers.transformer import segment_mask
+        >>> mask = keras.ops.convert_to_numpy(segment_mask(np.array([[1, 1, 2, 0]]), np.array([[1, 1, 2, 0]])))
+        >>> mask.shape, mask[0, 0].astype(int).tolist()
+        ((1, 1, 4, 4), [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]])
+    """
+    same = ops.equal(query_segments[:, :, None], key_segments[:, None, :])
+    return ops.logical_and(same, ops.greater(key_segments, 0)[:, None, :])[:, None, :, :]
+
+
 def causal_mask(query_positions, key_length):
     """Boolean ``(q_len, key_length)``: query at absolute position p sees keys 0..p (section 3.2.3).
 
@@ -276,8 +297,9 @@ class TransformerEncoder(_Stack):
     """The encoder stack: ``input_ids (batch, src) -> hidden states (batch, src, d_model)``.
 
     ``attention_mask (batch, src)``: 1 for real tokens, 0 for padding (never attended to).
-    ``call(input_ids, attention_mask=None, token_type_ids=None, position_ids=None)``; positions default to
-    ``0 .. src - 1``.
+    ``call(input_ids, attention_mask=None, token_type_ids=None, position_ids=None, segment_ids=None)``;
+    positions default to ``0 .. src - 1``; ``segment_ids (batch, src)`` (packed rows, see :func:`segment_mask`)
+    replace the attention mask.
 
     Args:
         config: a :class:`~vanilla_transformer.configuration.TransformerConfig`; ``num_encoder_layers``
@@ -299,11 +321,15 @@ class TransformerEncoder(_Stack):
         super().__init__(config, token_embedding, config.num_encoder_layers,
                          lambda name: EncoderLayer(**_layer_kwargs(config), name=name), **kwargs)
 
-    def call(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, training=False):
+    def call(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, segment_ids=None,
+             training=False):
         if position_ids is None:
             position_ids = ops.arange(ops.shape(input_ids)[1])[None, :]
         hidden = self.embed(input_ids, position_ids, token_type_ids, training=training)
-        mask = None if attention_mask is None else padding_mask(attention_mask)
+        if segment_ids is not None:  # packed rows: attend within each sentence
+            mask = segment_mask(segment_ids, segment_ids)
+        else:
+            mask = None if attention_mask is None else padding_mask(attention_mask)
         for layer in self.layers:
             hidden = layer(hidden, attention_mask=mask, training=training)
         return self._final(hidden)
@@ -314,7 +340,9 @@ class TransformerDecoder(_Stack):
     """The decoder stack, causal, with cross-attention when ``cross_attention`` (encoder-decoder).
 
     ``call(input_ids (batch, tgt), attention_mask=None (batch, keys), encoder_hidden_states=None,
-    encoder_attention_mask=None, position_ids=None, cache=None, cache_index=None)``.
+    encoder_attention_mask=None, position_ids=None, cache=None, cache_index=None, segment_ids=None,
+    encoder_segment_ids=None)``. ``segment_ids (batch, tgt)`` / ``encoder_segment_ids (batch, src)`` describe
+    packed rows (see :func:`segment_mask`) and replace both attention masks.
 
     Without ``cache`` the keys are the ``tgt`` inputs themselves. With ``cache`` (from
     :meth:`init_cache`), the inputs are the tokens at positions ``cache_index ...`` and keys are the
@@ -371,7 +399,8 @@ class TransformerDecoder(_Stack):
         return {**super().get_config(), "cross_attention": self.cross_attention}
 
     def call(self, input_ids, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
-             position_ids=None, cache=None, cache_index=None, training=False):
+             position_ids=None, cache=None, cache_index=None, segment_ids=None, encoder_segment_ids=None,
+             training=False):
         length = ops.shape(input_ids)[1]
         offset = 0 if cache is None else cache_index
         query_positions = ops.arange(length) + offset
@@ -380,9 +409,13 @@ class TransformerDecoder(_Stack):
         hidden = self.embed(input_ids, position_ids, training=training)
         key_length = length if cache is None else ops.shape(cache["self"][0][0])[2]
         self_mask = causal_mask(query_positions, key_length)[None, None, :, :]
-        if attention_mask is not None:
-            self_mask = ops.logical_and(self_mask, padding_mask(attention_mask))
-        cross_mask = None if encoder_attention_mask is None else padding_mask(encoder_attention_mask)
+        if segment_ids is not None:  # packed rows: each sentence attends to itself and its own source
+            self_mask = ops.logical_and(self_mask, segment_mask(segment_ids, segment_ids))
+            cross_mask = segment_mask(segment_ids, encoder_segment_ids)
+        else:
+            if attention_mask is not None:
+                self_mask = ops.logical_and(self_mask, padding_mask(attention_mask))
+            cross_mask = None if encoder_attention_mask is None else padding_mask(encoder_attention_mask)
         new_self = []
         for i, layer in enumerate(self.layers):
             hidden, present = layer(
