@@ -64,7 +64,11 @@ def add_schedule_arguments(p: argparse.ArgumentParser) -> None:
                        help="round batch lengths up to this (8: few shapes for XLA; without XLA, e.g. bf16 on a CPU, "
                             "4 pads ~8%% fewer tokens on Multi30k, epochs ~5%% faster, but fewer updates an epoch)")
     train.add_argument("--per_device_train_batch_size", type=int, default=None,
-                       help="sentences per batch (instead of --max_tokens_per_batch)")
+                       help="sentences per batch (instead of --max_tokens_per_batch); rows per batch with --pack_length")
+    train.add_argument("--pack_length", type=int, default=None,
+                       help="pack several sentence pairs into each row of this many tokens per side (attention stays "
+                            "within each pair): one batch shape, ~96%% real tokens on Multi30k instead of ~77%% with "
+                            "length buckets; rows per batch: --max_tokens_per_batch // this")
     train.add_argument("--learning_rate", type=float, default=None,
                        help="peak learning rate; default: the paper's schedule d_model^-0.5 * warmup^-0.5")
     train.add_argument("--lr_scale", type=float, default=None, help="multiplier of the paper's schedule (1.0)")
@@ -103,6 +107,9 @@ def parse_args(argv=None):
     args.lr_scale = 1.0 if args.lr_scale is None else args.lr_scale
     if args.split_punctuation and not _common.is_preset(args.model_name_or_path):
         p.error("--split_punctuation shapes a tokenizer trained from scratch; the model brings its own")
+    if args.pack_length and args.pack_length < max(args.max_source_length, args.max_target_length):
+        p.error(f"--pack_length {args.pack_length} is shorter than the longest pair side (--max_source_length "
+                f"{args.max_source_length}, --max_target_length {args.max_target_length}): every pair must fit a row")
     _common.refuse_unused_flags(p, args)
     import keras
 
@@ -389,12 +396,28 @@ def place_batch(batch, collator, distribution):
     return {key: value[rows] for key, value in inputs.items()}, labels[rows]
 
 
+def packed_rows(args, distribution=None) -> int:
+    """Rows of a packed batch: ``--per_device_train_batch_size``, else the token budget over ``--pack_length``,
+    rounded up to a multiple of the devices that split them."""
+    from vanilla_transformer.data_collators import bucket_length
+
+    rows = args.per_device_train_batch_size or max(1, args.max_tokens_per_batch // args.pack_length)
+    return bucket_length(rows, _common.batch_shards(distribution))
+
+
 def make_train_batches(tokenized, config, args, distribution=None):
     """The collator and the epoch-shuffled, length-bucketed training batches (token budget or sentence count),
     placed for ``distribution`` (:func:`place_batch`)."""
-    from vanilla_transformer.batching import EpochShuffledBatches, seq2seq_batches
-    from vanilla_transformer.data_collators import Seq2SeqCollator
+    from vanilla_transformer.batching import EpochShuffledBatches, packed_seq2seq_batches, seq2seq_batches
+    from vanilla_transformer.data_collators import PackedSeq2SeqCollator, Seq2SeqCollator
 
+    if args.pack_length:
+        collator = PackedSeq2SeqCollator(config.pad_token_id, config.decoder_start_token_id, args.pack_length,
+                                         args.pack_length, config.vocab_size)
+        batches = packed_seq2seq_batches(tokenized["input_ids"], tokenized["labels"], collator, shuffle=False,
+                                         rows_per_batch=packed_rows(args, distribution))
+        return collator, EpochShuffledBatches([place_batch(b, collator, distribution) for b in batches],
+                                              seed=args.seed)
     collator = Seq2SeqCollator(config.pad_token_id, config.decoder_start_token_id, config.vocab_size,
                                pad_to_multiple_of=args.pad_to_multiple_of)
     batches = seq2seq_batches(
@@ -502,13 +525,17 @@ def build_and_compile(args, strategy, train, distribution=None):
 
 
 def validation_batches(splits, tokenizer, collator, args, distribution=None):
-    from vanilla_transformer.batching import EpochShuffledBatches, seq2seq_batches
+    from vanilla_transformer.batching import EpochShuffledBatches, packed_seq2seq_batches, seq2seq_batches
 
     if "validation" not in splits:
         return None
     tokenized = tokenize(splits["validation"], tokenizer, args)
-    batches = seq2seq_batches(tokenized["input_ids"], tokenized["labels"], collator,
-                              max_tokens=args.max_tokens_per_batch, shuffle=False)
+    if args.pack_length:  # the token-mean loss of packed rows is that of the pairs: one batch shape for both
+        batches = packed_seq2seq_batches(tokenized["input_ids"], tokenized["labels"], collator, shuffle=False,
+                                         rows_per_batch=packed_rows(args, distribution))
+    else:
+        batches = seq2seq_batches(tokenized["input_ids"], tokenized["labels"], collator,
+                                  max_tokens=args.max_tokens_per_batch, shuffle=False)
     return EpochShuffledBatches([place_batch(b, collator, distribution) for b in batches], shuffle=False).dataset()
 
 

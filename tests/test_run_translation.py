@@ -134,6 +134,33 @@ def test_pad_to_multiple_of_sets_the_batch_lengths(run_translation):
     assert run_translation.parse_args(["--output_dir", "x", "--train_file", "t"]).pad_to_multiple_of == 8
 
 
+def test_pack_length_packs_the_training_batches(run_translation, data_dir, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(0)
+    rows = [list(rng.integers(3, 50, size=int(n))) for n in rng.integers(1, 30, size=200)]
+    tokenized = {"input_ids": rows, "labels": rows[::-1]}
+    config = SimpleNamespace(pad_token_id=0, decoder_start_token_id=1, vocab_size=50)
+    args = run_translation.parse_args(["--output_dir", "x", "--train_file", "t", "--max_tokens_per_batch", "256",
+                                       "--pack_length", "32", "--max_source_length", "32", "--max_target_length",
+                                       "32"])
+    _, batches = run_translation.make_train_batches(tokenized, config, args)
+    assert {inputs["input_ids"].shape for inputs, _ in batches.batches} == {(8, 32)}  # 256 // 32 rows of 32
+    real = sum(int((labels != -100).sum()) for _, labels in batches.batches)
+    assert real == sum(map(len, rows))  # every target token once
+    args.pack_length = None
+    _, bucketed = run_translation.make_train_batches(tokenized, config, args)
+    computed = [sum(labels.size for _, labels in b.batches) for b in (batches, bucketed)]
+    assert real / computed[0] > 0.85 and computed[0] < computed[1], computed  # fewer padded tokens than buckets
+    with pytest.raises(SystemExit):
+        run_translation.parse_args(["--output_dir", "x", "--train_file", "t", "--pack_length", "32"])
+    assert "every pair must fit a row" in capsys.readouterr().err
+    # and a run trains on them
+    results = run_translation.main(_argv(data_dir, tmp_path / "packed", 1) + ["--pack_length", "24",
+                                                                         "--max_source_length", "24"])
+    assert 0.0 <= results["test"]["bleu"] <= 100.0
+
+
 def test_learning_rate_schedules(run_translation):
     """Both decays warm up linearly to the same peak; the paper's follows equation 3 after it, linear reaches 0
     at the last step of the run."""
