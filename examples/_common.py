@@ -92,8 +92,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--weight_decay", type=float, default=0.0, help="AdamW's decoupled weight decay (0: Adam)")
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--jit_compile", action=argparse.BooleanOptionalAction, default=None,
-                       help="XLA-compile the training step (default: on, except bfloat16 on a CPU; "
-                            "--no-jit_compile starts faster on tiny runs)")
+                       help="XLA-compile the training step (default: on, except bfloat16 on a CPU with bfloat16 "
+                            "units (AVX512-BF16/AMX); --no-jit_compile starts faster on tiny runs)")
 
 
 def build_parser(description: str, default_model: str) -> argparse.ArgumentParser:

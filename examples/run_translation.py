@@ -325,8 +325,10 @@ def card_info(args, state):
             "language": [args.source_lang, args.target_lang],
             "hyperparameters": {k: getattr(args, k) for k in (
                 "num_train_epochs", "max_tokens_per_batch", "per_device_train_batch_size", "learning_rate",
-                "lr_scale", "warmup_steps", "lr_decay", "label_smoothing", "num_beams", "length_penalty", "seed",
-                "mixed_precision") if getattr(args, k) is not None},
+                "lr_scale", "warmup_steps", "lr_decay", "label_smoothing", "num_beams", "length_penalty", "seed")
+                if getattr(args, k) is not None}
+            # the policy set_precision chose ("mixed_bfloat16", "float32"), not the setting ("auto")
+            | {"mixed_precision": getattr(args, "dtype_policy", args.mixed_precision)},
             "results": {k: v for k, v in (("bleu", state.get("best_bleu")),) if v is not None},
             "dataset_name": args.dataset_name or "local parallel text"}
 
@@ -645,6 +647,7 @@ def set_precision(args) -> str:
         policy, reason = choose_policy(args.mixed_precision)
     keras.mixed_precision.set_global_policy(policy)
     print(f"precision: {reason}", flush=True)
+    args.dtype_policy = policy  # for card_info
     return policy
 
 
