@@ -6,7 +6,7 @@ three do the same number of steps. Each framework runs in its own child process 
 Prints new tokens per second (batch x new tokens / wall time, beams not counted) for greedy and beam-4
 at batch 1 and 32, with 24 and 64 new tokens, and the ratios.
 
-    python benchmarks/bench_generate.py [--repeats 7] [--threads 2] [--quick]
+    python benchmarks/bench_generate.py [--repeats 7] [--threads 2] [--quick] [--backends tensorflow jax torch]
 
 Needs torch (``pip install torch==2.13.0``, the CPU build). Writes benchmarks/results/generate.json.
 """
@@ -84,11 +84,18 @@ def sources(batch):
 def time_framework(framework, args):
     """Child process: seconds per call of every case for ``framework`` ("ours" or "transformers")."""
     times = {}
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    prefix = "ours" if backend == "tensorflow" else f"ours_{backend}"  # this backend's column
     if framework == "ours":
-        import tensorflow as tf
+        if backend == "tensorflow":
+            import tensorflow as tf
 
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+        elif backend == "torch":
+            import torch
+
+            torch.set_num_threads(args.threads)
         model = build_ours()
     else:
         import torch
@@ -101,8 +108,8 @@ def time_framework(framework, args):
                       pad_token_id=0)
         key = f"{method}/{batch}/{new_tokens}"
         if framework == "ours":
-            times[key] = {"ours_cached": timed(lambda: model.generate(source, **kwargs), args.repeats)}
-            if new_tokens == 64 or batch == 1 or args.quick:
+            times[key] = {f"{prefix}_cached": timed(lambda: model.generate(source, **kwargs), args.repeats)}
+            if backend == "tensorflow" and (new_tokens == 64 or batch == 1 or args.quick):
                 times[key]["ours_uncached"] = timed(lambda: model.generate(source, use_cache=False, **kwargs),
                                                     max(1, args.repeats - 1))
         else:
@@ -125,6 +132,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--quick", action="store_true", help="batch 1 and 32 with 24 new tokens only")
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "generate.json"))
+    parser.add_argument("--backends", nargs="+", choices=["tensorflow", "jax", "torch"], default=["tensorflow"],
+                        help="Keras backends to decode ours on (each in its own process; jit on JAX, eager on PyTorch)")
     parser.add_argument("--framework", choices=["ours", "transformers"], help=argparse.SUPPRESS)  # child process
     parser.add_argument("--json", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -138,23 +147,29 @@ def main(argv=None):
     # Each framework runs in its own process: in one process, one framework's idle thread pools (PyTorch's
     # OpenMP threads spin after each call) slow the other down.
     times = {}
-    for framework in ("ours", "transformers"):
+    runs = [("ours", backend) for backend in args.backends] + [("transformers", "tensorflow")]
+    for framework, backend in runs:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "times.json"
             command = [sys.executable, str(Path(__file__).resolve()), "--framework", framework, "--json", str(out),
                        "--repeats", str(args.repeats), "--threads", str(args.threads)] + (["--quick"] if args.quick
                                                                                           else [])
-            subprocess.run(command, check=True, env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
+            subprocess.run(command, check=True, env=dict(os.environ, OMP_NUM_THREADS=str(args.threads),
+                                                         KERAS_BACKEND=backend))
             for key, value in json.loads(out.read_text()).items():
                 times.setdefault(key, {}).update(value)
     rows = []
+    columns = [("ours" if b == "tensorflow" else f"ours_{b}") + "_cached" for b in args.backends]
     for method, beams, batch, new_tokens in cases(args.quick):
         row = {"method": method, "batch": batch, "new_tokens": new_tokens, **times[f"{method}/{batch}/{new_tokens}"]}
         tokens = batch * new_tokens
-        for key in ("ours_cached", "ours_uncached", "transformers"):
+        for key in (*columns, "ours_uncached", "transformers"):
             if key in row:
                 row[f"{key}_tok_s"] = tokens / row[key]
-        row["ratio_vs_transformers"] = row["ours_cached_tok_s"] / row["transformers_tok_s"]
+        for key in columns:  # each backend's ratio to transformers' PyTorch Marian
+            row[f"ratio_{key.removesuffix('_cached')}_vs_transformers"] = row[f"{key}_tok_s"] / row["transformers_tok_s"]
+        if "ours_cached_tok_s" in row:
+            row["ratio_vs_transformers"] = row["ours_cached_tok_s"] / row["transformers_tok_s"]
         if "ours_uncached_tok_s" in row:
             row["cached_vs_uncached"] = row["ours_cached_tok_s"] / row["ours_uncached_tok_s"]
         rows.append(row)
@@ -170,10 +185,11 @@ def main(argv=None):
 def _format_row(row):
     uncached = f"{row['ours_uncached_tok_s']:9.0f}" if "ours_uncached_tok_s" in row else f"{'-':>9}"
     cache_ratio = f"{row['cached_vs_uncached']:6.1f}x" if "cached_vs_uncached" in row else f"{'-':>7}"
-    return (f"{row['method']:>7} batch {row['batch']:>2} new {row['new_tokens']:>2} | ours cached "
-            f"{row['ours_cached_tok_s']:9.0f} tok/s | uncached {uncached} | transformers "
-            f"{row['transformers_tok_s']:9.0f} | ours/transformers {row['ratio_vs_transformers']:5.2f}x | "
-            f"cached/uncached {cache_ratio}")
+    backends = " | ".join(f"{key.removeprefix('ratio_').removesuffix('_vs_transformers')} "
+                          f"{row[key.removeprefix('ratio_').removesuffix('_vs_transformers') + '_cached_tok_s']:7.0f} "
+                          f"tok/s {row[key]:5.2f}x" for key in row if key.startswith("ratio_ours"))
+    return (f"{row['method']:>7} batch {row['batch']:>2} new {row['new_tokens']:>2} | {backends} | uncached "
+            f"{uncached} | transformers {row['transformers_tok_s']:7.0f} tok/s | cached/uncached {cache_ratio}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Training speed: our TransformerForSeq2SeqLM (XLA on / off) vs transformers' PyTorch Marian vs KerasHub layers.
 
     python benchmarks/bench_train.py [--sizes 256 512] [--steps 20] [--warmup 5] [--threads 2] [--repeats 1]
+                                     [--backends tensorflow jax torch]
                                      [--peers ours_xla ours_eager ours_bf16 marian marian_bf16 keras_hub_xla
                                       keras_hub_eager] [--quick]
 
@@ -88,6 +89,7 @@ SIZES = {
     "tiny": dict(d_model=64, layers=2, heads=4, d_ff=256, vocab=1000, batch=8, src_len=16, tgt_len=16),
 }
 PEERS = ("ours_xla", "ours_eager", "ours_bf16", "marian", "marian_bf16", "keras_hub_xla", "keras_hub_eager")
+BACKEND_PEERS = {"jax": "ours_jax", "torch": "ours_torch"}  # ours on another Keras backend, its compile() defaults
 REFERENCE = "ours_xla"
 BF16_REFERENCE = "ours_bf16"
 DROPOUT = 0.1
@@ -178,11 +180,11 @@ def _set_tf_threads(threads):
 
 
 def _keras_training(model, batches, args, size):
-    """Time ``train_on_batch`` of a compiled Keras model on dict inputs."""
-    import tensorflow as tf
+    """Time ``train_on_batch`` of a compiled Keras model on dict inputs (tensors of the backend in use)."""
+    from keras import ops
 
-    data = [({"input_ids": tf.constant(src), "decoder_input_ids": tf.constant(dec)}, tf.constant(lab))
-            for src, dec, lab in batches]
+    data = [({"input_ids": ops.convert_to_tensor(src), "decoder_input_ids": ops.convert_to_tensor(dec)},
+             ops.convert_to_tensor(lab)) for src, dec, lab in batches]
     return _timed_loop(lambda i: float(model.train_on_batch(*data[i % len(data)], return_dict=True)["loss"]),
                        args, size)
 
@@ -213,13 +215,25 @@ def _timed_loop(step, args, size):
     return result
 
 
-def peer_ours(args, size, xla, bf16=False):
+def _set_threads(threads):
+    """The thread count of the Keras backend in use (JAX's CPU client takes the process's cores)."""
     import keras
-    import tensorflow as tf
+
+    if keras.backend.backend() == "tensorflow":
+        _set_tf_threads(threads)
+    elif keras.backend.backend() == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def peer_ours(args, size, xla, bf16=False):
+    """Our model with ``compile()``'s defaults on the Keras backend of this process (KERAS_BACKEND)."""
+    import keras
 
     from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
 
-    _set_tf_threads(args.threads)
+    _set_threads(args.threads)
     keras.utils.set_random_seed(args.seed)
     if bf16:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -230,12 +244,13 @@ def peer_ours(args, size, xla, bf16=False):
                                max_position_embeddings=MAX_POSITIONS)
     model = TransformerForSeq2SeqLM(config).build_weights()
     # the paper's Adam, schedule, smoothed loss and accuracy; bf16: compile's own choice ("auto")
-    model.compile(jit_compile="auto" if bf16 else xla)
+    model.compile(jit_compile="auto" if bf16 or xla is None else xla)
     batches = synthetic_batches(size, min(args.warmup + args.steps, 8), args.seed)
     result = _keras_training(model, batches, args, size)
+    backend = keras.backend.backend()
     result.update(params=int(model.count_params()), jit_compile=bool(model.jit_compile),
-                  compute_dtype=model.dtype_policy.compute_dtype,
-                  versions={"tensorflow": tf.__version__, "keras": keras.__version__})
+                  compute_dtype=model.dtype_policy.compute_dtype, backend=backend,
+                  versions={backend: __import__(backend).__version__, "keras": keras.__version__})
     return result
 
 
@@ -373,6 +388,8 @@ def run_peer(args):
             size = SIZES[args.size]
             if args.peer in ("ours_xla", "ours_eager", "ours_bf16"):
                 result = peer_ours(args, size, xla=args.peer == "ours_xla", bf16=args.peer == "ours_bf16")
+            elif args.peer in BACKEND_PEERS.values():  # jit on JAX, eager on PyTorch: compile()'s "auto"
+                result = peer_ours(args, size, xla=None)
             elif args.peer in ("keras_hub_xla", "keras_hub_eager"):
                 result = peer_keras_hub(args, size, xla=args.peer == "keras_hub_xla")
             elif args.peer in ("marian", "marian_bf16"):
@@ -400,7 +417,8 @@ def spawn(args, peer, size_name=None):
             command += ["--size", size_name]
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                    TF_NUM_INTRAOP_THREADS=str(args.threads), TF_NUM_INTEROP_THREADS=str(args.threads),
-                   TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"), KERAS_BACKEND="tensorflow")
+                   TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+                   KERAS_BACKEND={v: k for k, v in BACKEND_PEERS.items()}.get(peer, "tensorflow"))
         start = time.perf_counter()
         try:
             proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=args.timeout)
@@ -493,8 +511,14 @@ def print_table(summary):
               f"{(f'{extra_mb:.0f}' if extra_mb is not None else '-'):>7}"
               f"{r['achieved_flops_per_s'] / 1e9:9.2f}{(f'{mfu:.1%}' if mfu is not None else '-'):>7}"
               f"{r['params'] / 1e6:9.2f}  {r['loss_first']:.3f}->{r['loss_last']:.3f}"
-              + ("" if name.endswith("bf16") or r.get("jit_compile", name.endswith("xla")) == name.endswith("xla")
-                 else "  (XLA was NOT used)"))
+              + ("" if name.endswith("bf16") or name in BACKEND_PEERS.values()
+                 or r.get("jit_compile", name.endswith("xla")) == name.endswith("xla") else "  (XLA was NOT used)"))
+    marian = summary["peers"].get("marian", {}).get("tokens_per_s")
+    for name, r in summary["peers"].items():  # one line per backend: the like-for-like ratio to PyTorch Marian
+        if marian and name in ("ours_xla", *BACKEND_PEERS.values()) and "tokens_per_s" in r:
+            mfu = f", MFU {r['mfu']:.1%}" if r.get("mfu") else ""
+            print(f"  {r.get('backend', 'tensorflow'):<10} ours {r['tokens_per_s']:8.0f} tok/s{mfu}: "
+                  f"{r['tokens_per_s'] / marian:.2f}x transformers' PyTorch Marian (float32)")
     for name, c in summary.get("ceilings", {}).items():
         if name.startswith("marian"):
             print(f"  ceiling over {name}: {c['speedup_ceiling']:.2f}x at 100% of the in-run matmul peak; "
@@ -536,7 +560,10 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=None,
                         help="untimed steps before, compilation included (default 5, 2 with --quick)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--peers", nargs="+", choices=PEERS, default=list(PEERS))
+    parser.add_argument("--peers", nargs="+", choices=PEERS + tuple(BACKEND_PEERS.values()), default=list(PEERS))
+    parser.add_argument("--backends", nargs="+", choices=["tensorflow", *BACKEND_PEERS], default=["tensorflow"],
+                        help="Keras backends to train ours on: jax / torch add the peers ours_jax / ours_torch "
+                             "(compile() defaults: XLA on JAX, eager on PyTorch) beside the TensorFlow ones")
     parser.add_argument("--quick", action="store_true", help="smoke test: size tiny, few steps, small matmul")
     parser.add_argument("--repeats", type=int, default=1,
                         help="runs per peer (round-robin, fresh processes); the fastest is reported")
@@ -557,6 +584,7 @@ def main(argv=None):
         parser.error("--steps and --warmup must be at least 1 (the first warm-up step compiles)")
     if args.peer:
         return run_peer(args)
+    args.peers += [BACKEND_PEERS[b] for b in args.backends if b in BACKEND_PEERS and BACKEND_PEERS[b] not in args.peers]
 
     sizes = args.sizes or (["tiny"] if args.quick else ["256", "512"])
     output_dir = Path(args.output_dir)
