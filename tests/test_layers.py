@@ -23,6 +23,7 @@ from vanilla_transformer.layers import (
 )
 
 
+@pytest.mark.backends
 def test_sinusoid_equals_the_formula():
     length, d_model = 50, 16
     table = sinusoidal_table(length, d_model)
@@ -33,6 +34,7 @@ def test_sinusoid_equals_the_formula():
             assert table[pos, 2 * i + 1] == pytest.approx(math.cos(angle), abs=1e-6)
 
 
+@pytest.mark.backends
 def test_sinusoid_halves_layout_is_a_permutation_of_the_same_values():
     interleaved = sinusoidal_table(20, 8)
     halves = sinusoidal_table(20, 8, layout="halves")
@@ -42,6 +44,7 @@ def test_sinusoid_halves_layout_is_a_permutation_of_the_same_values():
         sinusoidal_table(4, 8, layout="zigzag")
 
 
+@pytest.mark.backends
 def test_sinusoidal_layer_looks_up_positions():
     layer = SinusoidalPositionalEncoding(max_length=30, d_model=8)
     out = np.asarray(layer(np.array([[0, 5, 29]])))
@@ -54,6 +57,7 @@ def _softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
+@pytest.mark.backends
 def test_scaled_dot_product_attention_matches_numpy(rng):
     q, k, v = (rng.normal(size=(2, 3, 4, 8)).astype("float32") for _ in range(3))
     mask = rng.random((2, 1, 4, 4)) > 0.3
@@ -63,12 +67,14 @@ def test_scaled_dot_product_attention_matches_numpy(rng):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+@pytest.mark.backends
 def test_fully_masked_rows_give_no_nan(rng):
     q, k, v = (rng.normal(size=(1, 2, 3, 4)).astype("float32") for _ in range(3))
     out = np.asarray(scaled_dot_product_attention(q, k, v, np.zeros((1, 1, 3, 3), bool)))
     assert np.isfinite(out).all()
 
 
+@pytest.mark.backends
 def test_multi_head_attention_matches_a_per_head_computation(rng):
     mha = MultiHeadAttention(d_model=8, num_heads=2)
     x = rng.normal(size=(1, 5, 8)).astype("float32")
@@ -80,9 +86,10 @@ def test_multi_head_attention_matches_a_per_head_computation(rng):
     q, k, v = x[0] @ wq + bq, x[0] @ wk + bk, x[0] @ wv + bv
     heads = [_softmax(q[:, h * 4:(h + 1) * 4] @ k[:, h * 4:(h + 1) * 4].T / 2.0) @ v[:, h * 4:(h + 1) * 4]
              for h in range(2)]
-    np.testing.assert_allclose(np.asarray(out)[0], np.concatenate(heads, -1) @ wo + bo, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(out)[0], np.concatenate(heads, -1) @ wo + bo, atol=1e-5)
 
 
+@pytest.mark.backends
 def test_attention_groups_queries_over_shared_keys(rng):
     """Beam search: 3 beams per source over the source's keys computed once give what each beam gets over
     its own copy of the keys (the grouped path joins the beams into the query axis)."""
@@ -95,19 +102,21 @@ def test_attention_groups_queries_over_shared_keys(rng):
     copied = mha.project_key_value(np.repeat(memory, 3, axis=0))
     grouped, _ = mha(beams, attention_mask=mask, past_key_value=shared)
     expected, _ = mha(beams, attention_mask=np.repeat(mask, 3, axis=0), past_key_value=copied)
-    np.testing.assert_allclose(np.asarray(grouped), np.asarray(expected), atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(grouped), keras.ops.convert_to_numpy(expected), atol=1e-6)
     with pytest.raises(ValueError, match="cannot share"):
         mha(beams[:5], past_key_value=shared)
 
 
+@pytest.mark.backends
 def test_feed_forward_is_relu_mlp(rng):
     ffn = PositionwiseFeedForward(d_model=4, d_ff=8)
     x = rng.normal(size=(2, 3, 4)).astype("float32")
-    out = np.asarray(ffn(x))
+    out = keras.ops.convert_to_numpy(ffn(x))
     w1, b1, w2, b2 = (np.asarray(w) for w in ffn.weights)
     np.testing.assert_allclose(out, np.maximum(0, x @ w1 + b1) @ w2 + b2, atol=1e-5)
 
 
+@pytest.mark.backends
 def test_bad_activation_and_head_count_are_rejected():
     with pytest.raises(ValueError, match="activation"):
         PositionwiseFeedForward(d_model=4, d_ff=8, activation="tanh-ish")
@@ -115,6 +124,7 @@ def test_bad_activation_and_head_count_are_rejected():
         MultiHeadAttention(d_model=10, num_heads=3)
 
 
+@pytest.mark.backends
 def test_dropout_drops_at_its_rate_and_rescales_the_rest():
     rate, n = 0.1, 200_000
     layer = Dropout(rate, seed=3)
@@ -146,6 +156,7 @@ def test_counter_based_random_numbers_are_uniform_and_seeded():
     assert abs(np.mean([(bits >> b) & 1 for b in range(32)]) - 0.5) < 0.01  # every bit balanced
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("layer", [
     lambda: TokenEmbedding(10, 4),
     lambda: Dropout(0.3, seed=7),

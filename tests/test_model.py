@@ -10,6 +10,8 @@ from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
 from vanilla_transformer import CheckpointError
 
+pytestmark = pytest.mark.backends  # CI runs this module on TensorFlow, JAX and PyTorch
+
 SRC = np.array([[5, 6, 7, 8, 2], [9, 10, 11, 2, 0]], dtype="int32")
 SRC_MASK = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]], dtype="int32")
 TGT = np.array([[1, 12, 13, 14, 15, 16], [1, 17, 18, 19, 20, 21]], dtype="int32")
@@ -39,25 +41,25 @@ def test_weights_have_stable_readable_names(tiny_seq2seq):
 
 
 def test_decoder_is_causal(tiny_seq2seq):
-    base = np.asarray(tiny_seq2seq(_inputs()))
+    base = keras.ops.convert_to_numpy(tiny_seq2seq(_inputs()))
     for t in range(1, TGT.shape[1]):
         changed = TGT.copy()
         changed[:, t] = 30
-        logits = np.asarray(tiny_seq2seq(_inputs(decoder_input_ids=changed)))
+        logits = keras.ops.convert_to_numpy(tiny_seq2seq(_inputs(decoder_input_ids=changed)))
         np.testing.assert_allclose(logits[:, :t], base[:, :t], atol=1e-5)
         assert not np.allclose(logits[:, t:], base[:, t:], atol=1e-5)
 
 
 def test_extra_padded_source_positions_change_nothing(tiny_seq2seq):
-    base = np.asarray(tiny_seq2seq(_inputs()))
+    base = keras.ops.convert_to_numpy(tiny_seq2seq(_inputs()))
     padded_src = np.concatenate([SRC, np.zeros((2, 7), "int32") + 3], axis=1)  # junk ids under a zero mask
     padded_mask = np.concatenate([SRC_MASK, np.zeros((2, 7), "int32")], axis=1)
-    logits = np.asarray(tiny_seq2seq(_inputs(input_ids=padded_src, attention_mask=padded_mask)))
+    logits = keras.ops.convert_to_numpy(tiny_seq2seq(_inputs(input_ids=padded_src, attention_mask=padded_mask)))
     np.testing.assert_allclose(logits, base, atol=1e-5)
 
 
 def test_all_padding_source_row_gives_finite_logits(tiny_seq2seq):
-    logits = np.asarray(tiny_seq2seq(_inputs(attention_mask=np.zeros_like(SRC_MASK))))
+    logits = keras.ops.convert_to_numpy(tiny_seq2seq(_inputs(attention_mask=np.zeros_like(SRC_MASK))))
     assert np.isfinite(logits).all()
 
 
@@ -109,7 +111,8 @@ def test_save_pretrained_layout_and_identical_reload(tiny_seq2seq, tmp_path):
     assert GenerationConfig.from_pretrained(tmp_path / "m").max_new_tokens == 7
 
     loaded = TransformerForSeq2SeqLM.from_pretrained(tmp_path / "m")
-    np.testing.assert_array_equal(np.asarray(loaded(_inputs())), np.asarray(tiny_seq2seq(_inputs())))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(_inputs())),
+                                  keras.ops.convert_to_numpy(tiny_seq2seq(_inputs())))
     assert loaded.generation_config.max_new_tokens == 7
     readme = (tmp_path / "m" / "README.md").read_text()
     assert "pipeline_tag: translation" in readme and "| d_model | 32 |" in readme
@@ -148,4 +151,5 @@ def test_untied_and_final_logits_bias_options_round_trip(tmp_path):
     assert "lm_head.kernel" in names and "final_logits_bias" in names and "encoder.layer_norm.gamma" in names
     model.save_pretrained(tmp_path / "m")
     loaded = TransformerForSeq2SeqLM.from_pretrained(tmp_path / "m")
-    np.testing.assert_array_equal(np.asarray(loaded(_inputs())), np.asarray(model(_inputs())))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(_inputs())),
+                                  keras.ops.convert_to_numpy(model(_inputs())))

@@ -11,6 +11,7 @@ from vanilla_transformer.losses import MaskedAccuracy, MaskedSparseCrossEntropy
 from vanilla_transformer.optimization import TransformerSchedule
 
 
+@pytest.mark.backends
 def test_loss_matches_a_hand_computation_with_smoothing_and_ignores_minus_100(rng):
     logits = rng.normal(size=(2, 3, 5)).astype("float32")
     labels = np.array([[1, 4, -100], [0, -100, -100]])
@@ -34,6 +35,7 @@ def test_loss_matches_a_hand_computation_with_smoothing_and_ignores_minus_100(rn
     assert float(MaskedSparseCrossEntropy(label_smoothing=eps)(labels, logits2)) == pytest.approx(loss, rel=1e-6)
 
 
+@pytest.mark.backends
 def test_loss_agrees_with_keras_without_smoothing(rng):
     logits = rng.normal(size=(4, 6, 7)).astype("float32")
     labels = rng.integers(0, 7, size=(4, 6))
@@ -42,6 +44,7 @@ def test_loss_agrees_with_keras_without_smoothing(rng):
                                                                                                  rel=1e-5)
 
 
+@pytest.mark.backends
 def test_masked_accuracy_counts_only_labelled_tokens():
     metric = MaskedAccuracy()
     logits = np.eye(4, dtype="float32")[None, [0, 1, 2, 3]]  # predicts 0, 1, 2, 3
@@ -49,6 +52,7 @@ def test_masked_accuracy_counts_only_labelled_tokens():
     assert float(metric.result()) == pytest.approx(2 / 3)
 
 
+@pytest.mark.backends
 def test_schedule_is_equation_3():
     schedule = TransformerSchedule(d_model=512, warmup_steps=4000)
     for step in (1, 100, 4000, 10000, 100000):

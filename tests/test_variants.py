@@ -83,28 +83,31 @@ def test_bert_mlm_head_parameters():
 
 
 # ------------------------------------------------------------------------------------------ attention direction
+@pytest.mark.backends
 @pytest.mark.parametrize("norm_first", [False, True], ids=["gpt-post-ln", "gpt2-pre-ln"])
 def test_gpt_logits_ignore_later_tokens(norm_first, gpt):
     model = gpt if not norm_first else TransformerForCausalLM(
         decoder_config(norm_first=True, final_layer_norm=True)).build_weights()
     rng = np.random.default_rng(0)
     ids = rng.integers(5, 50, size=(2, 12)).astype("int32")
-    base = np.asarray(model({"input_ids": ids}))
+    base = keras.ops.convert_to_numpy(model({"input_ids": ids}))
     for t in (0, 4, 10):
         changed = ids.copy()
         changed[:, t + 1:] = rng.integers(5, 50, size=changed[:, t + 1:].shape)
-        out = np.asarray(model({"input_ids": changed}))
+        out = keras.ops.convert_to_numpy(model({"input_ids": changed}))
         np.testing.assert_allclose(out[:, : t + 1], base[:, : t + 1], atol=1e-5)
         assert not np.allclose(out[:, t + 1:], base[:, t + 1:], atol=1e-3)
 
 
+@pytest.mark.backends
 def test_encoder_is_bidirectional():
     keras.utils.set_random_seed(1)
     model = TransformerEncoderModel(encoder_config()).build_weights()
     ids = np.array([[1, 10, 11, 12, 13, 2]], dtype="int32")
     changed = ids.copy()
     changed[0, 4] = 30
-    base, out = np.asarray(model({"input_ids": ids})), np.asarray(model({"input_ids": changed}))
+    base = keras.ops.convert_to_numpy(model({"input_ids": ids}))
+    out = keras.ops.convert_to_numpy(model({"input_ids": changed}))
     for position in range(4):  # every earlier position sees the later change
         assert np.abs(out[0, position] - base[0, position]).max() > 1e-4
 
@@ -146,6 +149,7 @@ def test_mlm_collator_proportions():
     np.testing.assert_array_equal(again_labels, labels)
 
 
+@pytest.mark.backends
 def test_mlm_loss_counts_only_masked_positions():
     keras.utils.set_random_seed(2)
     model = TransformerForMaskedLM(encoder_config())
@@ -156,7 +160,7 @@ def test_mlm_loss_counts_only_masked_positions():
     mask = (ids != 0).astype("int32")
     labels = np.full(ids.shape, -100, dtype="int32")
     labels[0, 2], labels[1, 3], labels[1, 1] = 11, 22, 20
-    logits = np.asarray(model({"input_ids": ids, "attention_mask": mask}))
+    logits = keras.ops.convert_to_numpy(model({"input_ids": ids, "attention_mask": mask}))
     logp = log_softmax(logits)
     hand = -np.mean([logp[0, 2, 11], logp[1, 3, 22], logp[1, 1, 20]])
     assert float(model.loss(labels, logits)) == pytest.approx(hand, rel=1e-5)
@@ -182,6 +186,7 @@ def test_make_tf_dataset_masks_again_every_epoch():
 
 
 # ------------------------------------------------------------------------------------------ causal LM
+@pytest.mark.backends
 def test_causal_lm_collator_and_shifted_loss(gpt):
     collator = DataCollatorForCausalLM(pad_token_id=0)
     inputs, labels = collator([[1, 7, 8, 9, 2], [1, 6, 2]])
@@ -196,7 +201,7 @@ def test_causal_lm_collator_and_shifted_loss(gpt):
     gpt.compile(jit_compile=False)
     assert isinstance(gpt.loss, CausalLMLoss) and gpt.loss.label_smoothing == 0.0
     assert isinstance(gpt.metrics[-1], keras.metrics.Metric)
-    logits = np.asarray(gpt(inputs))
+    logits = keras.ops.convert_to_numpy(gpt(inputs))
     logp = log_softmax(logits)
     terms = [-logp[b, t, labels[b, t + 1]] for b in range(2) for t in range(7) if labels[b, t + 1] != -100]
     assert len(terms) == 4 + 2
@@ -219,7 +224,7 @@ def step_by_step_greedy(model, prompt, max_new_tokens, eos_token_id):
     """Reference decoding: run the model on the whole growing prefix and take the argmax at the last position."""
     ids = list(prompt)
     for _ in range(max_new_tokens):
-        logits = np.asarray(model({"input_ids": np.array([ids], dtype="int32")}))
+        logits = keras.ops.convert_to_numpy(model({"input_ids": np.array([ids], dtype="int32")}))
         ids.append(int(logits[0, -1].argmax()))
         if ids[-1] == eos_token_id:
             break

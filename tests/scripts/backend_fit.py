@@ -3,17 +3,21 @@
     KERAS_BACKEND=jax python tests/scripts/backend_fit.py
 
 Numpy batches from Seq2SeqCollator go straight to ``fit`` (no tf.data); compile() takes its defaults but a short
-warm-up; generate decodes 50 held-out sequences greedily.
+warm-up; generate decodes 50 held-out sequences greedily. TensorFlow is made unimportable first, as for a JAX or
+PyTorch user who does not have it: nothing here may need it (Keras then skips its optional TensorFlow seeding).
 """
 
 import json
+import sys
 
-import keras
-import numpy as np
+sys.modules["tensorflow"] = None  # `import tensorflow` now raises ImportError
 
-from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-from vanilla_transformer.data_collators import Seq2SeqCollator
-from vanilla_transformer.optimization import transformer_optimizer
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM  # noqa: E402
+from vanilla_transformer.data_collators import Seq2SeqCollator  # noqa: E402
+from vanilla_transformer.optimization import transformer_optimizer  # noqa: E402
 
 keras.utils.set_random_seed(0)
 rng = np.random.default_rng(0)

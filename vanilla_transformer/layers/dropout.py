@@ -37,13 +37,21 @@ def random_bits(shape, seed):
         True
     """
     count = ops.prod(ops.convert_to_tensor(shape, "int32")) if not _is_static(shape) else int(np.prod(shape))
-    seed = ops.cast(ops.convert_to_tensor(seed), "uint32")
-    x = ops.cast(ops.arange(count), "uint32") * np.uint32(0x9E3779B1)
-    x = x + seed[0] * np.uint32(0x85EBCA77) + seed[1] * np.uint32(0xC2B2AE3D)
+    seed = _low_32_bits(ops.cast(ops.convert_to_tensor(seed), "uint32"))
+    x = _low_32_bits(ops.cast(ops.arange(count), "uint32") * np.uint32(0x9E3779B1))
+    x = _low_32_bits(x + _low_32_bits(seed[0] * np.uint32(0x85EBCA77)) + _low_32_bits(seed[1] * np.uint32(0xC2B2AE3D)))
     for shift, multiplier in ((16, 0x85EBCA6B), (13, 0xC2B2AE35)):
-        x = ops.bitwise_xor(x, ops.right_shift(x, shift)) * np.uint32(multiplier)
+        x = _low_32_bits(ops.bitwise_xor(x, ops.right_shift(x, shift)) * np.uint32(multiplier))
     x = ops.bitwise_xor(x, ops.right_shift(x, 16))
     return ops.reshape(x, shape)
+
+
+def _low_32_bits(x):
+    """``x`` wrapped to 32 bits. A no-op for a real ``uint32`` (TensorFlow, JAX); PyTorch has no uint32 and Keras
+    gives it int64, where sums and products would grow past 32 bits (dropout then dropped half of everything)."""
+    if keras.backend.standardize_dtype(x.dtype) == "uint32":
+        return x
+    return ops.bitwise_and(x, 0xFFFFFFFF)
 
 
 def random_uniform(shape, seed):
