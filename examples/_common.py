@@ -423,11 +423,12 @@ def evaluate_tokens(model, dataset, shift: bool) -> tuple[float, float, int]:
     ``shift`` compares logits at t with labels at t + 1 (causal LM). Keras' ``evaluate`` averages the
     per-batch means instead, so this is the exact figure for a perplexity.
     """
+    import keras
     import numpy as np
 
     total, correct, count = 0.0, 0, 0
     for inputs, labels in dataset:
-        logits = np.asarray(model(inputs, training=False), dtype="float64")
+        logits = keras.ops.convert_to_numpy(model(inputs, training=False)).astype("float64")  # torch tensors too
         labels = np.asarray(labels)
         if shift:
             logits, labels = logits[:, :-1], labels[:, 1:]

@@ -360,3 +360,13 @@ def test_beam_search_with_blocked_top_k_equals_plain_top_k(monkeypatch):
     np.testing.assert_array_equal(np.asarray(blocked["sequences"]), np.asarray(plain["sequences"]))
     np.testing.assert_allclose(np.asarray(blocked["sequences_scores"]), np.asarray(plain["sequences_scores"]),
                                rtol=1e-6)
+
+
+@pytest.mark.backends
+def test_top_p_filter_takes_numpy_logits_on_every_backend():
+    """A numpy oracle: keep the most likely tokens until their mass reaches top_p (the best one always)."""
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05], [0.05, 0.15, 0.3, 0.5]], "float32"))
+    for top_p, expected in ((0.7, [[1, 1, 0, 0], [0, 0, 1, 1]]), (0.9, [[1, 1, 1, 0], [0, 1, 1, 1]]),
+                            (0.1, [[1, 0, 0, 0], [0, 0, 0, 1]])):
+        kept = np.isfinite(keras.ops.convert_to_numpy(top_p_filter(logits, top_p)))
+        np.testing.assert_array_equal(kept, np.array(expected, bool), err_msg=str(top_p))

@@ -186,6 +186,7 @@ def top_p_filter(logits, top_p: float):
         >>> np.round(keras.ops.convert_to_numpy(top_p_filter(logits, 0.1)), 3)  # the best token always stays
         array([[-0.693,   -inf,   -inf,   -inf]], dtype=float32)
     """
+    logits = ops.convert_to_tensor(logits)  # numpy in, a backend tensor for the comparisons below
     sorted_logits = ops.flip(ops.sort(logits, axis=-1), axis=-1)
     sorted_probs = ops.softmax(sorted_logits, axis=-1)
     mass_before = ops.cumsum(sorted_probs, axis=-1) - sorted_probs
