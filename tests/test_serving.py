@@ -59,11 +59,12 @@ def translator(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sources(translator):
-    """Validation sentences as id batches of 1 and 6 rows (mixed lengths, right-padded, masks)."""
+    """Validation sentences as one batch of 6 rows (mixed lengths, right-padded, masks; filled to a bucket of 8
+    inside the graph as in generate); one batch shape keeps the XLA compilations of both processes few."""
     _, tokenizer, _ = translator
     english = read_lines("val.en", 7)
     batches = {}
-    for name, texts in (("one", english[:1]), ("six", english[1:7])):
+    for name, texts in (("six", english[1:7]),):
         encoded = tokenizer(texts, padding=True, return_tensors="np")
         batches[name] = (encoded["input_ids"].astype("int32"), encoded["attention_mask"].astype("int32"))
     assert len(set(batches["six"][1].sum(1).tolist())) >= 4, "want sources of several lengths"
