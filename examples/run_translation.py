@@ -253,6 +253,20 @@ def evaluate_bleu(model, tokenizer, dataset, args, limit=None, length_penalty=No
                         for s, r, h in list(zip(sources, references, hypotheses))[:3]]}
 
 
+def add_minutes_axis(axes, history):
+    """A top x-axis in wall-clock minutes of training (``time_s`` at the end of each epoch), beside the epochs."""
+    import numpy as np
+
+    timed = [h for h in history if "time_s" in h]
+    if len(timed) < 2:
+        return
+    epochs = np.array([0.0] + [h["epoch"] for h in timed])
+    minutes = np.array([0.0] + [h["time_s"] / 60 for h in timed])
+    top = axes.secondary_xaxis("top", functions=(lambda e: np.interp(e, epochs, minutes),
+                                                 lambda m: np.interp(m, minutes, epochs)))
+    top.set_xlabel("training minutes")
+
+
 def plot_history(history, path):
     try:
         import matplotlib
@@ -272,6 +286,8 @@ def plot_history(history, path):
     scored = [h for h in history if "val_bleu" in h]
     right.plot([h["epoch"] for h in scored], [h["val_bleu"] for h in scored], marker="o", label="validation BLEU")
     right.set_xlabel("epoch"), right.set_ylabel("BLEU"), right.legend()
+    for axes in (left, right):
+        add_minutes_axis(axes, history)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
