@@ -104,6 +104,26 @@ def _pad_rows(rows: Sequence[Sequence[int]], pad_token_id: int, pad_to_multiple_
 
 
 
+def check_pair_ids(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]],
+                   vocab_size: int | None) -> None:
+    """Raise ``ValueError`` when ``sources`` and ``targets`` differ in number, or (with a ``vocab_size``) hold
+    ids outside ``[0, vocab_size)``, naming the side and the row.
+
+    >>> check_pair_ids([[5, 6]], [[7, 20]], vocab_size=20)
+    Traceback (most recent call last):
+    ...
+    ValueError: target ids outside [0, vocab_size=20): [7, 20]
+    """
+    if len(sources) != len(targets):
+        raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
+    if vocab_size is None:
+        return
+    for name, rows in (("source", sources), ("target", targets)):
+        for row in rows:
+            if len(row) and (min(row) < 0 or max(row) >= vocab_size):
+                raise ValueError(f"{name} ids outside [0, vocab_size={vocab_size}): {list(row)}")
+
+
 class Seq2SeqCollator:
     """Turns (source ids, target ids) pairs into one teacher-forced batch ``(inputs, labels)``.
 
@@ -150,13 +170,7 @@ class Seq2SeqCollator:
     def __call__(self, sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], length: int | None = None,
                  num_rows: int | None = None):
         """Collate pairs; ``length`` fixes both padded lengths, ``num_rows`` adds empty rows up to that many."""
-        if len(sources) != len(targets):
-            raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
-        if self.vocab_size is not None:
-            for name, rows in (("source", sources), ("target", targets)):
-                for row in rows:
-                    if len(row) and (min(row) < 0 or max(row) >= self.vocab_size):
-                        raise ValueError(f"{name} ids outside [0, vocab_size={self.vocab_size}): {list(row)}")
+        check_pair_ids(sources, targets, self.vocab_size)
         if num_rows is not None and num_rows > len(sources):
             extra = num_rows - len(sources)
             sources, targets = list(sources) + [[]] * extra, list(targets) + [[]] * extra
@@ -349,6 +363,7 @@ def pack_pairs(source_lengths: Sequence[int], target_lengths: Sequence[int], sou
                              f"{target_room}")
     order = sorted(range(len(source_lengths)), key=lambda i: (-(source_lengths[i] + target_lengths[i]), i))
     rows: list[list[int]] = []
+    source_left: list[int] = []
     target_left: list[int] = []
     by_source_left: list[list[int]] = [[] for _ in range(source_room + 1)]  # open rows by source room left
     for i in order:
@@ -358,13 +373,14 @@ def pack_pairs(source_lengths: Sequence[int], target_lengths: Sequence[int], sou
         if row is None:
             row = len(rows)
             rows.append([])
+            source_left.append(source_room)
             target_left.append(target_room)
             by_source_left[source_room].append(row)
-        left = source_room - sum(source_lengths[j] for j in rows[row])
-        by_source_left[left].remove(row)
+        by_source_left[source_left[row]].remove(row)
         rows[row].append(i)
+        source_left[row] -= s
         target_left[row] -= t
-        by_source_left[left - s].append(row)
+        by_source_left[source_left[row]].append(row)
     return rows
 
 
@@ -421,18 +437,14 @@ class PackedSeq2SeqCollator:
         return ids, segments, positions, labels
 
     def __call__(self, sources, targets, rows: list[list[int]] | None = None, num_rows: int | None = None):
-        if len(sources) != len(targets):
-            raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
-        if self.vocab_size is not None:
-            for row in list(sources) + list(targets):
-                if len(row) and (min(row) < 0 or max(row) >= self.vocab_size):
-                    raise ValueError(f"ids outside [0, vocab_size={self.vocab_size}): {list(row)}")
+        check_pair_ids(sources, targets, self.vocab_size)
         if rows is None:
             rows = pack_pairs([len(s) for s in sources], [len(t) for t in targets], self.source_length,
                               self.target_length)
         rows = list(rows) + [[]] * max(0, (num_rows or 0) - len(rows))
-        source_rows = [self._row([(sources[i], targets[i]) for i in row], self.source_length, 0) for row in rows]
-        target_rows = [self._row([(sources[i], targets[i]) for i in row], self.target_length, 1) for row in rows]
+        pairs = [[(sources[i], targets[i]) for i in row] for row in rows]
+        source_rows = [self._row(row_pairs, self.source_length, 0) for row_pairs in pairs]
+        target_rows = [self._row(row_pairs, self.target_length, 1) for row_pairs in pairs]
         stack = lambda rows_, k: np.stack([r[k] for r in rows_])  # noqa: E731
         inputs = {"input_ids": stack(source_rows, 0), "segment_ids": stack(source_rows, 1),
                   "position_ids": stack(source_rows, 2), "decoder_input_ids": stack(target_rows, 0),
