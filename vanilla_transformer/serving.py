@@ -78,19 +78,19 @@ def decoding_setup(model, generation_config=None, **generation_kwargs):
     return plan, params, 0 if pad is None else int(pad), int(resolved_decoder_start_token_id(model, config))
 
 
-def _program(tf, model, plan, params, start: int, rows: int):
-    """The decoding loop for ``rows`` sources as one XLA program: ``(ids, mask, active) -> (sequences,
-    scores, length)``."""
+def _decoder_from_start(tf, model, plan, params, start: int):
+    """``decode(source_ids, source_mask, active) -> (sequences, scores, length)``: the plan's decoding loop with
+    every decoder starting from ``start`` (the rows come from ``source_ids``' static shape; seed 0, which greedy
+    and beam search do not read)."""
     run = decoding_function(model, plan)
     params = DecodingParams(*(tf.constant(value) for value in params))
 
-    @tf.function(jit_compile=True)
-    def program(source_ids, source_mask, active):
-        prefix = tf.fill((rows, 1), tf.constant(start, tf.int32))
+    def decode(source_ids, source_mask, active):
+        prefix = tf.fill((source_ids.shape[0], 1), tf.constant(start, tf.int32))
         return run(source_ids, source_mask, prefix, tf.ones_like(prefix), tf.zeros_like(prefix),
                    tf.constant(0, tf.int32), params, active)
 
-    return program
+    return decode
 
 
 def _fill_rows(tf, x, rows: int):
@@ -129,7 +129,8 @@ def serving_function(model, plan, params, pad: int, start: int, max_batch_size: 
     import tensorflow as tf
 
     buckets = sorted({batch_bucket(rows) for rows in range(1, max_batch_size + 1)})
-    programs = [_program(tf, model, plan, params, start, rows) for rows in buckets]
+    # one XLA program per bucket (each traced with its own static batch)
+    programs = [tf.function(_decoder_from_start(tf, model, plan, params, start), jit_compile=True) for _ in buckets]
     per_input = plan.num_return_sequences if plan.mode == "beam" else 1
     limit = model.config.max_position_embeddings
 
@@ -237,15 +238,12 @@ def litert_function(model, plan, params, start: int, source_length: int):
 
     if plan.mode != "greedy":
         raise ValueError(f"the LiteRT translator decodes greedily; got {plan.mode} (num_beams={plan.num_beams})")
-    run = decoding_function(model, plan)
-    params = DecodingParams(*(tf.constant(value) for value in params))
+    decode = _decoder_from_start(tf, model, plan, params, start)
     spec = tf.TensorSpec((1, source_length), tf.int32)
 
     @tf.function(input_signature=[spec, spec])
     def translate(input_ids, attention_mask):
-        prefix = tf.fill((1, 1), tf.constant(start, tf.int32))
-        sequences, _, length = run(input_ids, attention_mask, prefix, tf.ones_like(prefix), tf.zeros_like(prefix),
-                                   tf.constant(0, tf.int32), params, tf.ones((1,), tf.bool))
+        sequences, _, length = decode(input_ids, attention_mask, tf.ones((1,), tf.bool))
         return {"sequences": sequences[:, : 1 + plan.max_new_tokens], "length": tf.reshape(length, (1,))}
 
     return translate
