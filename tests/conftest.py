@@ -31,6 +31,22 @@ def tiny_seq2seq(tiny_config):
     return TransformerForSeq2SeqLM(tiny_config).build_weights()
 
 
+@pytest.fixture(scope="session")
+def write_number_words():
+    """``write(directory, num_train, num_val, seed)``: number-words pairs as ``train.en`` / ``train.de`` /
+    ``val.en`` / ``val.de`` files, the layout the example scripts read (numbers up to 999)."""
+    from vanilla_transformer.number_words import make_splits
+
+    def write(directory, num_train, num_val, seed):
+        train, val = make_splits(num_train=num_train, num_test=num_val, max_number=999, seed=seed)
+        for name, pairs in (("train", train), ("val", val)):
+            (directory / f"{name}.en").write_text("\n".join(en for en, _ in pairs) + "\n")
+            (directory / f"{name}.de").write_text("\n".join(de for _, de in pairs) + "\n")
+        return directory
+
+    return write
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

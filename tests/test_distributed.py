@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vanilla_transformer.number_words import make_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).parent / "scripts" / "distributed_fit.py"
@@ -104,11 +103,8 @@ def test_multi_worker_strategy_on_two_processes(single):
         assert "position mismatch: the workers restored different backups" in out and "[[1, 3], [1, 4]]" in out
 
 
-def test_run_translation_as_two_workers(tmp_path):
-    train, val = make_splits(num_train=96, num_test=8, max_number=999, seed=3)
-    for name, pairs in (("train", train), ("val", val)):
-        (tmp_path / f"{name}.en").write_text("\n".join(en for en, _ in pairs) + "\n")
-        (tmp_path / f"{name}.de").write_text("\n".join(de for _, de in pairs) + "\n")
+def test_run_translation_as_two_workers(tmp_path, write_number_words):
+    write_number_words(tmp_path, num_train=96, num_val=8, seed=3)
     argv = ["--train_file", "train", "--validation_file", "val", "--output_dir", "run", "--d_model", "32",
             "--num_heads", "4", "--d_ff", "64", "--num_layers", "1", "--vocab_size", "80", "--num_train_epochs", "1",
             "--per_device_train_batch_size", "16", "--warmup_steps", "10", "--num_beams", "1",

@@ -11,7 +11,6 @@ import pytest
 from vanilla_transformer import TransformerForSeq2SeqLM
 from vanilla_transformer.checkpoint_io import read_weights
 from vanilla_transformer.hub import load_tokenizer
-from vanilla_transformer.number_words import make_splits
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "run_translation.py"
 
@@ -25,13 +24,8 @@ def run_translation():
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("pairs")
-    train, val = make_splits(num_train=240, num_test=24, max_number=999, seed=1)
-    for name, pairs in (("train", train), ("val", val)):
-        (directory / f"{name}.en").write_text("\n".join(en for en, _ in pairs) + "\n")
-        (directory / f"{name}.de").write_text("\n".join(de for _, de in pairs) + "\n")
-    return directory
+def data_dir(tmp_path_factory, write_number_words):
+    return write_number_words(tmp_path_factory.mktemp("pairs"), num_train=240, num_val=24, seed=1)
 
 
 def _argv(data_dir, output_dir, epochs, sizes=True):

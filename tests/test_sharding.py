@@ -23,7 +23,6 @@ import pytest
 
 from vanilla_transformer import (TransformerConfig, TransformerForCausalLM, TransformerForSeq2SeqLM,
                                  TransformerForSequenceClassification)
-from vanilla_transformer.number_words import make_splits
 from vanilla_transformer.sharding import layout_map, make_distribution
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,13 +219,9 @@ TRANSLATION_FLAGS = ["--d_model", "32", "--num_heads", "4", "--d_ff", "64", "--n
 
 
 @pytest.fixture(scope="module")
-def translation(tmp_path_factory):
+def translation(tmp_path_factory, write_number_words):
     """run_translation.py on JAX with two devices: ``runs/auto`` (its choice) and ``runs/none`` (one device)."""
-    directory = tmp_path_factory.mktemp("translation")
-    train, val = make_splits(num_train=96, num_test=8, max_number=999, seed=3)
-    for name, pairs in (("train", train), ("val", val)):
-        (directory / f"{name}.en").write_text("\n".join(en for en, _ in pairs) + "\n")
-        (directory / f"{name}.de").write_text("\n".join(de for _, de in pairs) + "\n")
+    directory = write_number_words(tmp_path_factory.mktemp("translation"), num_train=96, num_val=8, seed=3)
     out = _output(_start("sharding_run_translation.py", directory, directory / "runs", *TRANSLATION_FLAGS,
                          env=JAX_TWO_DEVICES))
     return directory, out
