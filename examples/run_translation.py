@@ -253,18 +253,34 @@ def evaluate_bleu(model, tokenizer, dataset, args, limit=None, length_penalty=No
                         for s, r, h in list(zip(sources, references, hypotheses))[:3]]}
 
 
-def add_minutes_axis(axes, history):
-    """A top x-axis in wall-clock minutes of training (``time_s`` at the end of each epoch), beside the epochs."""
+def epoch_minute_functions(history):
+    """``(to_minutes, to_epochs)``: training wall-clock minutes at a (fractional) epoch and back, piecewise
+    linear through ``time_s`` at the end of each epoch and, past the last one, at the run's mean pace (so a
+    chart's margin does not pile later minute ticks onto the last epoch). None with fewer than two epochs.
+
+    Example:
+        >>> history = [{"epoch": 1, "time_s": 90.0}, {"epoch": 2, "time_s": 150.0}]
+        >>> to_minutes, to_epochs = epoch_minute_functions(history)
+        >>> float(to_minutes(1.5)), float(to_minutes(3.0)), float(to_epochs(1.0))
+        (2.0, 3.75, 0.6666666666666666)
+    """
     import numpy as np
 
     timed = [h for h in history if "time_s" in h]
     if len(timed) < 2:
-        return
-    epochs = np.array([0.0] + [h["epoch"] for h in timed])
-    minutes = np.array([0.0] + [h["time_s"] / 60 for h in timed])
-    top = axes.secondary_xaxis("top", functions=(lambda e: np.interp(e, epochs, minutes),
-                                                 lambda m: np.interp(m, minutes, epochs)))
-    top.set_xlabel("training minutes")
+        return None
+    epochs = [0.0] + [float(h["epoch"]) for h in timed]
+    minutes = [0.0] + [h["time_s"] / 60 for h in timed]
+    pace = minutes[-1] / epochs[-1]  # minutes an epoch, past the last one
+    epochs, minutes = np.array(epochs + [epochs[-1] * 100]), np.array(minutes + [minutes[-1] + pace * epochs[-1] * 99])
+    return (lambda e: np.interp(e, epochs, minutes)), (lambda m: np.interp(m, minutes, epochs))
+
+
+def add_minutes_axis(axes, history):
+    """A top x-axis in wall-clock minutes of training (``time_s`` at the end of each epoch), beside the epochs."""
+    functions = epoch_minute_functions(history)
+    if functions is not None:
+        axes.secondary_xaxis("top", functions=functions).set_xlabel("training minutes")
 
 
 def plot_history(history, path):
