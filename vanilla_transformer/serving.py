@@ -129,8 +129,9 @@ def serving_function(model, plan, params, pad: int, start: int, max_batch_size: 
     import tensorflow as tf
 
     buckets = sorted({batch_bucket(rows) for rows in range(1, max_batch_size + 1)})
+    decode = _decoder_from_start(tf, model, plan, params, start)
     # one XLA program per bucket (each traced with its own static batch)
-    programs = [tf.function(_decoder_from_start(tf, model, plan, params, start), jit_compile=True) for _ in buckets]
+    programs = [tf.function(decode, jit_compile=True) for _ in buckets]
     per_input = plan.num_return_sequences if plan.mode == "beam" else 1
     limit = model.config.max_position_embeddings
 
