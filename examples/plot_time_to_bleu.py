@@ -52,8 +52,8 @@ def plot(runs: dict, points, path) -> None:
 
     fig, axes = plt.subplots(figsize=(7, 4.5))
     for label, run in runs.items():
-        line = axes.plot(*zip(*run["curve"]), marker="o", label=f"{label}: validation (subset)")[0] \
-            if run["curve"] else axes.plot([], [])[0]
+        minutes, bleu = zip(*run["curve"]) if run["curve"] else ((), ())
+        line, = axes.plot(minutes, bleu, marker="o", label=f"{label}: validation (subset)" if run["curve"] else None)
         for key, marker in (("validation", "s"), ("test", "*")):
             if run[key] is not None:
                 axes.plot([run["minutes"]], [run[key]], marker=marker, markersize=11, linestyle="none",

@@ -271,8 +271,9 @@ def epoch_minute_functions(history):
         return None
     epochs = [0.0] + [float(h["epoch"]) for h in timed]
     minutes = [0.0] + [h["time_s"] / 60 for h in timed]
-    pace = minutes[-1] / epochs[-1]  # minutes an epoch, past the last one
-    epochs, minutes = np.array(epochs + [epochs[-1] * 100]), np.array(minutes + [minutes[-1] + pace * epochs[-1] * 99])
+    far = epochs[-1] * 100  # a knot well past any chart margin, reached at the run's mean pace
+    minutes.append(minutes[-1] + (far - epochs[-1]) * minutes[-1] / epochs[-1])
+    epochs, minutes = np.array(epochs + [far]), np.array(minutes)
     return (lambda e: np.interp(e, epochs, minutes)), (lambda m: np.interp(m, minutes, epochs))
 
 
