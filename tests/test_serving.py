@@ -79,12 +79,29 @@ def serve_in_fresh_process(path: Path, batches: dict, tmp_path: Path) -> dict:
     return dict(np.load(tmp_path / "outputs.npz"))
 
 
-@pytest.mark.parametrize("settings", [dict(num_beams=1), dict(num_beams=4, num_return_sequences=2)],
-                         ids=["greedy", "beam4"])
-def test_saved_model_returns_the_ids_of_generate(translator, sources, settings, tmp_path):
+SERVING_SETTINGS = {"greedy": dict(num_beams=1), "beam4": dict(num_beams=4, num_return_sequences=2)}
+
+
+@pytest.fixture(scope="module")
+def saved_model(translator, tmp_path_factory):
+    """``saved_model(name)``: the translator exported once per ``SERVING_SETTINGS`` entry, shared by the tests
+    (each export traces and compiles the decoding loop: ~30 s)."""
     model, tokenizer, _ = translator
-    path = export_saved_model(model, tmp_path / "translator", tokenizer, max_new_tokens=MAX_NEW_TOKENS,
-                              max_batch_size=16, **settings)
+    paths = {}
+
+    def export(name):
+        if name not in paths:
+            paths[name] = export_saved_model(model, tmp_path_factory.mktemp(name) / "translator", tokenizer,
+                                             max_new_tokens=MAX_NEW_TOKENS, max_batch_size=16,
+                                             **SERVING_SETTINGS[name])
+        return paths[name]
+    return export
+
+
+@pytest.mark.parametrize("name", SERVING_SETTINGS)
+def test_saved_model_returns_the_ids_of_generate(translator, saved_model, sources, name, tmp_path):
+    model, tokenizer, _ = translator
+    settings, path = SERVING_SETTINGS[name], saved_model(name)
     served = serve_in_fresh_process(path, sources, tmp_path)
     for name, (ids, mask) in sources.items():
         expected = model.generate(ids, attention_mask=mask, max_new_tokens=MAX_NEW_TOKENS,
@@ -93,13 +110,14 @@ def test_saved_model_returns_the_ids_of_generate(translator, sources, settings, 
         np.testing.assert_allclose(served[f"{name}.sequences_scores"], expected["sequences_scores"], rtol=1e-5,
                                    atol=1e-5, err_msg=name)
     translations = tokenizer.batch_decode(served["six.sequences"], skip_special_tokens=True)
-    assert len(set(translations)) >= 4 and all(translations), translations
+    # Multi30k sentences translate to sentences; the number-words fallback's held-out numbers may be one word
+    min_words = 3 if MULTI30K.is_dir() else 1
+    assert len(set(translations)) >= 4 and all(len(t.split()) >= min_words for t in translations), translations
     assert (path / "assets.extra" / "tokenizer" / "tokenizer.json").is_file()
 
 
-def test_saved_model_signature_is_what_tensorflow_serving_loads(translator, tmp_path):
-    model, _, _ = translator
-    path = export_saved_model(model, tmp_path / "translator", max_new_tokens=8, num_beams=2)
+def test_saved_model_signature_is_what_tensorflow_serving_loads(saved_model):
+    path = saved_model("beam4")
     cli = shutil.which("saved_model_cli")
     assert cli, "saved_model_cli (installed with tensorflow) is not on PATH"
     shown = subprocess.run([cli, "show", "--dir", str(path), "--tag_set", "serve", "--signature_def",
