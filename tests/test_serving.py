@@ -98,10 +98,10 @@ def saved_model(translator, tmp_path_factory):
     return export
 
 
-@pytest.mark.parametrize("name", SERVING_SETTINGS)
-def test_saved_model_returns_the_ids_of_generate(translator, saved_model, sources, name, tmp_path):
+@pytest.mark.parametrize("kind", SERVING_SETTINGS)
+def test_saved_model_returns_the_ids_of_generate(translator, saved_model, sources, kind, tmp_path):
     model, tokenizer, _ = translator
-    settings, path = SERVING_SETTINGS[name], saved_model(name)
+    settings, path = SERVING_SETTINGS[kind], saved_model(kind)
     served = serve_in_fresh_process(path, sources, tmp_path)
     for name, (ids, mask) in sources.items():
         expected = model.generate(ids, attention_mask=mask, max_new_tokens=MAX_NEW_TOKENS,
