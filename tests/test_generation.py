@@ -67,6 +67,17 @@ def test_greedy_scores_are_summed_log_probs(peaked_model):
     assert out["sequences_scores"][0] == pytest.approx(expected, abs=1e-4)
 
 
+
+@pytest.mark.backends
+def test_sampled_scores_are_summed_log_probs_of_the_warped_distribution(peaked_model):
+    out = peaked_model.generate(SRC[:1], MASK[:1], max_new_tokens=5, eos_token_id=None, output_scores=True,
+                                do_sample=True, temperature=2.0, seed=3)
+    seq = out["sequences"]
+    logits = _log_probs(peaked_model, SRC[:1], MASK[:1], seq[:, :-1]) / 2.0  # log-softmax shifts cancel
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    expected = sum(log_probs[0, t, seq[0, t + 1]] for t in range(seq.shape[1] - 1))
+    assert out["sequences_scores"][0] == pytest.approx(expected, abs=1e-4)
+
 def _expected_stop(free_row, stops):
     """Index of the first generated token of ``free_row`` that is in ``stops`` (the start token excluded)."""
     return next(t for t in range(1, len(free_row)) if free_row[t] in stops)

@@ -6,12 +6,13 @@ package going silently wrong after an upgrade.
 
 - :class:`TrainerBuildHook`: Keras' ``Trainer._maybe_symbolic_build`` / ``_symbolic_build`` (keras 3.15.1);
 - :func:`default_generation_params`: ``GenerationConfig._get_default_generation_params`` (transformers 5.24.0);
-- :func:`mark_generation_config_explicit`: ``GenerationConfig._from_model_config`` (transformers 5.24.0).
+- :func:`mark_generation_config_explicit`: ``GenerationConfig._from_model_config`` (transformers 5.24.0);
+- :func:`omit_frequent_tracing_warning`: ``tf.function``'s ``_omit_frequent_tracing_warning`` (tensorflow 2.21.0).
 """
 
 from __future__ import annotations
 
-WRITTEN_AGAINST = {"keras": "3.15.1", "transformers": "5.24.0"}
+WRITTEN_AGAINST = {"keras": "3.15.1", "transformers": "5.24.0", "tensorflow": "2.21.0"}
 
 
 def _changed(library: str, name: str) -> str:
@@ -113,3 +114,31 @@ def mark_generation_config_explicit(generation_config) -> None:
         False
     """
     generation_config._from_model_config = False
+
+
+def omit_frequent_tracing_warning(function) -> None:
+    """Keep TensorFlow from warning that ``function`` (a ``tf.function``) "triggered tf.function retracing".
+
+    TensorFlow counts traces per Python code object, not per ``tf.function``: the compiled decoding programs
+    (one ``tf.function`` each, built from one code object, each traced once by design) add up to its warning
+    about excessive retracing after five of them, and the advice it prints does not apply. Keras' own
+    functions avoid it with ``reduce_retracing=True``, which would give XLA dynamic shapes here. Sets the
+    private flag TensorFlow's frequent-tracing detector reads; does nothing where the attribute is gone
+    (``tests/test_compat.py`` fails then).
+
+    Args:
+        function: the object ``tf.function`` returned; changed in place.
+
+    Returns:
+        None.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> from vanilla_transformer.compat import omit_frequent_tracing_warning
+        >>> program = tf.function(lambda x: x + 1)
+        >>> omit_frequent_tracing_warning(program)
+        >>> program._omit_frequent_tracing_warning
+        True
+    """
+    if hasattr(function, "_omit_frequent_tracing_warning"):
+        function._omit_frequent_tracing_warning = True

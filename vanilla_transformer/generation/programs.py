@@ -11,6 +11,7 @@ from typing import Callable
 import keras
 from keras import ops
 
+from ..compat import omit_frequent_tracing_warning
 from .beam_search import beam_search
 from .plan import DecodingPlan
 from .search import greedy_or_sample
@@ -28,7 +29,9 @@ def _compile_function(fn: Callable) -> Callable:
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, jit_compile=True)
+        program = tf.function(fn, jit_compile=True)
+        omit_frequent_tracing_warning(program)  # many programs, each traced once: not retracing
+        return program
     if backend == "jax":
         import jax
 
