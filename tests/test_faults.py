@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-from vanilla_transformer.checkpoint_io import CheckpointWriteError, read_weights
-from vanilla_transformer.training import BackupError
+from vanilla_transformer import checkpoint_io
+from vanilla_transformer.checkpoint_io import CheckpointWriteError, exchange_paths, read_weights
+from vanilla_transformer.training import BackupError, ResumableBackup
 
 CONFIG = dict(vocab_size=40, d_model=16, num_heads=2, d_ff=32, num_encoder_layers=1, num_decoder_layers=1,
               dropout=0.0, max_position_embeddings=32)
@@ -85,8 +86,64 @@ def test_a_backup_that_cannot_be_written_stops_training(tmp_path, monkeypatch):
         fit_resumable(model, batches, epochs=3, backup_dir=tmp_path / "backup", save_freq=2, verbose=0)
     assert len(saves) == 2
     assert ResumableBackup(tmp_path / "backup").restore(model) == (0, 2)  # the first backup is intact
-    assert sorted(os.listdir(tmp_path / "backup")) == ["current"]  # no half-written staging folder
+    assert sorted(os.listdir(tmp_path / "backup")) == [".current.lock", "current"]  # no half-written staging folder
 
+
+
+def interrupt_the_second_rename(monkeypatch):
+    """The two-rename swap (no atomic exchange), interrupted after its first rename retired the old folder."""
+    monkeypatch.setattr(checkpoint_io, "exchange_paths", lambda first, second: False)
+    real_replace, renames = os.replace, []
+
+    def replace(source, destination):
+        renames.append(destination)
+        if len(renames) == 2:
+            raise KeyboardInterrupt("killed between the two renames")
+        return real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def test_a_save_interrupted_between_its_two_renames_loses_nothing(tmp_path, monkeypatch):
+    model_with_seed(1).save_pretrained(tmp_path / "model")
+    before = read_weights(tmp_path / "model")
+    interrupt_the_second_rename(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        model_with_seed(2).save_pretrained(tmp_path / "model")
+    monkeypatch.undo()
+    assert not (tmp_path / "model").exists() and any(p.startswith(".model.old-") for p in os.listdir(tmp_path))
+    loaded = TransformerForSeq2SeqLM.from_pretrained(tmp_path / "model")  # puts the previous version back
+    after = checkpoint_io.state_dict(loaded)
+    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
+    assert sorted(os.listdir(tmp_path)) == [".model.lock", "model"]
+
+
+def test_a_backup_interrupted_between_its_two_renames_restores_the_previous_one(tmp_path, monkeypatch):
+    model = model_with_seed(3)
+    model.compile(jit_compile=False)
+    backup = ResumableBackup(tmp_path / "backup")
+    backup.set_model(model)
+    backup.save(epoch=1, batches_done=2)
+    interrupt_the_second_rename(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        backup.save(epoch=1, batches_done=4)
+    monkeypatch.undo()
+    assert not (tmp_path / "backup" / "current").exists()
+    assert ResumableBackup(tmp_path / "backup").restore(model) == (1, 2)
+
+
+def test_a_save_over_a_folder_is_one_atomic_exchange_where_the_system_has_it(tmp_path, monkeypatch):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    if not exchange_paths(tmp_path / "a", tmp_path / "b"):
+        pytest.skip("this system or filesystem cannot exchange two paths atomically (the two-rename swap is tested)")
+    model_with_seed(1).save_pretrained(tmp_path / "model")
+    renames = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda *paths: renames.append(paths) or real_replace(*paths))
+    model_with_seed(2).save_pretrained(tmp_path / "model")
+    assert renames == []  # no moment without a complete "model": the folders were exchanged in one step
+    assert read_weights(tmp_path / "model").keys() and ".model.lock" in os.listdir(tmp_path)
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(num_beams=3, length_penalty=0.8),
                                     dict(do_sample=True, top_k=5, seed=4)])

@@ -11,11 +11,15 @@ only, so its cache, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT`` and ``HF_TOKEN`` apply. 
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
 import json
 import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -39,6 +43,7 @@ UNSAFE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model
 #: files of a repo that a new push replaces (stale shards of an earlier push would otherwise remain)
 WEIGHT_FILE_PATTERN = re.compile(r"^model(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?$")
 DEFAULT_MAX_SHARD_SIZE = "5GB"
+RETIRED_INFIX = ".old-"  # ".<name>.old-*": a directory being replaced, between the two renames of a swap
 COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -103,6 +108,7 @@ class Checkpoint:
         self.name = os.fspath(name_or_path)
         self.timeout = timeout  # seconds a file's download may take, retries included (None: no limit)
         self.max_retries = max_retries  # retries of a transient Hub failure (5xx, 408, 429, network, timeout)
+        recover_interrupted_swap(self.name)  # a writer killed mid-swap: put the previous version back
         self.is_local = os.path.isdir(self.name)
         self.revision = revision
         self.cache_dir = cache_dir
@@ -470,7 +476,9 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     ``target``: the directory to (re)write; its parent is created if needed. Yields the staging folder (a
     ``pathlib.Path``) to write into; on an exception the staging folder is deleted and ``target`` is left as
     it was. Concurrent writers of one ``target`` (threads or processes) take turns at the swap (a lock file
-    ``.<name>.lock`` beside it), so the result is always one writer's complete directory. A failing write
+    ``.<name>.lock`` beside it), so the result is always one writer's complete directory. The swap is one
+    atomic exchange on Linux; elsewhere it is two renames, and a kill between them is undone by
+    :func:`recover_interrupted_swap`, which loading and the next write call. A failing write
     (a full disk, a read-only folder) raises :class:`CheckpointWriteError` naming the folder and the cause.
 
     Example:
@@ -493,6 +501,7 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
         (['new.txt'], ['.model.lock', 'model'])
     """
     target = Path(target)
+    recover_interrupted_swap(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
@@ -531,15 +540,113 @@ def _directory_lock(target: Path) -> Iterator[None]:
 
 
 def _swap_in(staging: Path, target: Path) -> None:
-    """Replace ``target`` by ``staging`` with renames only (each one atomic on POSIX)."""
+    """Replace ``target`` by ``staging``: one atomic exchange where the system has it, else two renames (a
+    process killed between them leaves the old directory as ``.<name>.old-*``, which
+    :func:`recover_interrupted_swap` puts back)."""
     if not target.exists():
         os.replace(staging, target)
         return
-    retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    if exchange_paths(staging, target):  # target is the new directory now, staging the old one
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{target.name}{RETIRED_INFIX}", dir=target.parent))
     os.rmdir(retired)
     os.replace(target, retired)
     os.replace(staging, target)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def exchange_paths(first: str | os.PathLike, second: str | os.PathLike) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2`` with ``RENAME_EXCHANGE``).
+
+    Args:
+        first, second: paths on one filesystem, e.g. a staging directory and the directory it replaces.
+
+    Returns:
+        True when swapped; False, with nothing changed, where the system or filesystem cannot exchange
+        (not Linux, an old kernel or C library, a filesystem without the flag). Other failures raise ``OSError``.
+
+    Example:
+        >>> import os, tempfile
+        >>> from vanilla_transformer.checkpoint_io import exchange_paths
+        >>> root = tempfile.mkdtemp()
+        >>> for name in ("old", "new"):
+        ...     os.mkdir(os.path.join(root, name))
+        ...     _ = open(os.path.join(root, name, name + ".txt"), "w").close()
+        >>> if exchange_paths(os.path.join(root, "new"), os.path.join(root, "old")):
+        ...     assert os.listdir(os.path.join(root, "old")) == ["new.txt"]
+    """
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    at_current_directory, rename_exchange = -100, 2
+    if renameat2(at_current_directory, os.fsencode(first), at_current_directory, os.fsencode(second),
+                 rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(code, os.strerror(code), os.fspath(second))
+
+
+@functools.lru_cache(maxsize=1)
+def _renameat2():
+    """The C library's ``renameat2`` (glibc >= 2.28, Linux), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+def recover_interrupted_swap(target: str | os.PathLike) -> bool:
+    """Put the previous complete ``target`` back if a writer was killed between the two renames of
+    :func:`atomic_directory`'s fallback swap (``target`` missing, ``.<name>.old-*`` beside it).
+
+    Loading (:class:`Checkpoint` on a local directory) and writing call it first, so such a kill loses
+    nothing: the directory reads as it was before the interrupted write.
+
+    Args:
+        target: the directory :func:`atomic_directory` writes.
+
+    Returns:
+        True when a retired directory was moved back to ``target``; False when there was nothing to do.
+
+    Example:
+        >>> import os, tempfile
+        >>> from vanilla_transformer.checkpoint_io import recover_interrupted_swap
+        >>> root = tempfile.mkdtemp()
+        >>> os.mkdir(os.path.join(root, ".model.old-x1y2"))  # killed after retiring "model"
+        >>> recover_interrupted_swap(os.path.join(root, "model")), sorted(os.listdir(root))
+        (True, ['.model.lock', 'model'])
+        >>> recover_interrupted_swap(os.path.join(root, "model"))
+        False
+    """
+    target = Path(target)
+    if target.exists() or not _retired_copies(target):
+        return False
+    with _directory_lock(target):
+        retired = _retired_copies(target)
+        if target.exists() or not retired:  # another process recovered or wrote it meanwhile
+            return False
+        newest = max(retired, key=lambda path: path.stat().st_mtime)
+        os.replace(newest, target)
+        logger.warning("%s was missing after an interrupted write; restored the previous version from %s",
+                       target, newest.name)
+        return True
+
+
+def _retired_copies(target: Path) -> list[Path]:
+    prefix = f".{target.name}{RETIRED_INFIX}"
+    try:
+        names = os.listdir(target.parent)
+    except OSError:  # no such folder (e.g. the "user" of a Hub repo id "user/model")
+        return []
+    return [target.parent / name for name in names if name.startswith(prefix) and (target.parent / name).is_dir()]
 
 
 def _weight_files(checkpoint: Checkpoint) -> tuple[dict[str, str], dict[str, str] | None]:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 
 import keras
 import numpy as np
 
 from .batching import EpochShuffledBatches
+from .checkpoint_io import atomic_directory, recover_interrupted_swap
 from .distribution import check_same_position_on_every_worker
 
 logger = logging.getLogger(__name__)
@@ -77,8 +76,9 @@ class ResumableBackup(keras.callbacks.Callback):
     """Backs up weights, optimizer state and the exact training position, surviving SIGKILL at any moment.
 
     Weights (``model.save_weights``, optimizer included) and the position (epoch, batches done in it) are
-    written together into a fresh directory that is then renamed into place, so a kill mid-save leaves
-    the previous complete backup. Used by :func:`fit_resumable`, which restores and continues from the
+    written together into a fresh directory that is then swapped in
+    (:func:`~vanilla_transformer.checkpoint_io.atomic_directory`), so a kill mid-save leaves the previous
+    complete backup. Used by :func:`fit_resumable`, which restores and continues from the
     exact batch.
 
     Args:
@@ -131,9 +131,7 @@ class ResumableBackup(keras.callbacks.Callback):
 
     def restore(self, model) -> tuple[int, int]:
         """Load the latest backup into ``model`` (and its optimizer); return ``(epoch, batches_done)``."""
-        retired = self.current + ".old"
-        if not os.path.exists(self.current) and os.path.exists(retired):
-            os.replace(retired, self.current)  # killed between the two renames of a save
+        recover_interrupted_swap(self.current)  # killed between the two renames of a save
         metadata_path = os.path.join(self.current, "training_metadata.json")
         if not os.path.exists(metadata_path):
             return 0, 0
@@ -175,32 +173,22 @@ class ResumableBackup(keras.callbacks.Callback):
     def save(self, epoch: int, batches_done: int):
         """Write the backup of ``(epoch, batches_done)``; a failed write raises :class:`BackupError` (the run
         stops rather than go on without a backup) and leaves the previous backup as it was."""
-        staging = None
         try:
-            os.makedirs(self.backup_dir, exist_ok=True)
-            staging = tempfile.mkdtemp(prefix=".staging-", dir=self.backup_dir)
-            self.write_backup(staging, epoch, batches_done)
+            with atomic_directory(self.current) as staging:
+                self.write_backup(staging, epoch, batches_done)
         except OSError as err:
-            if staging is not None:
-                shutil.rmtree(staging, ignore_errors=True)
             raise BackupError(err.errno, f"the training backup could not be written to {self.backup_dir}: "
                                          f"{err.strerror or err}; training stops rather than go on without a "
                                          f"backup (the last complete one, if any, is {self.current})") from err
 
-    def write_backup(self, staging: str, epoch: int, batches_done: int) -> None:
-        """Weights with optimizer state, random-generator states and the position into ``staging``, then swap
-        it in as the current backup."""
+    def write_backup(self, staging, epoch: int, batches_done: int) -> None:
+        """Weights with optimizer state, random-generator states and the position into the folder ``staging``
+        (:meth:`save` swaps it in as the current backup)."""
         self.model.save_weights(os.path.join(staging, "latest.weights.h5"), overwrite=True)
         np.savez(os.path.join(staging, "rng_states.npz"),
                  **{f"state_{i}": np.asarray(state.numpy()) for i, state in enumerate(self.rng_states(self.model))})
         with open(os.path.join(staging, "training_metadata.json"), "w") as f:
             json.dump({"epoch": epoch, "batches_done": batches_done}, f)
-        retired = self.current + ".old"
-        shutil.rmtree(retired, ignore_errors=True)
-        if os.path.exists(self.current):
-            os.replace(self.current, retired)
-        os.replace(staging, self.current)
-        shutil.rmtree(retired, ignore_errors=True)
 
 
 def fit_resumable(model, batches: EpochShuffledBatches, epochs: int, backup_dir, save_freq: int | str = "epoch",
