@@ -3,7 +3,8 @@
 Each run's folder holds ``history.json`` (one record an epoch: ``time_s``, the training wall time so far, and
 ``val_bleu`` where the epoch was scored on the validation subset) and ``results.json`` (``train_time_s``
 and the final ``validation`` / ``test`` BLEU of the kept model). The chart draws each run's validation curve
-and marks its final validation and test BLEU at its training time, so recipes compare by the minute:
+and marks its final validation and test BLEU at its training time (a run stopped before its final
+evaluation has no ``results.json``: its curve only), so recipes compare by the minute:
 
     python examples/plot_time_to_bleu.py runs/multi30k-15min runs/multi30k-hour --labels "15 min" "hour" \\
         --point "README recipe, test" 57.5 38.36 --output time_to_bleu.png
@@ -19,7 +20,7 @@ from pathlib import Path
 
 
 def time_to_bleu(run_dir) -> dict:
-    """A run's BLEU by training minute, from its ``history.json`` and ``results.json``.
+    """A run's BLEU by training minute, from its ``history.json`` and ``results.json`` (if it has one).
 
     Returns:
         ``{"curve": [(minutes, validation-subset BLEU), ...], "minutes": training minutes,
@@ -34,11 +35,17 @@ def time_to_bleu(run_dir) -> dict:
         ...     {"train_time_s": 125.0, "validation": {"bleu": 31.0}, "test": {"bleu": 30.0}}))
         >>> time_to_bleu(run)
         {'curve': [(2.0, 30.5)], 'minutes': 2.0833333333333335, 'validation': 31.0, 'test': 30.0}
+        >>> (run / "results.json").unlink()  # a run stopped before its final evaluation
+        >>> time_to_bleu(run)
+        {'curve': [(2.0, 30.5)], 'minutes': 2.0, 'validation': None, 'test': None}
     """
     run_dir = Path(run_dir)
     history = json.loads((run_dir / "history.json").read_text())["history"]
-    results = json.loads((run_dir / "results.json").read_text())
     curve = [(h["time_s"] / 60, h["val_bleu"]) for h in history if "val_bleu" in h and "time_s" in h]
+    if not (run_dir / "results.json").exists():  # stopped before its final evaluation: the curve only
+        return {"curve": curve, "minutes": history[-1]["time_s"] / 60 if history else 0.0, "validation": None,
+                "test": None}
+    results = json.loads((run_dir / "results.json").read_text())
     return {"curve": curve, "minutes": results["train_time_s"] / 60,
             "validation": results.get("validation", {}).get("bleu"), "test": results.get("test", {}).get("bleu")}
 
@@ -50,7 +57,7 @@ def plot(runs: dict, points, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(figsize=(7, 4.5))
+    fig, axes = plt.subplots(figsize=(10.5, 5))
     for label, run in runs.items():
         minutes, bleu = zip(*run["curve"]) if run["curve"] else ((), ())
         line, = axes.plot(minutes, bleu, marker="o", label=f"{label}: validation (subset)" if run["curve"] else None)
@@ -61,7 +68,7 @@ def plot(runs: dict, points, path) -> None:
     for label, minutes, bleu in points:
         axes.plot([minutes], [bleu], marker="D", linestyle="none", label=f"{label} {bleu:.2f}")
     axes.set_xlabel("training minutes (wall clock)"), axes.set_ylabel("BLEU")
-    axes.grid(alpha=0.3), axes.legend(fontsize=7)
+    axes.grid(alpha=0.3), axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

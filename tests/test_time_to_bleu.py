@@ -36,6 +36,14 @@ def test_curves_and_final_scores_by_minute(tmp_path, capsys):
     assert "packed: 1.0 min 20.00, 2.0 min 30.00; at 2.0 min validation 31.5 test 30.25" in printed
 
 
+
+def test_a_run_stopped_before_its_final_evaluation_draws_its_curve_only(tmp_path, capsys):
+    stopped = _run(tmp_path / "stopped", [60.0, 120.0], [10.0, 20.0], (0.0, 0.0))
+    (stopped / "results.json").unlink()  # killed during training: no final scores
+    runs = plot_time_to_bleu.main([str(stopped), "--output", str(tmp_path / "chart.png")])
+    assert runs["stopped"] == {"curve": [(1.0, 10.0), (2.0, 20.0)], "minutes": 2.0, "validation": None, "test": None}
+    assert "stopped: 1.0 min 10.00, 2.0 min 20.00; at 2.0 min validation None test None" in capsys.readouterr().out
+
 def test_labels_must_match_runs(tmp_path):
     run = _run(tmp_path / "run", [60.0], [10.0], (11.0, 12.0))
     with pytest.raises(SystemExit):
