@@ -1,5 +1,6 @@
 """Shared fixtures: tiny configs and models (d_model 32, 1-2 layers) built once per session."""
 
+import logging
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -16,6 +17,17 @@ collect_ignore_glob = ["scripts/*"]
 TINY = dict(vocab_size=40, d_model=32, num_heads=4, d_ff=64, num_encoder_layers=2, num_decoder_layers=2,
             dropout=0.0, max_position_embeddings=64)
 
+
+@pytest.fixture()
+def tensorflow_log():
+    """The messages TensorFlow's Python logger (``logging.getLogger("tensorflow")``) emits during the test."""
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    yield messages
+    logger.removeHandler(handler)
 
 @pytest.fixture(scope="session")
 def tiny_config():

@@ -71,28 +71,18 @@ def _add_one(x):
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a TensorFlow warning")
-def test_tensorflow_reads_the_frequent_tracing_flag():
-    import logging
-
+def test_tensorflow_reads_the_frequent_tracing_flag(tensorflow_log):
     import tensorflow as tf
 
     assert hasattr(tf.function(_add_one), "_omit_frequent_tracing_warning"), (
         f"tensorflow {tf.__version__} has no tf.function._omit_frequent_tracing_warning {written_against('tensorflow')}")
-    messages = []
-    handler = logging.Handler()
-    handler.emit = lambda record: messages.append(record.getMessage())
-    logger = logging.getLogger("tensorflow")
-    logger.addHandler(handler)
-    try:
-        for omit in (True, False):  # 7 programs from one code object, each traced once: as the decoding programs
-            messages.clear()
-            for length in range(1, 8):
-                program = tf.function(_add_one)
-                if omit:
-                    compat.omit_frequent_tracing_warning(program)
-                program(tf.zeros((length,)))
-            retracing = [message for message in messages if "triggered tf.function retracing" in message]
-            assert bool(retracing) != omit, (f"tensorflow {tf.__version__}: the flag no longer decides the warning "
-                                             f"{written_against('tensorflow')}")
-    finally:
-        logger.removeHandler(handler)
+    for omit in (True, False):  # 7 programs from one code object, each traced once: as the decoding programs
+        tensorflow_log.clear()
+        for length in range(1, 8):
+            program = tf.function(_add_one)
+            if omit:
+                compat.omit_frequent_tracing_warning(program)
+            program(tf.zeros((length,)))
+        retracing = [message for message in tensorflow_log if "triggered tf.function retracing" in message]
+        assert bool(retracing) != omit, (f"tensorflow {tf.__version__}: the flag no longer decides the warning "
+                                         f"{written_against('tensorflow')}")

@@ -67,7 +67,6 @@ def test_greedy_scores_are_summed_log_probs(peaked_model):
     assert out["sequences_scores"][0] == pytest.approx(expected, abs=1e-4)
 
 
-
 @pytest.mark.backends
 def test_sampled_scores_are_summed_log_probs_of_the_warped_distribution(peaked_model):
     out = peaked_model.generate(SRC[:1], MASK[:1], max_new_tokens=5, eos_token_id=None, output_scores=True,
@@ -77,6 +76,7 @@ def test_sampled_scores_are_summed_log_probs_of_the_warped_distribution(peaked_m
     log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     expected = sum(log_probs[0, t, seq[0, t + 1]] for t in range(seq.shape[1] - 1))
     assert out["sequences_scores"][0] == pytest.approx(expected, abs=1e-4)
+
 
 def _expected_stop(free_row, stops):
     """Index of the first generated token of ``free_row`` that is in ``stops`` (the start token excluded)."""

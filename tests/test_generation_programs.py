@@ -82,17 +82,8 @@ def test_the_program_cache_is_bounded_and_reports_its_size(model):
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a warning of tf.function's")
-def test_many_programs_do_not_warn_of_retracing(model):
-    import logging
-
-    messages = []
-    handler = logging.Handler()
-    handler.emit = lambda record: messages.append(record.getMessage())
-    logging.getLogger("tensorflow").addHandler(handler)
-    try:
-        for length in range(8, 64, 8):  # 7 source-length buckets: 7 programs, each traced once
-            model.generate(np.full((1, length), 5, "int32"), max_new_tokens=2)
-    finally:
-        logging.getLogger("tensorflow").removeHandler(handler)
+def test_many_programs_do_not_warn_of_retracing(model, tensorflow_log):
+    for length in range(8, 64, 8):  # 7 source-length buckets: 7 programs, each traced once
+        model.generate(np.full((1, length), 5, "int32"), max_new_tokens=2)
     assert model.decoding_programs.info()["traces"] == 7
-    assert not [message for message in messages if "retracing" in message], messages
+    assert not [message for message in tensorflow_log if "retracing" in message], tensorflow_log
