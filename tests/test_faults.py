@@ -141,9 +141,12 @@ def test_a_save_over_a_folder_is_one_atomic_exchange_where_the_system_has_it(tmp
     renames = []
     real_replace = os.replace
     monkeypatch.setattr(os, "replace", lambda *paths: renames.append(paths) or real_replace(*paths))
-    model_with_seed(2).save_pretrained(tmp_path / "model")
+    second = model_with_seed(2)
+    second.save_pretrained(tmp_path / "model")
     assert renames == []  # no moment without a complete "model": the folders were exchanged in one step
-    assert read_weights(tmp_path / "model").keys() and ".model.lock" in os.listdir(tmp_path)
+    saved, expected = read_weights(tmp_path / "model"), checkpoint_io.state_dict(second)
+    assert saved.keys() == expected.keys() and all(np.array_equal(saved[k], expected[k]) for k in saved)
+    assert sorted(os.listdir(tmp_path)) == [".model.lock", "a", "b", "model"]  # the old folder deleted
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(num_beams=3, length_penalty=0.8),
                                     dict(do_sample=True, top_k=5, seed=4)])
