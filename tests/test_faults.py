@@ -26,6 +26,12 @@ def model_with_seed(seed):
     return TransformerForSeq2SeqLM(TransformerConfig(**CONFIG)).build_weights()
 
 
+def assert_same_arrays(first, second):
+    """Two name -> array mappings (``read_weights`` / ``state_dict``) hold the same names and values."""
+    assert first.keys() == second.keys()
+    assert [name for name in first if not np.array_equal(first[name], second[name])] == []
+
+
 def no_space(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "model.safetensors")
 
@@ -48,7 +54,7 @@ def test_a_full_disk_while_saving_leaves_the_previous_checkpoint(tmp_path, monke
     assert caught.value.errno == errno.ENOSPC and str(tmp_path / "model") in str(caught.value)
     monkeypatch.undo()
     after = read_weights(tmp_path / "model")
-    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
+    assert_same_arrays(before, after)
     assert sorted(os.listdir(tmp_path)) == [".model.lock", "model"]  # no staging folder left behind
 
 
@@ -114,7 +120,7 @@ def test_a_save_interrupted_between_its_two_renames_loses_nothing(tmp_path, monk
     assert not (tmp_path / "model").exists() and any(p.startswith(".model.old-") for p in os.listdir(tmp_path))
     loaded = TransformerForSeq2SeqLM.from_pretrained(tmp_path / "model")  # puts the previous version back
     after = checkpoint_io.state_dict(loaded)
-    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
+    assert_same_arrays(before, after)
     assert sorted(os.listdir(tmp_path)) == [".model.lock", "model"]
 
 
@@ -144,8 +150,7 @@ def test_a_save_over_a_folder_is_one_atomic_exchange_where_the_system_has_it(tmp
     second = model_with_seed(2)
     second.save_pretrained(tmp_path / "model")
     assert renames == []  # no moment without a complete "model": the folders were exchanged in one step
-    saved, expected = read_weights(tmp_path / "model"), checkpoint_io.state_dict(second)
-    assert saved.keys() == expected.keys() and all(np.array_equal(saved[k], expected[k]) for k in saved)
+    assert_same_arrays(read_weights(tmp_path / "model"), checkpoint_io.state_dict(second))
     assert sorted(os.listdir(tmp_path)) == [".model.lock", "a", "b", "model"]  # the old folder deleted
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(num_beams=3, length_penalty=0.8),
