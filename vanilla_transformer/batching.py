@@ -239,7 +239,7 @@ class _EpochSequence(keras.utils.PyDataset):
 
 
 def batches_to_tf_dataset(batches: Iterable[tuple[dict, np.ndarray]], shuffle: bool = True, seed: int = 0):
-    """A ``tf.data.Dataset`` of precomputed ``(inputs, labels)`` batches, reshuffled (as whole batches) at
+    """A dataset of precomputed ``(inputs, labels)`` batches for ``model.fit``, reshuffled (as whole batches) at
     every pass. For exactly resumable runs use :class:`EpochShuffledBatches` with its callback.
 
     Args:
@@ -248,7 +248,8 @@ def batches_to_tf_dataset(batches: Iterable[tuple[dict, np.ndarray]], shuffle: b
         seed: seed of the orders.
 
     Returns:
-        A ``tf.data.Dataset`` of ``(inputs, labels)`` int32 tensors, with cardinality ``len(batches)``.
+        A ``tf.data.Dataset`` of ``(inputs, labels)`` int32 tensors, with cardinality ``len(batches)``; on
+        JAX and PyTorch a ``keras.utils.PyDataset`` of the same batches (see :meth:`EpochShuffledBatches.dataset`).
 
     Example:
         >>> import numpy as np
