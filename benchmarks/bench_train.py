@@ -172,7 +172,7 @@ def _reset_peak_rss():
 
 
 # ---------------------------------------------------------------------------------------------- peers
-def _set_tf_threads(threads):
+def set_tf_threads(threads):
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -220,29 +220,35 @@ def _set_threads(threads):
     import keras
 
     if keras.backend.backend() == "tensorflow":
-        _set_tf_threads(threads)
+        set_tf_threads(threads)
     elif keras.backend.backend() == "torch":
         import torch
 
         torch.set_num_threads(threads)
 
 
+def our_config(size):
+    """Our ``TransformerConfig`` for a size: dropout 0.1 on the sublayer outputs and embeddings only (as
+    Marian's), label smoothing 0.1."""
+    from vanilla_transformer import TransformerConfig
+
+    return TransformerConfig(vocab_size=size["vocab"], d_model=size["d_model"], num_heads=size["heads"],
+                             d_ff=size["d_ff"], num_encoder_layers=size["layers"], num_decoder_layers=size["layers"],
+                             dropout=DROPOUT, attention_dropout=0.0, activation_dropout=0.0,
+                             label_smoothing=LABEL_SMOOTHING, max_position_embeddings=MAX_POSITIONS)
+
+
 def peer_ours(args, size, xla, bf16=False):
     """Our model with ``compile()``'s defaults on the Keras backend of this process (KERAS_BACKEND)."""
     import keras
 
-    from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+    from vanilla_transformer import TransformerForSeq2SeqLM
 
     _set_threads(args.threads)
     keras.utils.set_random_seed(args.seed)
     if bf16:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    config = TransformerConfig(vocab_size=size["vocab"], d_model=size["d_model"], num_heads=size["heads"],
-                               d_ff=size["d_ff"], num_encoder_layers=size["layers"],
-                               num_decoder_layers=size["layers"], dropout=DROPOUT, attention_dropout=0.0,
-                               activation_dropout=0.0, label_smoothing=LABEL_SMOOTHING,
-                               max_position_embeddings=MAX_POSITIONS)
-    model = TransformerForSeq2SeqLM(config).build_weights()
+    model = TransformerForSeq2SeqLM(our_config(size)).build_weights()
     # the paper's Adam, schedule, smoothed loss and accuracy; bf16: compile's own choice ("auto")
     model.compile(jit_compile="auto" if bf16 or xla is None else xla)
     batches = synthetic_batches(size, min(args.warmup + args.steps, 8), args.seed)
@@ -262,7 +268,7 @@ def peer_keras_hub(args, size, xla):
     from vanilla_transformer.losses import MaskedAccuracy, MaskedSparseCrossEntropy
     from vanilla_transformer.optimization import TransformerSchedule
 
-    _set_tf_threads(args.threads)
+    set_tf_threads(args.threads)
     keras.utils.set_random_seed(args.seed)
     d, heads, ff, vocab = size["d_model"], size["heads"], size["d_ff"], size["vocab"]
 
@@ -346,7 +352,7 @@ def peer_matmul(args):
     import numpy as np
     import tensorflow as tf
 
-    _set_tf_threads(args.threads)
+    set_tf_threads(args.threads)
     n = args.matmul_n
     a_np = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     a, b = tf.constant(a_np), tf.constant(a_np.T.copy())
@@ -552,7 +558,8 @@ def plot(summaries, path):
     plt.close(fig)
 
 
-def main(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line, with the --quick defaults filled in."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=None,
                         help="default 256 512 (tiny with --quick)")
@@ -582,6 +589,35 @@ def main(argv=None):
     args.timeout = args.timeout or (600 if args.quick else 3600)
     if args.steps < 1 or args.warmup < 1:
         parser.error("--steps and --warmup must be at least 1 (the first warm-up step compiles)")
+    return args
+
+
+def run_size(args, size_name: str, matmul: dict, output_dir: Path) -> dict:
+    """Every peer at one model size, round-robin over ``--repeats`` (fastest run kept); prints the table and
+    writes ``train_<size>.json``. Returns the summary."""
+    runs = {peer: [] for peer in args.peers}
+    for _ in range(max(1, args.repeats)):
+        for peer in args.peers:
+            r = spawn(args, peer, size_name)
+            runs[peer].append(r)
+            if "tokens_per_s" in r:
+                print(f"  size {size_name} {peer:<16} {r['tokens_per_s']:9.0f} tok/s "
+                      f"(child {r['child_wall_s']:.0f} s)", flush=True)
+    peers = {}
+    for peer, results in runs.items():
+        done = [r for r in results if "tokens_per_s" in r]
+        peers[peer] = max(done, key=lambda r: r["tokens_per_s"]) if done else results[-1]
+        peers[peer]["runs_tokens_per_s"] = [r.get("tokens_per_s") for r in results]
+    summary = summarize(size_name, SIZES[size_name], peers, matmul, args)
+    print_table(summary)
+    path = output_dir / f"train_{size_name}.json"
+    path.write_text(json.dumps(summary, indent=2))
+    print(f"wrote {path}", flush=True)
+    return summary
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.peer:
         return run_peer(args)
     args.peers += [BACKEND_PEERS[b] for b in args.backends if b in BACKEND_PEERS and BACKEND_PEERS[b] not in args.peers]
@@ -596,27 +632,7 @@ def main(argv=None):
         extra = (f", torch {matmul['torch_flops_per_s'] / 1e9:.1f} GFLOP/s" if "torch_flops_per_s" in matmul else "")
         print(f"matmul peak ({args.matmul_n}^3 float32): TensorFlow {matmul['tf_flops_per_s'] / 1e9:.1f} GFLOP/s"
               f"{extra}; bfloat16: TensorFlow {matmul['tf_bf16_flops_per_s'] / 1e9:.1f} GFLOP/s", flush=True)
-    summaries = []
-    for size_name in sizes:
-        runs = {peer: [] for peer in args.peers}
-        for _ in range(max(1, args.repeats)):
-            for peer in args.peers:
-                r = spawn(args, peer, size_name)
-                runs[peer].append(r)
-                if "tokens_per_s" in r:
-                    print(f"  size {size_name} {peer:<16} {r['tokens_per_s']:9.0f} tok/s "
-                          f"(child {r['child_wall_s']:.0f} s)", flush=True)
-        peers = {}
-        for peer, results in runs.items():
-            done = [r for r in results if "tokens_per_s" in r]
-            peers[peer] = max(done, key=lambda r: r["tokens_per_s"]) if done else results[-1]
-            peers[peer]["runs_tokens_per_s"] = [r.get("tokens_per_s") for r in results]
-        summary = summarize(size_name, SIZES[size_name], peers, matmul, args)
-        print_table(summary)
-        path = output_dir / f"train_{size_name}.json"
-        path.write_text(json.dumps(summary, indent=2))
-        print(f"wrote {path}", flush=True)
-        summaries.append(summary)
+    summaries = [run_size(args, size_name, matmul, output_dir) for size_name in sizes]
     try:
         png = output_dir / ("train_quick.png" if args.quick else "train.png")
         plot(summaries, png)
@@ -624,7 +640,6 @@ def main(argv=None):
     except Exception as err:  # the numbers are already written
         print(f"plot failed: {type(err).__name__}: {err}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
