@@ -347,6 +347,18 @@ def peer_marian(args, size, bf16=False):
     return result
 
 
+def median_seconds(fn, repeats: int = 10, warmup: int = 2) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def peer_matmul(args):
     """float32 matmul peak in TensorFlow (and, for reference, torch) on ``args.threads`` threads."""
     import numpy as np
@@ -357,19 +369,9 @@ def peer_matmul(args):
     a_np = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     a, b = tf.constant(a_np), tf.constant(a_np.T.copy())
 
-    def timed(fn, repeats=10, warmup=2):
-        for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
-    t_tf = timed(lambda: tf.matmul(a, b)[0, 0].numpy())
+    t_tf = median_seconds(lambda: tf.matmul(a, b)[0, 0].numpy())
     a16, b16 = tf.cast(a, tf.bfloat16), tf.cast(b, tf.bfloat16)
-    t_tf16 = timed(lambda: tf.matmul(a16, b16)[0, 0].numpy())
+    t_tf16 = median_seconds(lambda: tf.matmul(a16, b16)[0, 0].numpy())
     result = {"n": n, "tf_matmul_s": t_tf, "tf_flops_per_s": 2 * n ** 3 / t_tf,
               "tf_bf16_matmul_s": t_tf16, "tf_bf16_flops_per_s": 2 * n ** 3 / t_tf16,
               "versions": {"tensorflow": tf.__version__}}
@@ -378,7 +380,7 @@ def peer_matmul(args):
 
         torch.set_num_threads(args.threads)
         ta, tb = torch.from_numpy(a_np), torch.from_numpy(a_np.T.copy())
-        t_torch = timed(lambda: float(torch.mm(ta, tb)[0, 0]))
+        t_torch = median_seconds(lambda: float(torch.mm(ta, tb)[0, 0]))
         result.update(torch_matmul_s=t_torch, torch_flops_per_s=2 * n ** 3 / t_torch)
     except Exception as err:  # only for reference
         result["torch_error"] = repr(err)

@@ -29,25 +29,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-import bench_train  # noqa: E402  (SIZES, model_flops, the ours_xla peer)
-
-
-def median_seconds(fn, repeats: int, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+import bench_train  # noqa: E402  (SIZES, model_flops, our_config, median_seconds)
 
 
 def step_products(size: dict) -> list[tuple[int, int, int, int]]:
@@ -89,7 +75,7 @@ def time_products(products, repeats: int) -> tuple[float, float]:
             outputs += [tf.matmul(a, b), tf.matmul(grad, b, transpose_b=True), tf.matmul(a, grad, transpose_a=True)]
         return outputs
 
-    seconds = median_seconds(lambda: [t.numpy() for t in all_products(operands)[:1]], repeats)
+    seconds = bench_train.median_seconds(lambda: [t.numpy() for t in all_products(operands)[:1]], repeats)
     return seconds, float(sum(6 * g * m * k * n for g, m, k, n in products))
 
 
@@ -100,8 +86,8 @@ def peaks(n: int, repeats: int) -> dict:
 
     a = tf.constant(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32))
     xla_matmul = tf.function(tf.matmul, jit_compile=True)
-    eager = median_seconds(lambda: tf.matmul(a, a)[0, 0].numpy(), repeats)
-    xla = median_seconds(lambda: xla_matmul(a, a)[0, 0].numpy(), repeats)
+    eager = bench_train.median_seconds(lambda: tf.matmul(a, a)[0, 0].numpy(), repeats)
+    xla = bench_train.median_seconds(lambda: xla_matmul(a, a)[0, 0].numpy(), repeats)
     return {"tensorflow_flops_per_s": 2 * n ** 3 / eager, "xla_flops_per_s": 2 * n ** 3 / xla}
 
 
@@ -117,7 +103,7 @@ def time_step_and_optimizer(size: dict, args) -> dict:
     model.compile(jit_compile=True)
     (source, decoder_inputs, labels), = bench_train.synthetic_batches(size, 1, args.seed)
     inputs = {"input_ids": tf.constant(source), "decoder_input_ids": tf.constant(decoder_inputs)}
-    step = median_seconds(lambda: model.train_on_batch(inputs, tf.constant(labels)), args.steps)
+    step = bench_train.median_seconds(lambda: model.train_on_batch(inputs, tf.constant(labels)), args.steps)
     variables = model.trainable_variables
     gradients = [tf.ones_like(v) * 1e-6 for v in variables]
 
@@ -125,7 +111,7 @@ def time_step_and_optimizer(size: dict, args) -> dict:
     def update(gradients):
         model.optimizer.apply(gradients, variables)
 
-    optimizer = median_seconds(lambda: (update(gradients), variables[0].numpy()), args.steps)
+    optimizer = bench_train.median_seconds(lambda: (update(gradients), variables[0].numpy()), args.steps)
     return {"step_s": step, "optimizer_s": optimizer, "params": int(model.count_params())}
 
 
