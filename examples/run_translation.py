@@ -75,14 +75,16 @@ def add_schedule_arguments(p: argparse.ArgumentParser) -> None:
     train.add_argument("--warmup_steps", type=int, default=4000)
     train.add_argument("--lr_decay", choices=["inverse_sqrt", "linear"], default="inverse_sqrt",
                        help="after warm-up: the paper's inverse square root, or linear to 0 at the last step of "
-                            "--num_train_epochs (anneals within a fixed budget)")
+                            "--num_train_epochs or, with --max_train_minutes, of the last epoch the budget reaches "
+                            "(re-estimated after every epoch), whichever comes first")
     train.add_argument("--label_smoothing", type=float, default=0.1)
     train.add_argument("--average_last_k", type=int, nargs="+", default=None,
                        help="average the weights of the last k epoch checkpoints at the end (paper: 5 or 20); with "
                             "several values each average is scored on validation and the best one competes with "
                             "the best epoch")
     train.add_argument("--max_train_minutes", type=float, default=None,
-                       help="stop after the epoch that would make the next one overrun this wall-time budget")
+                       help="stop after the epoch that would make the next one overrun this wall-time budget "
+                            "(mean epoch time so far, evaluation included); --lr_decay linear then ends there")
     train.add_argument("--mixed_precision", choices=["auto", "no", "bf16", "fp16"], default="auto",
                        help="auto: bf16 where the hardware computes bfloat16 natively (AVX512-BF16 or AMX on a "
                             "CPU, a GPU of compute capability >= 8.0), else float32 with XLA (no)")
@@ -338,12 +340,6 @@ def make_epoch_callback(model, tokenizer, splits, args, output_dir: Path, state:
 
                     shutil.rmtree(old, ignore_errors=True)
             state["history"] = [h for h in state["history"] if h["epoch"] != epoch + 1] + [record]
-            if args.max_train_minutes:
-                per_epoch = record["time_s"] / max(1, len(state["history"]))
-                if record["time_s"] + per_epoch > args.max_train_minutes * 60:
-                    print(f"stopping: another epoch (~{per_epoch:.0f} s) would pass the {args.max_train_minutes} min "
-                          f"budget")
-                    self.model.stop_training = True
             (output_dir / "history.json").write_text(json.dumps(state, indent=2))
             plot_history(state["history"], output_dir / "learning_curves.png")
             if not np.isfinite(record.get("loss", 0.0)):
@@ -540,8 +536,8 @@ def prepare_output(args, distribution=None):
 
 
 def build_and_compile(args, strategy, train, distribution=None):
-    """Model, tokenizer, collator and training batches (placed for ``distribution``), built and compiled in the
-    strategy's scope."""
+    """Model, tokenizer, collator, training batches (placed for ``distribution``) and learning-rate schedule,
+    built and compiled in the strategy's scope."""
     import keras
 
     from vanilla_transformer.losses import MaskedAccuracy, MaskedSparseCrossEntropy
@@ -556,7 +552,9 @@ def build_and_compile(args, strategy, train, distribution=None):
                                            total_steps=args.num_train_epochs * len(batches))
         model.compile(optimizer=keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.98, epsilon=1e-9),
                       loss=MaskedSparseCrossEntropy(args.label_smoothing), metrics=[MaskedAccuracy()])
-    return model, tokenizer, collator, batches
+        if args.max_train_minutes and args.lr_decay == "linear":  # the decay ends where the budget does
+            learning_rate.make_decay_end_movable(model.optimizer)
+    return model, tokenizer, collator, batches, learning_rate
 
 
 def validation_batches(splits, tokenizer, collator, args, distribution=None):
@@ -574,11 +572,12 @@ def validation_batches(splits, tokenizer, collator, args, distribution=None):
     return EpochShuffledBatches([place_batch(b, collator, distribution) for b in batches], shuffle=False).dataset()
 
 
-def train(model, tokenizer, splits, batches, validation_data, args, output_dir: Path, extra_callbacks):
-    """Resumable training with per-epoch BLEU; returns the run's state and the NaN guard."""
+def train(model, tokenizer, splits, batches, schedule, validation_data, args, output_dir: Path, extra_callbacks):
+    """Resumable training with per-epoch BLEU, within ``--max_train_minutes`` (the linear decay ending where
+    the budget does); returns the run's state and the NaN guard."""
     import keras
 
-    from vanilla_transformer.training import StopOnNaN, fit_resumable
+    from vanilla_transformer.training import StopOnNaN, TimeBudget, fit_resumable
 
     state_path = output_dir / "history.json"
     state = {"history": []}
@@ -589,6 +588,9 @@ def train(model, tokenizer, splits, batches, validation_data, args, output_dir: 
     nan_stop = StopOnNaN()
     callbacks = [nan_stop, keras.callbacks.TensorBoard(str(output_dir / "logs")),
                  make_epoch_callback(model, tokenizer, splits, args, output_dir, state), *extra_callbacks]
+    if args.max_train_minutes:  # after the epoch callback: its evaluation counts in the epoch's time
+        callbacks.append(TimeBudget(args.max_train_minutes * 60, schedule if args.lr_decay == "linear" else None,
+                                    steps_per_epoch=len(batches), seconds_before=state.get("time_before", 0.0)))
     verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
     fit_resumable(model, batches, args.num_train_epochs, output_dir / "backup", save_freq=args.backup_every,
                   callbacks=callbacks, verbose=verbose, validation_data=validation_data)
@@ -695,14 +697,15 @@ def main(argv=None, extra_callbacks=()):
     keras.utils.set_random_seed(args.seed)
     set_precision(args)
     splits = load_data(args)
-    model, tokenizer, collator, batches = build_and_compile(args, strategy, splits["train"], distribution)
+    model, tokenizer, collator, batches, schedule = build_and_compile(args, strategy, splits["train"], distribution)
     validation_data = validation_batches(splits, tokenizer, collator, args, distribution)
     config = model.config
     print(f"{len(splits['train'])} training pairs in {len(batches)} batches; vocabulary {len(tokenizer)}; model "
           f"{model.num_parameters():,} parameters (d_model {config.d_model}, {config.num_encoder_layers}+"
           f"{config.num_decoder_layers} layers, {config.num_heads} heads, d_ff {config.d_ff})"
           + describe_scale_out(strategy, distribution), flush=True)
-    state, nan_stop = train(model, tokenizer, splits, batches, validation_data, args, output_dir, extra_callbacks)
+    state, nan_stop = train(model, tokenizer, splits, batches, schedule, validation_data, args, output_dir,
+                            extra_callbacks)
     results = {"train_time_s": round(time.time() - state["started"] + state.get("time_before", 0.0), 1),
                "parameters": model.num_parameters(), "epochs_completed": len(state["history"]),
                "best_epoch": state.get("best_epoch"), "best_validation_bleu": state.get("best_bleu")}

@@ -181,6 +181,25 @@ def test_learning_rate_schedules(run_translation):
     assert at(linear, 1200) == 0.0
 
 
+def test_time_budget_stops_the_run_and_ends_the_linear_decay_there(run_translation, data_dir, tmp_path,
+                                                                    monkeypatch, capsys):
+    import re
+    import types
+
+    from vanilla_transformer import training
+
+    clock = iter(range(0, 10_000, 25))  # every epoch takes 25 s of the 60 s budget: two fit
+    monkeypatch.setattr(training, "time", types.SimpleNamespace(time=lambda: float(next(clock))))
+    argv = _argv(data_dir, tmp_path / "budget", 5)[:-4] + ["--max_train_minutes", "1", "--lr_decay", "linear",
+                                                           "--learning_rate", "1e-3"]
+    results = run_translation.main(argv)
+    out = capsys.readouterr().out
+    assert results["epochs_completed"] == 2
+    batches = int(re.search(r"in (\d+) batches", out).group(1))
+    assert f"the learning rate's decay now ends at step {2 * batches} (epoch 2)" in out
+    assert "stopping: another epoch would pass the 1 min budget" in out
+
+
 def test_search_averages_keeps_the_best_scored_average(run_translation, tmp_path):
     """Each k averages the last k checkpoints; the model ends holding the average that scored best."""
     from vanilla_transformer import TransformerConfig

@@ -87,6 +87,31 @@ class LinearWarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.learning_rate = float(learning_rate)
         self.warmup_steps = int(warmup_steps)
         self.decay_steps = None if decay_steps is None else int(decay_steps)
+        self.decay_end = None  # a variable of the optimizer once make_decay_end_movable has run
+
+    def make_decay_end_movable(self, optimizer: keras.optimizers.Optimizer):
+        """Hold the step where the decay ends in a new variable of ``optimizer`` (starting at ``decay_steps``):
+        a callback can then move the end during training without recompiling, and the optimizer's state
+        (its backups, JAX's training state) carries it. Call before training starts.
+
+        Returns:
+            The variable: ``assign`` it a step count (see
+            :class:`~vanilla_transformer.training.TimeBudget`).
+
+        Example:
+            >>> import keras
+            >>> from vanilla_transformer.optimization import LinearWarmupSchedule
+            >>> schedule = LinearWarmupSchedule(1.0, warmup_steps=2, decay_steps=6)
+            >>> end = schedule.make_decay_end_movable(keras.optimizers.Adam(schedule))
+            >>> _ = end.assign(4.0)  # end the decay two steps earlier
+            >>> [round(float(schedule(i)), 4) for i in range(5)]
+            [0.5, 1.0, 0.5, 0.0, 0.0]
+        """
+        if not self.decay_steps:
+            raise ValueError("only a decaying schedule has an end to move: give decay_steps")
+        self.decay_end = optimizer.add_variable((), initializer=keras.initializers.Constant(self.decay_steps),
+                                                dtype="float32", name="decay_end")
+        return self.decay_end
 
     def __call__(self, step):
         step = ops.cast(step, "float32") + 1.0
@@ -94,8 +119,9 @@ class LinearWarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         if self.warmup_steps > 0:
             rate = rate * ops.minimum(1.0, step / float(self.warmup_steps))
         if self.decay_steps:
-            span = float(max(1, self.decay_steps - self.warmup_steps))
-            rate = rate * ops.clip((float(self.decay_steps) - step) / span, 0.0, 1.0)
+            end = float(self.decay_steps) if self.decay_end is None else ops.cast(self.decay_end, "float32")
+            span = ops.maximum(1.0, end - float(self.warmup_steps))
+            rate = rate * ops.clip((end - step) / span, 0.0, 1.0)
         return rate
 
     def get_config(self):
