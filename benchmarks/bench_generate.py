@@ -16,14 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_train import median_seconds  # noqa: E402  (one timing helper for the benchmarks)
 
 SIZE = dict(vocab_size=8000, d_model=256, num_heads=4, d_ff=1024, layers=3)
 SOURCE_LENGTH = 24
@@ -53,16 +53,6 @@ def build_marian(seed=0):
                           eos_token_id=2, decoder_start_token_id=1, forced_eos_token_id=None, dropout=0.0,
                           activation_function="relu", scale_embedding=True)
     return MarianMTModel(config).eval()
-
-
-def timed(fn, repeats):
-    fn()  # warm-up: compilation / allocator
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def cases(quick):
@@ -108,10 +98,11 @@ def time_framework(framework, args):
                       pad_token_id=0)
         key = f"{method}/{batch}/{new_tokens}"
         if framework == "ours":
-            times[key] = {f"{prefix}_cached": timed(lambda: model.generate(source, **kwargs), args.repeats)}
+            times[key] = {f"{prefix}_cached": median_seconds(lambda: model.generate(source, **kwargs), args.repeats,
+                                                              warmup=1)}
             if backend == "tensorflow" and (new_tokens == 64 or batch == 1 or args.quick):
-                times[key]["ours_uncached"] = timed(lambda: model.generate(source, use_cache=False, **kwargs),
-                                                    max(1, args.repeats - 1))
+                times[key]["ours_uncached"] = median_seconds(
+                    lambda: model.generate(source, use_cache=False, **kwargs), max(1, args.repeats - 1), warmup=1)
         else:
             source_torch = torch.tensor(source, dtype=torch.long)
 
@@ -119,7 +110,7 @@ def time_framework(framework, args):
                 with torch.inference_mode():
                     model.generate(source_torch, do_sample=False, **kwargs)
 
-            times[key] = {"transformers": timed(run_marian, args.repeats)}
+            times[key] = {"transformers": median_seconds(run_marian, args.repeats, warmup=1)}
         print(f"  {framework} {key}: {times[key]}", flush=True)
     return times
 

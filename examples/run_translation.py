@@ -75,8 +75,11 @@ def add_schedule_arguments(p: argparse.ArgumentParser) -> None:
     train.add_argument("--warmup_steps", type=int, default=4000)
     train.add_argument("--lr_decay", choices=["inverse_sqrt", "linear"], default="inverse_sqrt",
                        help="after warm-up: the paper's inverse square root, or linear to 0 at the last step of "
-                            "--num_train_epochs or, with --max_train_minutes, of the last epoch the budget reaches "
-                            "(re-estimated after every epoch), whichever comes first")
+                            "--num_train_epochs (anneals within a fixed budget)")
+    train.add_argument("--decay_within_budget", action="store_true",
+                       help="with --lr_decay linear and --max_train_minutes: end the decay at the last epoch the "
+                            "budget reaches (re-estimated after every epoch) when that comes before "
+                            "--num_train_epochs, so the rate reaches 0 however slow the machine")
     train.add_argument("--label_smoothing", type=float, default=0.1)
     train.add_argument("--average_last_k", type=int, nargs="+", default=None,
                        help="average the weights of the last k epoch checkpoints at the end (paper: 5 or 20); with "
@@ -84,7 +87,7 @@ def add_schedule_arguments(p: argparse.ArgumentParser) -> None:
                             "the best epoch")
     train.add_argument("--max_train_minutes", type=float, default=None,
                        help="stop after the epoch that would make the next one overrun this wall-time budget "
-                            "(mean epoch time so far, evaluation included); --lr_decay linear then ends there")
+                            "(mean epoch time so far, evaluation included)")
     train.add_argument("--mixed_precision", choices=["auto", "no", "bf16", "fp16"], default="auto",
                        help="auto: bf16 where the hardware computes bfloat16 natively (AVX512-BF16 or AMX on a "
                             "CPU, a GPU of compute capability >= 8.0), else float32 with XLA (no)")
@@ -109,6 +112,9 @@ def parse_args(argv=None):
     args.lr_scale = 1.0 if args.lr_scale is None else args.lr_scale
     if args.split_punctuation and not _common.is_preset(args.model_name_or_path):
         p.error("--split_punctuation shapes a tokenizer trained from scratch; the model brings its own")
+    if args.decay_within_budget and not (args.max_train_minutes and args.lr_decay == "linear"):
+        p.error("--decay_within_budget moves the end of a linear decay to the --max_train_minutes budget: give "
+                "both --lr_decay linear and --max_train_minutes")
     if args.pack_length and args.pack_length < max(args.max_source_length, args.max_target_length):
         p.error(f"--pack_length {args.pack_length} is shorter than the longest pair side (--max_source_length "
                 f"{args.max_source_length}, --max_target_length {args.max_target_length}): every pair must fit a row")
@@ -552,7 +558,7 @@ def build_and_compile(args, strategy, train, distribution=None):
                                            total_steps=args.num_train_epochs * len(batches))
         model.compile(optimizer=keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.98, epsilon=1e-9),
                       loss=MaskedSparseCrossEntropy(args.label_smoothing), metrics=[MaskedAccuracy()])
-        if args.max_train_minutes and args.lr_decay == "linear":  # the decay ends where the budget does
+        if args.decay_within_budget:  # the decay ends where the budget does
             learning_rate.make_decay_end_movable(model.optimizer)
     return model, tokenizer, collator, batches, learning_rate
 
@@ -573,8 +579,8 @@ def validation_batches(splits, tokenizer, collator, args, distribution=None):
 
 
 def train(model, tokenizer, splits, batches, schedule, validation_data, args, output_dir: Path, extra_callbacks):
-    """Resumable training with per-epoch BLEU, within ``--max_train_minutes`` (the linear decay ending where
-    the budget does); returns the run's state and the NaN guard."""
+    """Resumable training with per-epoch BLEU, within ``--max_train_minutes`` (with ``--decay_within_budget``
+    the linear decay ends where the budget does); returns the run's state and the NaN guard."""
     import keras
 
     from vanilla_transformer.training import StopOnNaN, TimeBudget, fit_resumable
@@ -589,7 +595,7 @@ def train(model, tokenizer, splits, batches, schedule, validation_data, args, ou
     callbacks = [nan_stop, keras.callbacks.TensorBoard(str(output_dir / "logs")),
                  make_epoch_callback(model, tokenizer, splits, args, output_dir, state), *extra_callbacks]
     if args.max_train_minutes:  # after the epoch callback: its evaluation counts in the epoch's time
-        callbacks.append(TimeBudget(args.max_train_minutes * 60, schedule if args.lr_decay == "linear" else None,
+        callbacks.append(TimeBudget(args.max_train_minutes * 60, schedule if args.decay_within_budget else None,
                                     steps_per_epoch=len(batches), seconds_before=state.get("time_before", 0.0)))
     verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
     fit_resumable(model, batches, args.num_train_epochs, output_dir / "backup", save_freq=args.backup_every,

@@ -181,8 +181,8 @@ def test_learning_rate_schedules(run_translation):
     assert at(linear, 1200) == 0.0
 
 
-def test_time_budget_stops_the_run_and_ends_the_linear_decay_there(run_translation, data_dir, tmp_path,
-                                                                    monkeypatch, capsys):
+def test_max_train_minutes_stops_the_run_and_decay_within_budget_ends_the_decay(run_translation, data_dir,
+                                                                                tmp_path, monkeypatch, capsys):
     import re
     import types
 
@@ -191,13 +191,21 @@ def test_time_budget_stops_the_run_and_ends_the_linear_decay_there(run_translati
     clock = iter(range(0, 10_000, 25))  # every epoch takes 25 s of the 60 s budget: two fit
     monkeypatch.setattr(training, "time", types.SimpleNamespace(time=lambda: float(next(clock))))
     argv = _argv(data_dir, tmp_path / "budget", 5)[:-4] + ["--max_train_minutes", "1", "--lr_decay", "linear",
-                                                           "--learning_rate", "1e-3"]
+                                                           "--learning_rate", "1e-3", "--decay_within_budget"]
     results = run_translation.main(argv)
     out = capsys.readouterr().out
     assert results["epochs_completed"] == 2
     batches = int(re.search(r"in (\d+) batches", out).group(1))
     assert f"the learning rate's decay now ends at step {2 * batches} (epoch 2)" in out
     assert "stopping: another epoch would pass the 1 min budget" in out
+    # without the flag the budget stops the run the same way and the decay keeps its end (epoch 5)
+    results = run_translation.main(argv[:-1] + ["--output_dir", str(tmp_path / "budget-fixed-decay")])
+    out = capsys.readouterr().out
+    assert results["epochs_completed"] == 2 and "decay now ends" not in out
+    with pytest.raises(SystemExit):  # the flag moves a linear decay's end: without one it would do nothing
+        run_translation.parse_args(["--output_dir", "x", "--train_file", "t", "--max_train_minutes", "1",
+                                    "--decay_within_budget"])
+    assert "give both --lr_decay linear and --max_train_minutes" in capsys.readouterr().err
 
 
 def test_search_averages_keeps_the_best_scored_average(run_translation, tmp_path):
