@@ -106,3 +106,14 @@ def test_the_backup_carries_the_moved_end(tmp_path):
     fresh_end = fresh.make_decay_end_movable(resumed.optimizer)
     assert ResumableBackup(tmp_path).restore(resumed) == (1, 0)
     assert float(fresh_end.numpy()) == 30.0
+
+
+def test_the_clock_runs_on_across_fit_calls(monkeypatch):
+    # fit_resumable finishes an interrupted epoch in one fit and runs the rest in another: one budget for both
+    monkeypatch.setattr(training, "time", types.SimpleNamespace(time=FakeClock([10, 10, 10]).time))
+    model = dense_model(LinearWarmupSchedule(0.1, decay_steps=50))
+    budget = TimeBudget(25.0, steps_per_epoch=5)
+    x, y = regression()
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[budget])
+    history = model.fit(x, y, batch_size=4, epochs=5, initial_epoch=1, verbose=0, callbacks=[budget])
+    assert len(history.history["loss"]) == 1  # epoch 2 ends at 20 s: a third would pass 25 s

@@ -87,7 +87,7 @@ class TimeBudget(keras.callbacks.Callback):
         budget_seconds: the wall-time budget of training.
         schedule: a ``LinearWarmupSchedule`` whose decay end was made movable, or None to only stop.
         steps_per_epoch: training steps in one epoch (to turn epochs into steps).
-        seconds_before: training time spent before this ``fit`` (a resumed run's earlier time).
+        seconds_before: training time spent before the first ``fit`` this callback sees (a resumed run's).
 
     Example:
         >>> import keras
@@ -119,7 +119,8 @@ class TimeBudget(keras.callbacks.Callback):
         self.started = None
 
     def on_train_begin(self, logs=None):
-        self.started = time.time()
+        if self.started is None:  # fit_resumable may call fit twice (the interrupted epoch, then the rest)
+            self.started = time.time()
 
     def epochs_that_fit(self, epochs_done: int) -> int:
         """All the epochs the budget reaches (those done included), at the mean epoch time so far."""
