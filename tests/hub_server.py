@@ -170,6 +170,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes = b"", headers: dict | None = None, head: bool = False,
               content_type: str = "application/json") -> None:
+        # logged before answering: a client may go on (and a test read the log) once the answer arrives
+        self.hub.requests.append((self.command, self.path, status))
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         for key, value in (headers or {}).items():
@@ -178,13 +180,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if not head and self.command != "HEAD":  # a HEAD response never has a body (keep-alive)
             self.wfile.write(body)
-        self.hub.requests.append((self.command, self.path, status))
 
     def _send_faulty(self, status: int, body: bytes, headers: dict, kind: str) -> None:
         """``drop``: the full Content-Length, half the body, then the connection closes; ``corrupt``: other bytes
         of the same length under the real ETag."""
         if kind == "corrupt":
             body = bytes(byte ^ 0xFF for byte in body)
+        self.hub.requests.append((self.command, self.path, status))
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         for key, value in headers.items():
@@ -196,7 +198,6 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "drop":
             self.close_connection = True
             self.connection.shutdown(2)  # socket.SHUT_RDWR
-        self.hub.requests.append((self.command, self.path, status))
 
     def _json(self, status: int, payload, headers: dict | None = None) -> None:
         self._send(status, json.dumps(payload).encode(), headers)
