@@ -81,6 +81,13 @@ def add_schedule_arguments(p: argparse.ArgumentParser) -> None:
                             "budget reaches (re-estimated after every epoch) when that comes before "
                             "--num_train_epochs, so the rate reaches 0 however slow the machine")
     train.add_argument("--label_smoothing", type=float, default=0.1)
+    train.add_argument("--bpe_dropout", type=float, default=0.0,
+                       help="BPE-dropout (Provilkov et al., 2020): drop each merge with this probability when "
+                            "segmenting the training pairs (0.1 in the paper), so the model sees words in varied "
+                            "pieces; validation and test are segmented as usual")
+    train.add_argument("--bpe_dropout_views", type=int, default=None,
+                       help="with --bpe_dropout: segmentations drawn before training, epoch e trains on view e mod "
+                            "N (default 8)")
     train.add_argument("--average_last_k", type=int, nargs="+", default=None,
                        help="average the weights of the last k epoch checkpoints at the end (paper: 5 or 20); with "
                             "several values each average is scored on validation and the best one competes with "
@@ -115,6 +122,12 @@ def parse_args(argv=None):
     if args.decay_within_budget and not (args.max_train_minutes and args.lr_decay == "linear"):
         p.error("--decay_within_budget moves the end of a linear decay to the --max_train_minutes budget: give "
                 "both --lr_decay linear and --max_train_minutes")
+    if args.bpe_dropout_views is not None and not args.bpe_dropout:
+        p.error("--bpe_dropout_views counts the segmentations --bpe_dropout draws: give --bpe_dropout too")
+    args.bpe_dropout_views = 8 if args.bpe_dropout_views is None else args.bpe_dropout_views
+    if not 0.0 <= args.bpe_dropout < 1.0 or args.bpe_dropout_views < 1:
+        p.error(f"--bpe_dropout {args.bpe_dropout} must be in [0, 1) and --bpe_dropout_views "
+                f"{args.bpe_dropout_views} at least 1")
     if args.pack_length and args.pack_length < max(args.max_source_length, args.max_target_length):
         p.error(f"--pack_length {args.pack_length} is shorter than the longest pair side (--max_source_length "
                 f"{args.max_source_length}, --max_target_length {args.max_target_length}): every pair must fit a row")
@@ -442,26 +455,57 @@ def packed_rows(args, distribution=None) -> int:
     return bucket_length(rows, _common.batch_shards(distribution))
 
 
-def make_train_batches(tokenized, config, args, distribution=None):
-    """The collator and the epoch-shuffled, length-bucketed training batches (token budget or sentence count),
-    placed for ``distribution`` (:func:`place_batch`)."""
-    from vanilla_transformer.batching import EpochShuffledBatches, packed_seq2seq_batches, seq2seq_batches
+def make_train_batches(tokenized, config, args, distribution=None, tokenizer=None):
+    """The collator and the epoch-shuffled training batches (packed rows, or length buckets by token budget or
+    sentence count), placed for ``distribution`` (:func:`place_batch`). With ``--bpe_dropout`` the epochs
+    cycle through ``--bpe_dropout_views`` segmentations of the pairs (``tokenizer`` draws them)."""
+    from vanilla_transformer.batching import EpochShuffledBatches
     from vanilla_transformer.data_collators import PackedSeq2SeqCollator, Seq2SeqCollator
 
     if args.pack_length:
         collator = PackedSeq2SeqCollator(config.pad_token_id, config.decoder_start_token_id, args.pack_length,
                                          args.pack_length, config.vocab_size)
-        batches = packed_seq2seq_batches(tokenized["input_ids"], tokenized["labels"], collator, shuffle=False,
-                                         rows_per_batch=packed_rows(args, distribution))
-        return collator, EpochShuffledBatches([place_batch(b, collator, distribution) for b in batches],
-                                              seed=args.seed)
-    collator = Seq2SeqCollator(config.pad_token_id, config.decoder_start_token_id, config.vocab_size,
-                               pad_to_multiple_of=args.pad_to_multiple_of)
-    batches = seq2seq_batches(
-        tokenized["input_ids"], tokenized["labels"], collator, max_tokens=None if args.per_device_train_batch_size
-        else args.max_tokens_per_batch, batch_size=args.per_device_train_batch_size, shuffle=False)
-    batches = EpochShuffledBatches([place_batch(b, collator, distribution) for b in batches], seed=args.seed)
-    return collator, batches
+    else:
+        collator = Seq2SeqCollator(config.pad_token_id, config.decoder_start_token_id, config.vocab_size,
+                                   pad_to_multiple_of=args.pad_to_multiple_of)
+    if not args.bpe_dropout:
+        batches = batch_pairs(tokenized["input_ids"], tokenized["labels"], collator, args, distribution)
+        return collator, EpochShuffledBatches(batches, seed=args.seed)
+    views = [batch_pairs(*pairs, collator, args, distribution, shuffle_seed=[args.seed, view])
+             for view, pairs in enumerate(bpe_dropout_views(tokenized, tokenizer, args))]
+    data = EpochShuffledBatches.from_views(views, seed=args.seed)
+    print(f"BPE-dropout {args.bpe_dropout}: {len(views)} segmentations of the training pairs, "
+          f"{min(map(len, views))}-{max(map(len, views))} batches each, {len(data)} an epoch", flush=True)
+    return collator, data
+
+
+def bpe_dropout_views(tokenized, tokenizer, args):
+    """``--bpe_dropout_views`` segmentations ``(sources, targets)`` of the training pairs, each drawn with
+    BPE-dropout from its own seed (the same on a resumed run)."""
+    from vanilla_transformer.tokenization import BPEDropoutEncoder
+
+    sources, targets = tokenized["source"], tokenized["target"]
+    for view in range(args.bpe_dropout_views):
+        encoder = BPEDropoutEncoder(tokenizer, args.bpe_dropout, seed=args.seed * 1000 + view)
+        yield (encoder.encode(sources, max_length=args.max_source_length),
+               encoder.encode(targets, max_length=args.max_target_length))
+
+
+def batch_pairs(sources, targets, collator, args, distribution=None, shuffle_seed=None):
+    """One epoch's batches of the token-id pairs, placed for ``distribution``. ``shuffle_seed`` shuffles the
+    packed rows before they are grouped (or the length buckets' batches), so that the batches a view loses to
+    the shortest view's count (:meth:`EpochShuffledBatches.from_views`) are different pairs in each view."""
+    from vanilla_transformer.batching import packed_seq2seq_batches, seq2seq_batches
+
+    shuffle = dict(shuffle=shuffle_seed is not None, seed=shuffle_seed or 0)
+    if args.pack_length:
+        batches = packed_seq2seq_batches(sources, targets, collator, rows_per_batch=packed_rows(args, distribution),
+                                         **shuffle)
+    else:
+        batches = seq2seq_batches(sources, targets, collator, max_tokens=None if args.per_device_train_batch_size
+                                  else args.max_tokens_per_batch, batch_size=args.per_device_train_batch_size,
+                                  **shuffle)
+    return [place_batch(b, collator, distribution) for b in batches]
 
 
 def make_learning_rate(args, d_model: int, total_steps: int):
@@ -553,7 +597,7 @@ def build_and_compile(args, strategy, train, distribution=None):
         model.build_weights()
         tokenized = tokenize(train, tokenizer, args)
         # the decay needs the step count
-        collator, batches = make_train_batches(tokenized, model.config, args, distribution)
+        collator, batches = make_train_batches(tokenized, model.config, args, distribution, tokenizer)
         learning_rate = make_learning_rate(args, model.config.d_model,
                                            total_steps=args.num_train_epochs * len(batches))
         model.compile(optimizer=keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.98, epsilon=1e-9),

@@ -247,3 +247,33 @@ def test_split_punctuation_flag_reaches_the_tokenizer(run_translation):
                                            "1", *flags])
         _, tokenizer = run_translation.build_model_and_tokenizer(args, train)
         assert tokenizer.tokenize("the street.")[-1] == last_token
+
+
+def test_bpe_dropout_trains_on_several_segmentations(run_translation, data_dir, tmp_path, capsys):
+    argv = _argv(data_dir, tmp_path / "bpe-dropout", 2) + ["--pack_length", "24", "--max_source_length", "24",
+                                                           "--bpe_dropout", "0.3", "--bpe_dropout_views", "3"]
+    args = run_translation.parse_args(argv)
+    splits = run_translation.load_data(args)
+    model, tokenizer = run_translation.build_model_and_tokenizer(args, splits["train"])
+    tokenized = run_translation.tokenize(splits["train"], tokenizer, args)
+    _, data = run_translation.make_train_batches(tokenized, model.config, args, tokenizer=tokenizer)
+    assert len(data.views) == 3 and {len(view) for view in data.views} == {len(data)}
+    from collections import Counter
+
+    targets, plain_tokens = Counter(splits["train"]["target"]), sum(map(len, tokenized["labels"]))
+    for view in data.views:  # the same targets (but those of a cut batch) in more pieces than plain BPE's
+        decoded = Counter()
+        for _, labels in view:
+            for row in labels.tolist():  # each target of the row ends with </s>
+                ends = [k for k, i in enumerate(row) if i == tokenizer.eos_token_id]
+                decoded.update(tokenizer.decode(row[a + 1:b]) for a, b in zip([-1] + ends, ends))
+        assert not decoded - targets and sum(decoded.values()) > 0.9 * sum(targets.values())
+        assert sum(int((labels != -100).sum()) for _, labels in view) > 1.1 * plain_tokens
+    first_rows = [view[0][1][0].tolist() for view in data.views]
+    assert first_rows[0] != first_rows[1] != first_rows[2]
+    results = run_translation.main(argv)
+    assert results["epochs_completed"] == 2 and 0.0 <= results["test"]["bleu"] <= 100.0
+    assert "BPE-dropout 0.3: 3 segmentations of the training pairs" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        run_translation.parse_args(_argv(data_dir, tmp_path / "x", 1) + ["--bpe_dropout_views", "3"])
+    assert "give --bpe_dropout too" in capsys.readouterr().err

@@ -160,3 +160,23 @@ def test_fit_learns_to_reverse_and_greedy_then_solves_it():
     expected = np.concatenate([np.ones((50, 1), "int32"), test[:, 3::-1], np.full((50, 1), 2, "int32")], axis=1)
     accuracy = np.mean([(row[: len(e)] == e).all() for row, e in zip(out, expected)])
     assert accuracy >= 0.9, accuracy
+
+
+@pytest.mark.backends
+def test_epochs_cycle_through_the_views_of_the_batches():
+    """Epoch e serves view e % N in its own order (resumed epochs too, ``skip``), every view cut to the
+    shortest's length, on the backend's dataset (tf.data on TensorFlow, a PyDataset elsewhere)."""
+    from vanilla_transformer.batching import EpochShuffledBatches
+
+    def batch(value):
+        return {"input_ids": np.full((2, 3), value, "int32")}, np.full((2, 3), value, "int32")
+
+    views = [[batch(100 * v + i) for i in range(6 + v)] for v in range(3)]  # 6, 7 and 8 batches
+    data = EpochShuffledBatches.from_views(views, seed=1)
+    assert len(data) == 6
+    for epoch in range(4):
+        data.epoch = epoch
+        served = [int(np.asarray(x["input_ids"])[0, 0]) for x, _ in data.dataset(skip=2)]
+        assert served == [100 * (epoch % 3) + i for i in data.order(epoch)[2:]]
+    with pytest.raises(ValueError, match="a view without batches"):
+        EpochShuffledBatches.from_views([views[0], []])

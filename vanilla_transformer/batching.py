@@ -176,10 +176,38 @@ class EpochShuffledBatches:
         self.batches = list(batches)
         if not self.batches:
             raise ValueError("no batches")
+        self.views = [self.batches]
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
         self.count_passes = count_passes  # without the callback: each pass over the data is an epoch
+
+    @classmethod
+    def from_views(cls, views: Sequence[Sequence[tuple[dict, np.ndarray]]], shuffle: bool = True, seed: int = 0):
+        """Batches of the same examples in several views, e.g. segmented anew (:class:`~vanilla_transformer.
+        tokenization.BPEDropoutEncoder`): epoch ``e`` serves view ``e % len(views)``, in its own order.
+
+        Keras needs one epoch length, so every view is cut to the shortest view's number of batches; build
+        each view from examples shuffled with its own seed, so that the few batches cut differ between views.
+
+        >>> import numpy as np
+        >>> views = [[({"input_ids": np.full((1, 2), 10 * v + i, "int32")}, np.zeros((1, 2), "int32"))
+        ...           for i in range(3 + v)] for v in range(2)]  # 3 and 4 batches
+        >>> data = EpochShuffledBatches.from_views(views, shuffle=False)
+        >>> len(data), [[int(x["input_ids"][0, 0]) for x, _ in data.view(e)] for e in (0, 1, 2)]
+        (3, [[0, 1, 2], [10, 11, 12], [0, 1, 2]])
+        """
+        views = [list(view) for view in views]
+        if not views or not all(views):
+            raise ValueError("no views, or a view without batches")
+        shortest = min(len(view) for view in views)
+        data = cls(views[0][:shortest], shuffle=shuffle, seed=seed)
+        data.views = [view[:shortest] for view in views]
+        return data
+
+    def view(self, epoch: int) -> list[tuple[dict, np.ndarray]]:
+        """The batches epoch ``epoch`` draws from (in stored order; :meth:`order` permutes them)."""
+        return self.views[epoch % len(self.views)]
 
     def __len__(self):
         return len(self.batches)
@@ -192,11 +220,11 @@ class EpochShuffledBatches:
 
     def batches_of_epoch(self, skip: int = 0):
         """The batches of the current epoch in order, after the first ``skip``."""
-        order = self.order(self.epoch)[skip:]
+        order, view = self.order(self.epoch)[skip:], self.view(self.epoch)
         if self.count_passes:
             self.epoch += 1
         for i in order:
-            yield self.batches[i]
+            yield view[i]
 
     def dataset(self, skip: int = 0):
         """The dataset; ``skip`` drops the first batches of the (current) epoch, for a resumed epoch.
@@ -231,7 +259,8 @@ class _EpochSequence(keras.utils.PyDataset):
         return len(self.batches.batches) - self.skip
 
     def __getitem__(self, index: int):
-        return self.batches.batches[self.batches.order(self.batches.epoch)[self.skip + index]]
+        epoch = self.batches.epoch
+        return self.batches.view(epoch)[self.batches.order(epoch)[self.skip + index]]
 
     def on_epoch_end(self) -> None:
         if self.batches.count_passes:  # without the callback: each pass over the data is an epoch
