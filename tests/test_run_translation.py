@@ -273,6 +273,8 @@ def test_bpe_dropout_trains_on_several_segmentations(run_translation, data_dir, 
     assert first_rows[0] != first_rows[1] != first_rows[2]
     results = run_translation.main(argv)
     assert results["epochs_completed"] == 2 and 0.0 <= results["test"]["bleu"] <= 100.0
+    card = (tmp_path / "bpe-dropout" / "model" / "README.md").read_text()
+    assert "bpe_dropout" in card and "0.3" in card  # the model card records the recipe
     assert "BPE-dropout 0.3: 3 segmentations of the training pairs" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         run_translation.parse_args(_argv(data_dir, tmp_path / "x", 1) + ["--bpe_dropout_views", "3"])
