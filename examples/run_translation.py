@@ -376,7 +376,7 @@ def card_info(args, state):
                 "lr_scale", "warmup_steps", "lr_decay", "label_smoothing", "num_beams", "length_penalty", "seed")
                 if getattr(args, k) is not None}
             | ({"bpe_dropout": args.bpe_dropout, "bpe_dropout_views": args.bpe_dropout_views}
-               if getattr(args, "bpe_dropout", 0) else {})
+               if args.bpe_dropout else {})
             # the policy set_precision chose ("mixed_bfloat16", "float32"), not the setting ("auto")
             | {"mixed_precision": getattr(args, "dtype_policy", args.mixed_precision)},
             "results": {k: v for k, v in (("bleu", state.get("best_bleu")),) if v is not None},

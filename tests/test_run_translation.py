@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+from collections import Counter
 from pathlib import Path
 
 import keras
@@ -258,8 +259,6 @@ def test_bpe_dropout_trains_on_several_segmentations(run_translation, data_dir, 
     tokenized = run_translation.tokenize(splits["train"], tokenizer, args)
     _, data = run_translation.make_train_batches(tokenized, model.config, args, tokenizer=tokenizer)
     assert len(data.views) == 3 and {len(view) for view in data.views} == {len(data)}
-    from collections import Counter
-
     targets, plain_tokens = Counter(splits["train"]["target"]), sum(map(len, tokenized["labels"]))
     for view in data.views:  # the same targets (but those of a cut batch) in more pieces than plain BPE's
         decoded = Counter()

@@ -173,10 +173,9 @@ class EpochShuffledBatches:
 
     def __init__(self, batches: Iterable[tuple[dict, np.ndarray]], shuffle: bool = True, seed: int = 0,
                  count_passes: bool = False):
-        self.batches = list(batches)
-        if not self.batches:
+        self.views = [list(batches)]
+        if not self.views[0]:
             raise ValueError("no batches")
-        self.views = [self.batches]
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
@@ -202,8 +201,13 @@ class EpochShuffledBatches:
             raise ValueError("no views, or a view without batches")
         shortest = min(len(view) for view in views)
         data = cls(views[0][:shortest], shuffle=shuffle, seed=seed)
-        data.views = [view[:shortest] for view in views]
+        data.views = [view[:shortest] for view in views]  # the first view's batches become data.batches
         return data
+
+    @property
+    def batches(self) -> list[tuple[dict, np.ndarray]]:
+        """The batches of the first view (all of them without views)."""
+        return self.views[0]
 
     def view(self, epoch: int) -> list[tuple[dict, np.ndarray]]:
         """The batches epoch ``epoch`` draws from (in stored order; :meth:`order` permutes them)."""
