@@ -44,6 +44,7 @@ UNSAFE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model
 WEIGHT_FILE_PATTERN = re.compile(r"^model(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?$")
 DEFAULT_MAX_SHARD_SIZE = "5GB"
 RETIRED_INFIX = ".old-"  # ".<name>.old-*": a directory being replaced, between the two renames of a swap
+STAGING_INFIX = ".tmp-"  # ".<name>.tmp-<pid>-*": a directory being written by process <pid>
 COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -478,7 +479,8 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     it was. Concurrent writers of one ``target`` (threads or processes) take turns at the swap (a lock file
     ``.<name>.lock`` beside it), so the result is always one writer's complete directory. The swap is one
     atomic exchange on Linux; elsewhere it is two renames, and a kill between them is undone by
-    :func:`recover_interrupted_swap`, which loading and the next write call. A failing write
+    :func:`recover_interrupted_swap`, which loading and the next write call; the next write also deletes the
+staging folders of killed writers (:func:`remove_abandoned_staging`). A failing write
     (a full disk, a read-only folder) raises :class:`CheckpointWriteError` naming the folder and the cause.
 
     Example:
@@ -502,9 +504,10 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(target)
     recover_interrupted_swap(target)
+    remove_abandoned_staging(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{STAGING_INFIX}{os.getpid()}-", dir=target.parent))
     except OSError as err:
         raise CheckpointWriteError(err.errno, f"cannot write to {target.parent}: {err.strerror}") from err
     try:
@@ -638,6 +641,55 @@ def recover_interrupted_swap(target: str | os.PathLike) -> bool:
         logger.warning("%s was missing after an interrupted write; restored the previous version from %s",
                        target, newest.name)
         return True
+
+
+def remove_abandoned_staging(target: str | os.PathLike) -> list[str]:
+    """Delete the staging folders that killed writers of ``target`` left beside it.
+
+    :func:`atomic_directory` stages into ``.<name>.tmp-<pid>-*``; a writer killed before its swap leaves that
+    folder behind. Each write first removes those whose process no longer exists, so repeated kills do not
+    pile up copies of the model; a live writer's folder (another process or thread) is never touched.
+
+    Args:
+        target: the directory :func:`atomic_directory` writes.
+
+    Returns:
+        The names of the folders removed.
+
+    Example:
+        >>> import os, tempfile
+        >>> from vanilla_transformer.checkpoint_io import remove_abandoned_staging
+        >>> root = tempfile.mkdtemp()
+        >>> os.mkdir(os.path.join(root, f".model.tmp-{os.getpid()}-a1"))  # this process: alive, kept
+        >>> os.mkdir(os.path.join(root, ".model.tmp-999999999-b2"))  # no such process: abandoned
+        >>> remove_abandoned_staging(os.path.join(root, "model")), len(os.listdir(root))
+        (['.model.tmp-999999999-b2'], 1)
+    """
+    target = Path(target)
+    prefix = f".{target.name}{STAGING_INFIX}"
+    try:
+        names = sorted(os.listdir(target.parent))
+    except OSError:  # no such folder yet
+        return []
+    removed = []
+    for name in names:
+        pid = name[len(prefix):].split("-", 1)[0] if name.startswith(prefix) else ""
+        if pid.isdigit() and not _process_exists(int(pid)):
+            shutil.rmtree(target.parent / name, ignore_errors=True)
+            removed.append(name)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there: keep every folder
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _retired_copies(target: Path) -> list[Path]:
