@@ -334,6 +334,7 @@ def test_translate_command_line(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines() == expected
 
 
+@pytest.mark.backends
 def test_blocked_top_k_equals_top_k_with_ties_and_infinities():
     """Same values and indices as ops.top_k, ties resolved to the lower index, on rows longer than 8 k blocks."""
     rng = np.random.default_rng(0)

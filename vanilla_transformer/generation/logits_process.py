@@ -4,6 +4,7 @@ inside the compiled decoding loop, plus the exact blockwise top-k that beam sear
 
 from __future__ import annotations
 
+import keras
 from keras import ops
 
 from ..layers.dropout import random_uniform
@@ -211,7 +212,9 @@ def blocked_top_k(scores, k: int):
     XLA's TopK orders and a max does not; log-probabilities never hold either). Returns ``values (rows, k)``,
     ``indices (rows, k)`` int32.
 
-    Rows shorter than ``8 * k * TOP_K_BLOCK`` go straight to ``ops.top_k``.
+    Rows shorter than ``8 * k * TOP_K_BLOCK`` go straight to ``ops.top_k``, and so does every row on PyTorch,
+    which runs eagerly (one ``torch.topk`` beats the blocked path's several operations) and whose ``topk``
+    does not promise the lower index among ties (so its two calls here could pick another tied entry).
 
     Args:
         scores: ``(rows, n)`` float with a static shape.
@@ -230,7 +233,7 @@ def blocked_top_k(scores, k: int):
         (array([[3., 2.], [1., 1.]], dtype=float32), array([[   5, 1500], [   0, 2047]], dtype=int32))
     """
     rows, n = scores.shape
-    if n < 8 * k * TOP_K_BLOCK:
+    if n < 8 * k * TOP_K_BLOCK or keras.backend.backend() == "torch":
         values, indices = ops.top_k(scores, k)
         return values, ops.cast(indices, "int32")
     blocks = -(-n // TOP_K_BLOCK)
