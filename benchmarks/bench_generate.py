@@ -155,9 +155,14 @@ def interleaved_medians(children, key, repeats):
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def ours_column(backend):
+    """The column of our cached decoding on ``backend``: ``ours_cached`` on TensorFlow, ``ours_jax_cached``..."""
+    return ("ours" if backend == "tensorflow" else f"ours_{backend}") + "_cached"
+
+
 def time_all(args):
     """``{case key: {column: median seconds}}`` for every case, the frameworks taking turns call by call."""
-    columns = {("ours" if b == "tensorflow" else f"ours_{b}") + "_cached": ("ours", b) for b in args.backends}
+    columns = {ours_column(b): ("ours", b) for b in args.backends}
     columns["transformers"] = ("transformers", "tensorflow")
     children = {column: Child(framework, backend, args) for column, (framework, backend) in columns.items()}
     times = {}
@@ -198,7 +203,7 @@ def main(argv=None):
     # its calls slowed ours by ~40%), and the processes take turns call by call.
     times = time_all(args)
     rows = []
-    columns = [("ours" if b == "tensorflow" else f"ours_{b}") + "_cached" for b in args.backends]
+    columns = [ours_column(b) for b in args.backends]
     for method, beams, batch, new_tokens in cases(args.quick):
         row = {"method": method, "batch": batch, "new_tokens": new_tokens, **times[f"{method}/{batch}/{new_tokens}"]}
         tokens = batch * new_tokens

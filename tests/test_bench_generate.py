@@ -43,4 +43,3 @@ def test_a_child_process_answers_timing_requests():
         child.close()
     assert 0.0 < seconds < 60.0
     assert child.process.returncode == 0
-

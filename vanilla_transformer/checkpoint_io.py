@@ -480,8 +480,8 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     ``.<name>.lock`` beside it), so the result is always one writer's complete directory. The swap is one
     atomic exchange on Linux; elsewhere it is two renames, and a kill between them is undone by
     :func:`recover_interrupted_swap`, which loading and the next write call; the next write also deletes the
-staging folders of killed writers (:func:`remove_abandoned_staging`). A failing write
-    (a full disk, a read-only folder) raises :class:`CheckpointWriteError` naming the folder and the cause.
+    staging folders of killed writers (:func:`remove_abandoned_staging`). A failing write (a full disk, a
+    read-only folder) raises :class:`CheckpointWriteError` naming the folder and the cause.
 
     Example:
         >>> import os, tempfile
@@ -666,17 +666,12 @@ def remove_abandoned_staging(target: str | os.PathLike) -> list[str]:
         (['.model.tmp-999999999-b2'], 1)
     """
     target = Path(target)
-    prefix = f".{target.name}{STAGING_INFIX}"
-    try:
-        names = sorted(os.listdir(target.parent))
-    except OSError:  # no such folder yet
-        return []
     removed = []
-    for name in names:
-        pid = name[len(prefix):].split("-", 1)[0] if name.startswith(prefix) else ""
+    for path in _siblings_named(target, STAGING_INFIX):
+        pid = path.name[len(f".{target.name}{STAGING_INFIX}"):].split("-", 1)[0]
         if pid.isdigit() and not _process_exists(int(pid)):
-            shutil.rmtree(target.parent / name, ignore_errors=True)
-            removed.append(name)
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
     return removed
 
 
@@ -693,9 +688,14 @@ def _process_exists(pid: int) -> bool:
 
 
 def _retired_copies(target: Path) -> list[Path]:
-    prefix = f".{target.name}{RETIRED_INFIX}"
+    return _siblings_named(target, RETIRED_INFIX)
+
+
+def _siblings_named(target: Path, infix: str) -> list[Path]:
+    """The folders ``.<name><infix>*`` beside ``target``, sorted by name."""
+    prefix = f".{target.name}{infix}"
     try:
-        names = os.listdir(target.parent)
+        names = sorted(os.listdir(target.parent))
     except OSError:  # no such folder (e.g. the "user" of a Hub repo id "user/model")
         return []
     return [target.parent / name for name in names if name.startswith(prefix) and (target.parent / name).is_dir()]

@@ -213,8 +213,8 @@ def blocked_top_k(scores, k: int):
     ``indices (rows, k)`` int32.
 
     Rows shorter than ``8 * k * TOP_K_BLOCK`` go straight to ``ops.top_k``, and so does every row on PyTorch,
-    which runs eagerly (one ``torch.topk`` beats the blocked path's several operations) and whose ``topk``
-    does not promise the lower index among ties (so its two calls here could pick another tied entry).
+    which runs eagerly (there is no XLA TopK to avoid) and whose ``topk`` does not promise the lower index
+    among ties (so the blocked path's two calls could pick another tied entry).
 
     Args:
         scores: ``(rows, n)`` float with a static shape.
