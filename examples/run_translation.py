@@ -50,6 +50,12 @@ def add_translation_arguments(p: argparse.ArgumentParser) -> None:
     decoding.add_argument("--length_penalty_candidates", type=float, nargs="+", default=None,
                           help="after training, decode the full validation set with each of these length penalties "
                                "and use the best for test and the saved model's generation_config.json")
+    decoding.add_argument("--mbr_candidates", type=int, default=0,
+                          help="after training, also score minimum Bayes risk decoding on the full validation set: "
+                               "of the beam's N-best, the hypothesis with the highest mean sentence BLEU against "
+                               "the others (and the samples); used for test if it scores higher than beam search")
+    decoding.add_argument("--mbr_samples", type=int, default=0,
+                          help="samples of the model per sentence added to the MBR evidence (0: the N-best alone)")
     decoding.add_argument("--eval_every", type=int, default=1, help="evaluate BLEU on validation every N epochs")
     decoding.add_argument("--max_eval_samples", type=int, default=None)
 
@@ -128,6 +134,11 @@ def parse_args(argv=None):
     if not 0.0 <= args.bpe_dropout < 1.0 or args.bpe_dropout_views < 1:
         p.error(f"--bpe_dropout {args.bpe_dropout} must be in [0, 1) and --bpe_dropout_views "
                 f"{args.bpe_dropout_views} at least 1")
+    if args.mbr_candidates == 1 or args.mbr_candidates < 0 or args.mbr_samples < 0:
+        p.error(f"--mbr_candidates {args.mbr_candidates} must be 0 (off) or at least 2, and --mbr_samples "
+                f"{args.mbr_samples} at least 0")
+    if args.mbr_samples and not args.mbr_candidates:
+        p.error("--mbr_samples adds evidence to MBR decoding: give --mbr_candidates too")
     if args.pack_length and args.pack_length < max(args.max_source_length, args.max_target_length):
         p.error(f"--pack_length {args.pack_length} is shorter than the longest pair side (--max_source_length "
                 f"{args.max_source_length}, --max_target_length {args.max_target_length}): every pair must fit a row")
@@ -251,8 +262,9 @@ def tokenize(dataset, tokenizer, args):
 
 
 # ------------------------------------------------------------------------------------------ evaluation
-def evaluate_bleu(model, tokenizer, dataset, args, limit=None, length_penalty=None):
-    """Beam-search translations of ``dataset`` scored with sacreBLEU (case-sensitive BLEU and chrF).
+def evaluate_bleu(model, tokenizer, dataset, args, limit=None, length_penalty=None, mbr=False):
+    """Translations of ``dataset`` scored with sacreBLEU (case-sensitive BLEU and chrF): beam search, or with
+    ``mbr`` minimum Bayes risk decoding over the beam's ``args.mbr_candidates``-best.
 
     ``length_penalty`` overrides ``args.length_penalty``."""
     import sacrebleu
@@ -262,9 +274,20 @@ def evaluate_bleu(model, tokenizer, dataset, args, limit=None, length_penalty=No
         sources, references = sources[:limit], references[:limit]
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))  # similar lengths together
     hypotheses = [None] * len(sources)
-    translations = model.translate([sources[i] for i in order], tokenizer, batch_size=128, num_beams=args.num_beams,
-                                   length_penalty=args.length_penalty if length_penalty is None else length_penalty,
-                                   max_new_tokens=args.max_target_length)
+    decoding = dict(length_penalty=args.length_penalty if length_penalty is None else length_penalty,
+                    max_new_tokens=args.max_target_length)
+    ordered = [sources[i] for i in order]
+    if mbr:
+        from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+        from vanilla_transformer.generation.mbr import mbr_translate
+
+        split_13a = Tokenizer13a()  # the utility counts the words the reported BLEU counts
+        translations = mbr_translate(model, ordered, tokenizer, num_candidates=args.mbr_candidates,
+                                     num_samples=args.mbr_samples, batch_size=128, seed=args.seed,
+                                     tokenize=lambda text: split_13a(text).split(), **decoding)
+    else:
+        translations = model.translate(ordered, tokenizer, batch_size=128, num_beams=args.num_beams, **decoding)
     for i, text in zip(order, translations):
         hypotheses[i] = text
     bleu = sacrebleu.corpus_bleu(hypotheses, [references])
@@ -682,22 +705,44 @@ def kept_model(model, output_dir: Path, state: dict, results: dict):
     return TransformerForSeq2SeqLM.from_pretrained(output_dir / "best")
 
 
+def choose_length_penalty(final, tokenizer, splits, args, results: dict) -> None:
+    """Set ``args.length_penalty`` to the candidate with the best beam-search BLEU on the full validation set."""
+    # Decoding is a hyper-parameter too: chosen on the full validation set, never on test.
+    search = {lp: evaluate_bleu(final, tokenizer, splits["validation"], args, length_penalty=lp)
+              for lp in args.length_penalty_candidates}
+    args.length_penalty = max(search, key=lambda lp: search[lp]["bleu"])  # the first listed wins a tie
+    results["length_penalty_search"] = {str(lp): scores["bleu"] for lp, scores in search.items()}
+    results["validation"] = search[args.length_penalty]
+    print("validation BLEU by length penalty: " + ", ".join(f"{lp} -> {scores['bleu']:.2f}"
+                                                           for lp, scores in search.items())
+          + f"; chose {args.length_penalty}")
+
+
+def choose_mbr(final, tokenizer, splits, args, results: dict) -> bool:
+    """Whether MBR decoding scores higher than beam search on the full validation set (ties go to beam)."""
+    beam = results.get("validation") or evaluate_bleu(final, tokenizer, splits["validation"], args)
+    mbr = evaluate_bleu(final, tokenizer, splits["validation"], args, mbr=True)
+    use_mbr = mbr["bleu"] > beam["bleu"]
+    results["mbr_search"] = {"beam": beam["bleu"], "mbr": mbr["bleu"]}
+    results["validation"] = mbr if use_mbr else beam
+    print(f"validation BLEU: beam {beam['bleu']:.2f}, MBR over the {args.mbr_candidates}-best "
+          f"({args.mbr_samples} samples) {mbr['bleu']:.2f}; chose {'MBR' if use_mbr else 'beam'}")
+    return use_mbr
+
+
 def evaluate_final(final, tokenizer, splits, args, results: dict) -> None:
-    """The length penalty chosen on the full validation set (never test), then validation and test BLEU."""
-    if args.length_penalty_candidates and "validation" in splits:
-        # Decoding is a hyper-parameter too: chosen on the full validation set, never on test.
-        search = {lp: evaluate_bleu(final, tokenizer, splits["validation"], args, length_penalty=lp)
-                  for lp in args.length_penalty_candidates}
-        args.length_penalty = max(search, key=lambda lp: search[lp]["bleu"])  # the first listed wins a tie
-        results["length_penalty_search"] = {str(lp): scores["bleu"] for lp, scores in search.items()}
-        results["validation"] = search[args.length_penalty]
-        print("validation BLEU by length penalty: " + ", ".join(f"{lp} -> {scores['bleu']:.2f}"
-                                                               for lp, scores in search.items())
-              + f"; chose {args.length_penalty}")
+    """The length penalty and the decoding (beam or MBR) chosen on the full validation set (never test), then
+    validation and test BLEU."""
+    has_validation = "validation" in splits
+    if args.length_penalty_candidates and has_validation:
+        choose_length_penalty(final, tokenizer, splits, args, results)
     results["length_penalty"] = args.length_penalty
+    use_mbr = bool(args.mbr_candidates and has_validation and choose_mbr(final, tokenizer, splits, args, results))
+    results["decoding"] = (f"MBR over the beam's {args.mbr_candidates}-best, {args.mbr_samples} samples"
+                           if use_mbr else f"beam {args.num_beams}")
     for split in ("validation", "test"):
         if split in splits:
-            scores = results.get(split) or evaluate_bleu(final, tokenizer, splits[split], args)
+            scores = results.get(split) or evaluate_bleu(final, tokenizer, splits[split], args, mbr=use_mbr)
             results[split] = scores
             print(f"{split}: BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f} ({scores['signature']})")
 
@@ -711,7 +756,9 @@ def save_final(final, tokenizer, args, output_dir: Path, state: dict, results: d
     state["test_bleu"] = results.get("test", {}).get("bleu")
     info = card_info(args, state)
     if "test" in results:
-        info["results"] = {"bleu": results["test"]["bleu"], "chrf": results["test"]["chrf"]}
+        # how the scores were decoded: the saved generation_config.json holds beam search's settings
+        info["results"] = {"bleu": results["test"]["bleu"], "chrf": results["test"]["chrf"],
+                           "decoding": results.get("decoding", f"beam {args.num_beams}")}
     final.save_pretrained(output_dir / "model", tokenizer=tokenizer, model_card=info)
     (output_dir / "results.json").write_text(json.dumps(results, indent=2))
     print(f"wrote {output_dir / 'results.json'}; model in {output_dir / 'model'}")

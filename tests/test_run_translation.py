@@ -101,6 +101,8 @@ def test_end_to_end_with_interruption_resume_and_reload(run_translation, data_di
     # generation_config.json carries the decoding that was scored, so no arguments are needed
     assert (model.generation_config.num_beams, model.generation_config.length_penalty) == (2, saved["length_penalty"])
     assert model.translate([s["source"] for s in samples], tokenizer) == again
+    card = (output / "model" / "README.md").read_text()
+    assert f"| bleu | {saved['test']['bleu']} |" in card and "| decoding | beam 2 |" in card
 
     # --num_train_epochs 0 with a trained model only evaluates it, and reproduces the run's scores
     rescored = run_translation.main(_argv(data_dir, tmp_path / "rescored", 0, sizes=False) + [
@@ -278,3 +280,51 @@ def test_bpe_dropout_trains_on_several_segmentations(run_translation, data_dir, 
     with pytest.raises(SystemExit):
         run_translation.parse_args(_argv(data_dir, tmp_path / "x", 1) + ["--bpe_dropout_views", "3"])
     assert "give --bpe_dropout too" in capsys.readouterr().err
+
+
+class ConsensusModel:
+    """Stands for a trained model: beam search's best adds a wrong word to the reference, which the rest of
+    its n-best (and every sample) give exactly, so MBR finds the reference where beam search does not; with
+    ``agreeing=False`` the rest of the n-best is one unrelated word."""
+
+    def __init__(self, sources, references, agreeing=True):
+        self.reference = dict(zip(sources, references))
+        self.agreeing, self.calls = agreeing, []
+
+    def translate(self, texts, tokenizer, batch_size=64, num_return_sequences=1, do_sample=False, **kwargs):
+        self.calls.append(dict(kwargs, num_return_sequences=num_return_sequences, do_sample=do_sample))
+        n_best = lambda text: [self.reference[text] + " wrong",  # noqa: E731
+                               *[self.reference[text] if self.agreeing else "nichts"] * 3]
+        rows = [[self.reference[t]] * num_return_sequences if do_sample else n_best(t)[:num_return_sequences]
+                for t in texts]
+        return [text for row in rows for text in row]
+
+
+@pytest.mark.parametrize("flags, refusal", [(["--mbr_candidates", "1"], "at least 2"),
+                                            (["--mbr_samples", "4"], "give --mbr_candidates too")])
+def test_mbr_flags_refuse_what_would_do_nothing(run_translation, flags, refusal, capsys):
+    with pytest.raises(SystemExit):
+        run_translation.parse_args(["--output_dir", "x", "--train_file", "t", *flags])
+    assert refusal in capsys.readouterr().err
+
+
+def test_mbr_decoding_is_chosen_on_validation_and_used_for_test(run_translation):
+    sources = [f"source {i}" for i in range(6)]
+    references = [f"ein Hund läuft über die Wiese Nummer {i}" for i in range(6)]
+    splits = {name: {"source": sources, "target": references} for name in ("validation", "test")}
+    args = run_translation.parse_args(["--output_dir", "x", "--train_file", "t", "--mbr_candidates", "4",
+                                       "--mbr_samples", "2", "--length_penalty_candidates", "1.0", "1.5"])
+    model, results = ConsensusModel(sources, references), {}
+    run_translation.evaluate_final(model, None, splits, args, results)
+    assert results["length_penalty_search"]["1.0"] < 100.0 and results["length_penalty"] == 1.0  # first on a tie
+    assert results["mbr_search"]["mbr"] == 100.0 > results["mbr_search"]["beam"]
+    assert results["decoding"] == "MBR over the beam's 4-best, 2 samples"
+    assert results["validation"]["bleu"] == results["test"]["bleu"] == 100.0
+    n_best_calls = [call for call in model.calls if call["num_return_sequences"] == 4 and not call["do_sample"]]
+    assert len(n_best_calls) == 2 and all(call["num_beams"] == 4 for call in n_best_calls)  # validation, then test
+
+    args.mbr_samples = 0  # the n-best's majority agrees on a wrong word: MBR scores lower, so beam search stays
+    results = {}
+    run_translation.evaluate_final(ConsensusModel(sources, references, agreeing=False), None, splits, args, results)
+    assert results["mbr_search"]["mbr"] < results["mbr_search"]["beam"] and results["decoding"] == "beam 4"
+    assert results["test"]["bleu"] == results["validation"]["bleu"] < 100.0

@@ -7,7 +7,8 @@ multiple of 8 so that new calls of similar shapes reuse the compiled program.
 
 - :mod:`.plan`: the ``GenerationConfig`` resolved into a validated :class:`~.plan.DecodingPlan`;
 - :mod:`.logits_process`: transformers' logits processors and the sampling warpers;
-- :mod:`.search` and :mod:`.beam_search`: the loops; :mod:`.programs`: the compiled-program cache.
+- :mod:`.search` and :mod:`.beam_search`: the loops; :mod:`.programs`: the compiled-program cache;
+- :mod:`.mbr`: minimum Bayes risk decoding, the candidate of the n-best with the highest expected BLEU.
 
 Beam search follows the algorithm of ``transformers`` (top 2K candidates, finished hypotheses scored
 ``sum log p / length ** length_penalty``) so that results are comparable token for token.
