@@ -758,7 +758,7 @@ def save_final(final, tokenizer, args, output_dir: Path, state: dict, results: d
     if "test" in results:
         info["results"] = {"bleu": results["test"]["bleu"], "chrf": results["test"]["chrf"]}
     # how the scores were decoded: the saved generation_config.json can hold only beam search's settings
-    info["hyperparameters"]["decoding"] = results.get("decoding", f"beam {args.num_beams}")
+    info["hyperparameters"]["decoding"] = results["decoding"]  # set by evaluate_final
     final.save_pretrained(output_dir / "model", tokenizer=tokenizer, model_card=info)
     (output_dir / "results.json").write_text(json.dumps(results, indent=2))
     print(f"wrote {output_dir / 'results.json'}; model in {output_dir / 'model'}")

@@ -666,9 +666,9 @@ def remove_abandoned_staging(target: str | os.PathLike) -> list[str]:
         (['.model.tmp-999999999-b2'], 1)
     """
     target = Path(target)
-    removed = []
+    prefix_length, removed = len(f".{target.name}{STAGING_INFIX}"), []
     for path in _siblings_named(target, STAGING_INFIX):
-        pid = path.name[len(f".{target.name}{STAGING_INFIX}"):].split("-", 1)[0]
+        pid = path.name[prefix_length:].split("-", 1)[0]
         if pid.isdigit() and not _process_exists(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path.name)
