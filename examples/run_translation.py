@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import gzip
 import json
 import os
@@ -56,6 +57,10 @@ def add_translation_arguments(p: argparse.ArgumentParser) -> None:
                                "the others (and the samples); used for test if it scores higher than beam search")
     decoding.add_argument("--mbr_samples", type=int, default=0,
                           help="samples of the model per sentence added to the MBR evidence (0: the N-best alone)")
+    decoding.add_argument("--ensemble_with", nargs="+", default=None, metavar="MODEL",
+                          help="after evaluating the trained model, evaluate it again ensembled with these saved "
+                               "models (directories or Hub ids with the same tokenizer; next-token probabilities "
+                               "averaged, length penalty chosen on validation again): results.json's 'ensemble'")
     decoding.add_argument("--eval_every", type=int, default=1, help="evaluate BLEU on validation every N epochs")
     decoding.add_argument("--max_eval_samples", type=int, default=None)
 
@@ -747,6 +752,41 @@ def evaluate_final(final, tokenizer, splits, args, results: dict) -> None:
             print(f"{split}: BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f} ({scores['signature']})")
 
 
+def check_ensemble_members(paths, model, tokenizer) -> None:
+    """Exit before any training when a ``--ensemble_with`` model cannot be loaded or cannot ensemble with this
+    run's: the ensemble averages distributions over token ids, which must mean the same tokens in every member
+    (same vocabulary, special ids and architecture)."""
+    from vanilla_transformer import TransformerForSeq2SeqLM
+    from vanilla_transformer.generation.ensemble import config_mismatch
+    from vanilla_transformer.hub import load_tokenizer
+
+    for path in paths:
+        other = load_tokenizer(path)
+        if other is None or other.get_vocab() != tokenizer.get_vocab():
+            problem = "has no tokenizer" if other is None else "has a vocabulary other than this run's tokenizer"
+            raise SystemExit(f"--ensemble_with {path} {problem}: ensemble members must share one tokenizer")
+        mismatch = config_mismatch(model.config, TransformerForSeq2SeqLM.from_pretrained(path).config)
+        if mismatch:
+            raise SystemExit(f"--ensemble_with {path} has {mismatch.replace('member 0', 'this run')}: ensemble "
+                             "members must share the special tokens and the architecture")
+
+
+def evaluate_ensemble(final, tokenizer, splits, args, results: dict) -> None:
+    """``final`` ensembled with the ``--ensemble_with`` models, evaluated as :func:`evaluate_final` evaluates a
+    model (its own length penalty and decoding chosen on validation), into ``results["ensemble"]``."""
+    import keras
+
+    from vanilla_transformer import TransformerForSeq2SeqLM
+    from vanilla_transformer.generation.ensemble import Ensemble
+
+    keras.mixed_precision.set_global_policy("float32")  # the members decode in float32, as best/ does
+    members = [TransformerForSeq2SeqLM.from_pretrained(path) for path in args.ensemble_with]
+    print(f"ensemble of this run's model and {', '.join(args.ensemble_with)}:", flush=True)
+    ensemble_results = {"members": ["this run", *args.ensemble_with]}
+    evaluate_final(Ensemble([final, *members]), tokenizer, splits, copy.copy(args), ensemble_results)
+    results["ensemble"] = ensemble_results
+
+
 def save_final(final, tokenizer, args, output_dir: Path, state: dict, results: dict, push: bool) -> None:
     # The saved model translates the way it was scored: from_pretrained(...).translate(...) needs no arguments.
     final.generation_config.num_beams = args.num_beams
@@ -797,6 +837,8 @@ def main(argv=None, extra_callbacks=()):
     set_precision(args)
     splits = load_data(args)
     model, tokenizer, collator, batches, schedule = build_and_compile(args, strategy, splits["train"], distribution)
+    if args.ensemble_with:
+        check_ensemble_members(args.ensemble_with, model, tokenizer)
     validation_data = validation_batches(splits, tokenizer, collator, args, distribution)
     config = model.config
     print(f"{len(splits['train'])} training pairs in {len(batches)} batches; vocabulary {len(tokenizer)}; model "
@@ -815,6 +857,9 @@ def main(argv=None, extra_callbacks=()):
     final = kept_model(model, output_dir, state, results)
     evaluate_final(final, tokenizer, splits, args, results)
     save_final(final, tokenizer, args, output_dir, state, results, push=args.push_to_hub and is_chief_or_alone)
+    if args.ensemble_with:  # after the trained model is saved, which a failure here then cannot lose
+        evaluate_ensemble(final, tokenizer, splits, args, results)
+        (output_dir / "results.json").write_text(json.dumps(results, indent=2))
     return results
 
 

@@ -1,7 +1,9 @@
 """examples/run_translation.py end to end on a few hundred generated pairs: files, BLEU, resume, reload."""
 
+import copy
 import importlib.util
 import json
+import types
 from collections import Counter
 from pathlib import Path
 
@@ -110,6 +112,28 @@ def test_end_to_end_with_interruption_resume_and_reload(run_translation, data_di
     assert rescored["epochs_completed"] == 0
     assert rescored["test"]["bleu"] == saved["test"]["bleu"] and rescored["test"]["samples"] == samples
 
+    # an ensemble of the model with itself averages equal distributions: it decodes as the model alone
+    ensembled = run_translation.main(_argv(data_dir, tmp_path / "ensembled", 0, sizes=False) + [
+        "--model_name_or_path", str(output / "model"), "--ensemble_with", str(output / "model"),
+        "--length_penalty_candidates", str(saved["length_penalty"])])
+    ensemble = json.loads((tmp_path / "ensembled" / "results.json").read_text())["ensemble"]
+    assert ensemble["members"] == ["this run", str(output / "model")] and ensemble["decoding"] == "beam 2"
+    assert ensemble["test"]["samples"] == samples and ensemble["test"]["bleu"] == ensembled["test"]["bleu"]
+
+    class OtherTokenizer:
+        def get_vocab(self):
+            return {"x": 0}
+
+    with pytest.raises(SystemExit, match="has a vocabulary other than this run's tokenizer"):
+        run_translation.check_ensemble_members([str(output / "model")], model, OtherTokenizer())
+    with pytest.raises(SystemExit, match="logs has no tokenizer"):
+        run_translation.check_ensemble_members([str(output / "logs")], model, tokenizer)
+    other_config = copy.deepcopy(model.config)
+    other_config.eos_token_id = 5
+    other_ids = types.SimpleNamespace(config=other_config)  # all the check reads of this run's model
+    with pytest.raises(SystemExit, match=r"has eos_token_id=2 \(this run has 5\)"):
+        run_translation.check_ensemble_members([str(output / "model")], other_ids, tokenizer)
+
 
 def test_pad_to_multiple_of_sets_the_batch_lengths(run_translation):
     from types import SimpleNamespace
@@ -187,7 +211,6 @@ def test_learning_rate_schedules(run_translation):
 def test_max_train_minutes_stops_the_run_and_decay_within_budget_ends_the_decay(run_translation, data_dir,
                                                                                 tmp_path, monkeypatch, capsys):
     import re
-    import types
 
     from vanilla_transformer import training
 

@@ -16,7 +16,7 @@ from keras import ops
 from . import serving
 from .configuration import TransformerConfig
 from .distribution import MultiWorkerTrainerFixes
-from .generation import GenerationMixin
+from .generation import GenerationMixin, translate_texts
 from .hub import HubMixin
 from .layers import Dropout, TokenEmbedding, TransformerDecoder, TransformerEncoder
 from .layers.feed_forward import activation_fn
@@ -456,18 +456,9 @@ class TransformerForSeq2SeqLM(GenerationMixin, TransformerPreTrainedModel):
         return serving.export(self, path, to=to, tokenizer=tokenizer, **settings)
 
     def translate(self, texts, tokenizer, batch_size: int = 64, **generation_kwargs) -> list[str]:
-        """Translate a list of strings with ``tokenizer``; keyword arguments go to :meth:`generate`."""
-        if isinstance(texts, str):
-            texts = [texts]
-        outputs = []
-        for start in range(0, len(texts), batch_size):
-            # Sources longer than the model's positions are cut (with a warning from the tokenizer).
-            batch = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
-                              max_length=self.config.max_position_embeddings, return_tensors="np")
-            ids = self.generate(batch["input_ids"].astype("int32"),
-                                attention_mask=batch["attention_mask"].astype("int32"), **generation_kwargs)
-            outputs.extend(tokenizer.batch_decode(ids, skip_special_tokens=True))
-        return outputs
+        """Translate a list of strings with ``tokenizer``; keyword arguments go to :meth:`generate` (see
+        :func:`vanilla_transformer.generation.translate_texts`)."""
+        return translate_texts(self, texts, tokenizer, batch_size=batch_size, **generation_kwargs)
 
 
 class TransformerForCausalLM(GenerationMixin, TransformerPreTrainedModel):

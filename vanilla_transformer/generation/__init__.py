@@ -8,7 +8,8 @@ multiple of 8 so that new calls of similar shapes reuse the compiled program.
 - :mod:`.plan`: the ``GenerationConfig`` resolved into a validated :class:`~.plan.DecodingPlan`;
 - :mod:`.logits_process`: transformers' logits processors and the sampling warpers;
 - :mod:`.search` and :mod:`.beam_search`: the loops; :mod:`.programs`: the compiled-program cache;
-- :mod:`.mbr`: minimum Bayes risk decoding, the candidate of the n-best with the highest expected BLEU.
+- :mod:`.mbr`: minimum Bayes risk decoding, the candidate of the n-best with the highest expected BLEU;
+- :mod:`.ensemble`: several models decoding with the mean of their next-token probabilities.
 
 Beam search follows the algorithm of ``transformers`` (top 2K candidates, finished hypotheses scored
 ``sum log p / length ** length_penalty``) so that results are comparable token for token.
@@ -28,7 +29,8 @@ from .plan import DecodingParams, DecodingPlan, make_plan, resolve_generation_co
 from .programs import ProgramCache, compiled_decoder
 
 __all__ = ["DecodingParams", "DecodingPlan", "GenerationMixin", "ProgramCache", "blocked_top_k", "generate",
-           "resolve_generation_config", "resolved_decoder_start_token_id", "resolved_pad_token_id", "top_p_filter"]
+           "resolve_generation_config", "resolved_decoder_start_token_id", "resolved_pad_token_id", "top_p_filter",
+           "translate_texts"]
 
 LENGTH_MULTIPLE = 8
 
@@ -224,6 +226,44 @@ def generate(model, input_ids, attention_mask=None, generation_config=None, seed
     if return_dict_in_generate or output_scores:
         return {"sequences": sequences, "sequences_scores": scores}
     return sequences
+
+
+def translate_texts(model, texts, tokenizer, batch_size: int = 64, **generation_kwargs) -> list[str]:
+    """Translate strings: tokenize ``batch_size`` at a time, :func:`generate`, decode without special tokens.
+
+    Args:
+        model: an encoder-decoder model of this package, or an :class:`~.ensemble.Ensemble` of them.
+        texts: a string or a list of strings; sources longer than ``max_position_embeddings`` tokens are cut
+            (the tokenizer warns).
+        tokenizer: the model's tokenizer (a transformers tokenizer).
+        **generation_kwargs: ``GenerationConfig`` fields for :func:`generate` (``num_beams``, ...).
+
+    Returns:
+        One string per text, in order.
+
+    Example:
+        >>> class Tokenizer:  # stands in for a transformers tokenizer
+        ...     def __call__(self, texts, **kwargs):
+        ...         return {"input_ids": np.array([[5, 6, 2]] * len(texts)), "attention_mask": np.ones((len(texts), 3))}
+        ...     def batch_decode(self, ids, skip_special_tokens):
+        ...         return [f"{len(row)} ids" for row in ids]
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> model = TransformerForSeq2SeqLM(TransformerConfig(
+        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
+        ...     max_position_embeddings=32, eos_token_id=None))
+        >>> translate_texts(model, ["a", "b", "c"], Tokenizer(), batch_size=2, max_new_tokens=3)
+        ['4 ids', '4 ids', '4 ids']
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    outputs = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
+                          max_length=model.config.max_position_embeddings, return_tensors="np")
+        ids = model.generate(np.asarray(batch["input_ids"]).astype("int32"),
+                             attention_mask=np.asarray(batch["attention_mask"]).astype("int32"), **generation_kwargs)
+        outputs.extend(tokenizer.batch_decode(ids, skip_special_tokens=True))
+    return outputs
 
 
 _PROGRAMS_LOCK = threading.Lock()
