@@ -117,3 +117,16 @@ def test_the_clock_runs_on_across_fit_calls(monkeypatch):
     model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[budget])
     history = model.fit(x, y, batch_size=4, epochs=5, initial_epoch=1, verbose=0, callbacks=[budget])
     assert len(history.history["loss"]) == 1  # epoch 2 ends at 20 s: a third would pass 25 s
+
+
+def test_the_config_records_the_moved_end():
+    """A schedule rebuilt from the config (a .keras file, the compile config) decays where the moved one does."""
+    schedule = LinearWarmupSchedule(1.0, warmup_steps=2, decay_steps=50)
+    end = schedule.make_decay_end_movable(keras.optimizers.SGD(schedule))
+    assert schedule.get_config()["decay_steps"] == 50
+    end.assign(30.0)
+    rebuilt = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+    assert rebuilt.get_config() == {"learning_rate": 1.0, "warmup_steps": 2, "decay_steps": 30}
+    steps = np.arange(40)
+    np.testing.assert_allclose([float(rebuilt(i)) for i in steps], [float(schedule(i)) for i in steps], atol=1e-7)
+    assert float(rebuilt(29)) == 0.0 and float(rebuilt(28)) > 0.0  # iteration i is step i + 1: 0 at step 30

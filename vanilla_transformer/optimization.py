@@ -98,6 +98,11 @@ class LinearWarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
             The variable: ``assign`` it a step count (see
             :class:`~vanilla_transformer.training.TimeBudget`).
 
+        ``get_config`` then records the end where it is now, so a schedule rebuilt from the config decays as
+        this one does (with a fixed end). The optimizer's extra variable makes Keras skip the optimizer's state,
+        with a warning, when a ``.keras`` file of the model loads: resume training from
+        :class:`~vanilla_transformer.training.ResumableBackup`, which carries it.
+
         Example:
             >>> import keras
             >>> from vanilla_transformer.optimization import LinearWarmupSchedule
@@ -125,8 +130,10 @@ class LinearWarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return rate
 
     def get_config(self):
-        return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps,
-                "decay_steps": self.decay_steps}
+        decay_steps = self.decay_steps
+        if self.decay_end is not None:  # moved by a callback: the end in force now
+            decay_steps = int(round(float(ops.convert_to_numpy(self.decay_end))))
+        return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps, "decay_steps": decay_steps}
 
 
 def language_model_optimizer(learning_rate: Any = 5e-4, warmup_steps: int = 0, decay_steps: int | None = None,
