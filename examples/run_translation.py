@@ -765,10 +765,10 @@ def check_ensemble_members(paths, model, tokenizer) -> None:
         if other is None or other.get_vocab() != tokenizer.get_vocab():
             problem = "has no tokenizer" if other is None else "has a vocabulary other than this run's tokenizer"
             raise SystemExit(f"--ensemble_with {path} {problem}: ensemble members must share one tokenizer")
-        mismatch = config_mismatch(model.config, TransformerForSeq2SeqLM.from_pretrained(path).config)
+        mismatch = config_mismatch(model.config, TransformerForSeq2SeqLM.from_pretrained(path).config, "this run")
         if mismatch:
-            raise SystemExit(f"--ensemble_with {path} has {mismatch.replace('member 0', 'this run')}: ensemble "
-                             "members must share the special tokens and the architecture")
+            raise SystemExit(f"--ensemble_with {path} has {mismatch}: ensemble members must share the special "
+                             "tokens and the architecture")
 
 
 def evaluate_ensemble(final, tokenizer, splits, args, results: dict) -> None:

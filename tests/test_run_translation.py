@@ -130,9 +130,9 @@ def test_end_to_end_with_interruption_resume_and_reload(run_translation, data_di
         run_translation.check_ensemble_members([str(output / "logs")], model, tokenizer)
     other_config = copy.deepcopy(model.config)
     other_config.eos_token_id = 5
-    other_ids = types.SimpleNamespace(config=other_config)  # all the check reads of this run's model
+    this_run = types.SimpleNamespace(config=other_config)  # all the check reads of this run's model
     with pytest.raises(SystemExit, match=r"has eos_token_id=2 \(this run has 5\)"):
-        run_translation.check_ensemble_members([str(output / "model")], other_ids, tokenizer)
+        run_translation.check_ensemble_members([str(output / "model")], this_run, tokenizer)
 
 
 def test_pad_to_multiple_of_sets_the_batch_lengths(run_translation):

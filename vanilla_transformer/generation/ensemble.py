@@ -38,9 +38,9 @@ SHARED_CONFIG_FIELDS = ("is_encoder_decoder", "vocab_size", "pad_token_id", "bos
                         "decoder_start_token_id")
 
 
-def config_mismatch(config, other) -> str | None:
+def config_mismatch(config, other, reference: str = "member 0") -> str | None:
     """The first field of :data:`SHARED_CONFIG_FIELDS` on which two members' configs differ, as
-    ``"field=other's (member 0 has config's)"``, or None when they may ensemble.
+    ``"field=other's (<reference> has config's)"``, or None when they may ensemble.
 
     Example:
         >>> from vanilla_transformer import TransformerConfig
@@ -51,7 +51,7 @@ def config_mismatch(config, other) -> str | None:
     """
     for field in SHARED_CONFIG_FIELDS:
         if getattr(other, field) != getattr(config, field):
-            return f"{field}={getattr(other, field)!r} (member 0 has {getattr(config, field)!r})"
+            return f"{field}={getattr(other, field)!r} ({reference} has {getattr(config, field)!r})"
     return None
 
 
