@@ -31,8 +31,9 @@ def backend_env(backend: str) -> dict:
     return env
 
 
-def run_on(backend: str, action: str, directory: Path) -> None:
-    done = subprocess.run([sys.executable, str(SCRIPT), action, str(directory)], env=backend_env(backend),
+def run_on(backend: str, *actions: str | Path) -> None:
+    """Run tests/scripts/backend_roundtrip.py's ``action directory`` pairs in one child process on ``backend``."""
+    done = subprocess.run([sys.executable, str(SCRIPT), *map(str, actions)], env=backend_env(backend),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -54,25 +55,19 @@ def assert_same_outputs(saved, loaded, what):
 
 
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
-def test_saved_on_another_backend_loads_here_and_back(backend, tmp_path):
+def test_saved_here_loads_on_another_backend_and_back(backend, tmp_path):
+    """TensorFlow saves; one child process on ``backend`` loads that and saves its own; TensorFlow loads that."""
     roundtrip = roundtrip_module()
-    run_on(backend, "save", tmp_path)
-    roundtrip.main("load", str(tmp_path))  # here, on TensorFlow
+    here, there = tmp_path / "tensorflow", tmp_path / backend
+    roundtrip.main("save", str(here))
+    run_on(backend, "load", here, "save", there)
+    roundtrip.main("load", str(there))
     for cls in roundtrip.CONFIGS:
         name = cls.__name__
-        assert_same_outputs(np.load(tmp_path / f"{name}.{backend}.save.npz"),
-                            np.load(tmp_path / f"{name}.tensorflow.load.npz"), f"{name}: {backend} -> tensorflow")
-
-
-@pytest.mark.parametrize("backend", OTHER_BACKENDS)
-def test_saved_here_loads_on_another_backend(backend, tmp_path):
-    roundtrip = roundtrip_module()
-    roundtrip.main("save", str(tmp_path))  # here, on TensorFlow
-    run_on(backend, "load", tmp_path)
-    for cls in roundtrip.CONFIGS:
-        name = cls.__name__
-        assert_same_outputs(np.load(tmp_path / f"{name}.tensorflow.save.npz"),
-                            np.load(tmp_path / f"{name}.{backend}.load.npz"), f"{name}: tensorflow -> {backend}")
+        assert_same_outputs(np.load(here / f"{name}.tensorflow.save.npz"),
+                            np.load(here / f"{name}.{backend}.load.npz"), f"{name}: tensorflow -> {backend}")
+        assert_same_outputs(np.load(there / f"{name}.{backend}.save.npz"),
+                            np.load(there / f"{name}.tensorflow.load.npz"), f"{name}: {backend} -> tensorflow")
 
 
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)

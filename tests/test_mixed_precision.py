@@ -46,10 +46,17 @@ def train(config, batches, policy):
         keras.mixed_precision.set_global_policy("float32")
 
 
+@pytest.fixture(scope="module")
+def float32_run(task):
+    """The float32 model and its losses, trained once for both policies."""
+    config, batches, _ = task
+    return train(config, batches, "float32")
+
+
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
-def test_mixed_precision_trains_like_float32_and_decodes_like_it(task, policy):
+def test_mixed_precision_trains_like_float32_and_decodes_like_it(task, float32_run, policy):
     config, batches, test_ids = task
-    reference, reference_losses = train(config, batches, "float32")
+    reference, reference_losses = float32_run
     model, losses = train(config, batches, policy)
     assert np.isfinite(losses).all(), losses
     assert losses[-1] < 0.5 * losses[0] and abs(losses[-1] - reference_losses[-1]) < 0.15 * reference_losses[-1], (

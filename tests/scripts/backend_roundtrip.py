@@ -1,10 +1,11 @@
 """Save or load one tiny model of every class on the backend of KERAS_BACKEND; write logits and decoded ids.
 
-    KERAS_BACKEND=jax python tests/scripts/backend_roundtrip.py save|load DIRECTORY
+    KERAS_BACKEND=jax python tests/scripts/backend_roundtrip.py save|load DIRECTORY [save|load DIRECTORY ...]
 
 ``save`` builds each class from a fixed seed and saves it to DIRECTORY/<class>; ``load`` loads them. Both write
 DIRECTORY/<class>.<backend>.<action>.npz with the logits of fixed inputs (and greedy / beam ids for the classes
-that decode), so a test can compare backends. Run on JAX or PyTorch, it makes TensorFlow unimportable first.
+that decode), so a test can compare backends. Several action / directory pairs run in one process (one start-up
+of the backend). Run on JAX or PyTorch, it makes TensorFlow unimportable first.
 """
 
 import sys
@@ -58,4 +59,5 @@ def main(action: str, directory: str) -> None:
 if __name__ == "__main__":
     if keras.backend.backend() != "tensorflow":
         sys.modules["tensorflow"] = None  # as without TensorFlow installed: saving and loading must not need it
-    main(*sys.argv[1:3])
+    for action, directory in zip(sys.argv[1::2], sys.argv[2::2], strict=True):
+        main(action, directory)
