@@ -68,48 +68,51 @@ def sources(translator):
     return batches
 
 
-def serve_in_fresh_process(path: Path, batches: dict, tmp_path: Path) -> dict:
-    np.savez(tmp_path / "requests.npz", **{f"{name}.{key}": array for name, (ids, mask) in batches.items()
-                                           for key, array in (("input_ids", ids), ("attention_mask", mask))})
-    run = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "serve_saved_model.py"), str(path),
-                          str(tmp_path / "requests.npz"), str(tmp_path / "outputs.npz")],
-                         capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "vanilla_transformer imported: False" in run.stdout
-    return dict(np.load(tmp_path / "outputs.npz"))
-
-
 SERVING_SETTINGS = {"greedy": dict(num_beams=1), "beam4": dict(num_beams=4, num_return_sequences=2)}
 
 
 @pytest.fixture(scope="module")
 def saved_model(translator, tmp_path_factory):
     """``saved_model(name)``: the translator exported once per ``SERVING_SETTINGS`` entry, shared by the tests
-    (each export traces and compiles the decoding loop: ~30 s)."""
+    (each export traces the decoding loop once per batch bucket up to ``max_batch_size``: ~20-30 s)."""
     model, tokenizer, _ = translator
     paths = {}
 
     def export(name):
         if name not in paths:
             paths[name] = export_saved_model(model, tmp_path_factory.mktemp(name) / "translator", tokenizer,
-                                             max_new_tokens=MAX_NEW_TOKENS, max_batch_size=16,
+                                             max_new_tokens=MAX_NEW_TOKENS, max_batch_size=8,
                                              **SERVING_SETTINGS[name])
         return paths[name]
     return export
 
 
+@pytest.fixture(scope="module")
+def served(saved_model, sources, tmp_path_factory):
+    """The outputs of every ``SERVING_SETTINGS`` SavedModel for ``sources``, served by one fresh process."""
+    folder = tmp_path_factory.mktemp("served")
+    np.savez(folder / "requests.npz", **{f"{name}.{key}": array for name, (ids, mask) in sources.items()
+                                         for key, array in (("input_ids", ids), ("attention_mask", mask))})
+    run = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "serve_saved_model.py"),
+                          str(folder / "requests.npz"), str(folder / "outputs.npz"),
+                          *(f"{kind}={saved_model(kind)}" for kind in SERVING_SETTINGS)],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "vanilla_transformer imported: False" in run.stdout
+    return dict(np.load(folder / "outputs.npz"))
+
+
 @pytest.mark.parametrize("kind", SERVING_SETTINGS)
-def test_saved_model_returns_the_ids_of_generate(translator, saved_model, sources, kind, tmp_path):
+def test_saved_model_returns_the_ids_of_generate(translator, saved_model, served, sources, kind):
     model, tokenizer, _ = translator
     settings, path = SERVING_SETTINGS[kind], saved_model(kind)
-    served = serve_in_fresh_process(path, sources, tmp_path)
     for name, (ids, mask) in sources.items():
         expected = model.generate(ids, attention_mask=mask, max_new_tokens=MAX_NEW_TOKENS,
                                   return_dict_in_generate=True, **settings)
-        np.testing.assert_array_equal(served[f"{name}.sequences"], expected["sequences"], err_msg=name)
-        np.testing.assert_allclose(served[f"{name}.sequences_scores"], expected["sequences_scores"], rtol=1e-5,
-                                   atol=1e-5, err_msg=name)
-    translations = tokenizer.batch_decode(served["six.sequences"], skip_special_tokens=True)
+        np.testing.assert_array_equal(served[f"{kind}.{name}.sequences"], expected["sequences"], err_msg=name)
+        np.testing.assert_allclose(served[f"{kind}.{name}.sequences_scores"], expected["sequences_scores"],
+                                   rtol=1e-5, atol=1e-5, err_msg=name)
+    translations = tokenizer.batch_decode(served[f"{kind}.six.sequences"], skip_special_tokens=True)
     # Multi30k sentences translate to sentences; the number-words fallback's held-out numbers may be one word
     min_words = 3 if MULTI30K.is_dir() else 1
     assert len(set(translations)) >= 4 and all(len(t.split()) >= min_words for t in translations), translations

@@ -288,7 +288,7 @@ def export(args) -> int:
         >>> source = TransformerForSeq2SeqLM(config).save_pretrained(tempfile.mkdtemp())
         >>> out = os.path.join(tempfile.mkdtemp(), "translator")
         >>> export(build_parser().parse_args(["export", str(source), out, "--to", "saved_model",
-        ...                                   "--num-beams", "2", "--max-new-tokens", "6"]))
+        ...                                   "--num-beams", "2", "--max-new-tokens", "6", "--max-batch-size", "2"]))
         wrote /... (saved_model: num_beams=2, max_new_tokens=6)
         0
         >>> sorted(os.listdir(out))

@@ -189,7 +189,8 @@ def export_saved_model(model, path, tokenizer=None, *, max_batch_size: int = 32,
         >>> model = TransformerForSeq2SeqLM(TransformerConfig(
         ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
         ...     max_position_embeddings=32))
-        >>> path = export_saved_model(model, tempfile.mkdtemp() + "/translator", max_new_tokens=4, num_beams=2)
+        >>> path = export_saved_model(model, tempfile.mkdtemp() + "/translator", max_batch_size=2,
+        ...                           max_new_tokens=4, num_beams=2)
         >>> serve = tf.saved_model.load(str(path)).signatures["serving_default"]
         >>> ids = np.array([[5, 6, 2]], "int32")
         >>> out = serve(input_ids=tf.constant(ids), attention_mask=tf.constant(np.ones_like(ids)))
