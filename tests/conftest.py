@@ -2,9 +2,13 @@
 
 import logging
 import os
+from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Child processes (the scripts the tests start) import the package from this checkout, whatever pip installed
+ROOT = Path(__file__).resolve().parents[1]
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

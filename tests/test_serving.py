@@ -159,11 +159,14 @@ def test_litert_translator_returns_the_ids_of_generate(translator, tmp_path):
     model, tokenizer, _ = translator
     path = export_litert(model, tmp_path / "translator.tflite", source_length=64, max_new_tokens=MAX_NEW_TOKENS)
     translate = Interpreter(model_path=str(path)).get_signature_runner()
-    sentences = tokenizer(read_lines("val.en", 8))["input_ids"]
-    for ids in sentences:
-        out = translate(**dict(zip(("input_ids", "attention_mask"), pad_source(ids, 64))))
-        expected = model.generate(np.array([ids], "int32"), max_new_tokens=MAX_NEW_TOKENS)[0]
-        assert out["sequences"][0, : out["length"][0]].tolist() == expected.tolist()
+    encoded = tokenizer(read_lines("val.en", 8), padding=True, return_tensors="np")
+    # one batched call: generate's rows equal one-by-one decoding (test_generation checks that)
+    expected = model.generate(encoded["input_ids"], attention_mask=encoded["attention_mask"],
+                              max_new_tokens=MAX_NEW_TOKENS)
+    for ids, mask, row in zip(encoded["input_ids"], encoded["attention_mask"], expected):
+        out = translate(**dict(zip(("input_ids", "attention_mask"), pad_source(ids[mask == 1].tolist(), 64))))
+        assert out["sequences"][0, : out["length"][0]].tolist() == row[: out["length"][0]].tolist()
+        assert (row[out["length"][0]:] == model.config.pad_token_id).all()  # the batch's longer rows: pad after
     with pytest.raises(ValueError, match="decodes greedily"):
         export_litert(model, tmp_path / "beam.tflite", num_beams=2)
     with pytest.raises(ValueError, match="do not fit"):

@@ -122,3 +122,14 @@ def test_functions_fit_on_a_screen():
                 if length > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {length} lines")
     assert not long, "functions over a screen:\n" + "\n".join(long)
+
+
+def test_child_processes_import_the_package_from_this_checkout():
+    """conftest puts this checkout first on PYTHONPATH: the scripts the tests start test this code, not whatever
+    ``pip install -e`` last pointed at (a stale install once failed every subprocess test with ImportError)."""
+    import subprocess
+    import sys
+
+    code = "import importlib.util; print(importlib.util.find_spec('vanilla_transformer').origin)"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=60)
+    assert Path(found.stdout.strip()) == PACKAGE / "__init__.py", found
