@@ -6,6 +6,12 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Under pytest-xdist each worker gets its share of the cores for TensorFlow's intra-op threads (inherited by the
+# processes it starts): on 2 cores, two workers with 2 threads each oversubscribe the CPU, and a 4-file subset of
+# the suite ran 8% faster with 1 (256 s against 281 s).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    share = (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(1, share)))
 # Child processes (the scripts the tests start) import the package from this checkout, whatever pip installed
 ROOT = Path(__file__).resolve().parents[1]
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
