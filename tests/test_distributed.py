@@ -23,7 +23,7 @@ def _run(script, *args, env=None, cwd=None, log=None):
     """Start a process; its output goes to the file ``log`` (default: a pipe) so that a chatty worker never blocks."""
     stream = open(log, "w+") if log else subprocess.PIPE
     process = subprocess.Popen([sys.executable, str(script), *map(str, args)], stdout=stream, stderr=subprocess.STDOUT,
-                               text=True, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+                               text=True, cwd=cwd, env={**os.environ, **(env or {})})
     process.log = stream if log else None
     return process
 

@@ -458,7 +458,7 @@ def test_environment_variables_in_fresh_interpreters(hub_server, tokenizer, tmp_
     directory = model.save_pretrained(tmp_path / "example", tokenizer=tokenizer)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
     env.update(HF_HOME=str(tmp_path / "hf-home"), HF_TOKEN=TOKEN, HF_ENDPOINT=hub_server.url,
-               TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
+               TF_CPP_MIN_LOG_LEVEL="2")
     run = subprocess.run([sys.executable, str(ROOT / "examples" / "push_to_hub.py"), str(directory),
                           "alice/env-example", "--private"], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -482,7 +482,7 @@ def test_two_processes_loading_one_repo_into_one_cache(hub_server, tmp_path):
     model.push_to_hub("alice/shared-cache", token=TOKEN)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
     env.update(HF_HOME=str(tmp_path / "hf-home"), HF_TOKEN=TOKEN, HF_ENDPOINT=hub_server.url,
-               TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+               TF_CPP_MIN_LOG_LEVEL="3")
     code = ("import hashlib, numpy as np; from vanilla_transformer import AutoModel; "
             "m = AutoModel.from_pretrained('alice/shared-cache'); "
             "print(hashlib.sha256(b''.join(np.ascontiguousarray(v.numpy()).tobytes() "

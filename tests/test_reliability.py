@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -24,7 +23,6 @@ from vanilla_transformer import (
 from vanilla_transformer import CheckpointError
 from vanilla_transformer.training import StopOnNaN
 
-ROOT = Path(__file__).resolve().parents[1]
 IDS = np.array([[5, 6, 7, 2], [8, 9, 2, 0]], dtype="int32")
 
 
@@ -167,10 +165,9 @@ def test_save_pretrained_is_atomic_under_sigkill(tmp_path):
     script = tmp_path / "save_loop.py"
     script.write_text(SAVE_LOOP)
     target = tmp_path / "ckpt"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     rng = np.random.default_rng(0)
     kills = 0
-    process = subprocess.Popen([sys.executable, str(script), str(target)], stdout=subprocess.PIPE, env=env)
+    process = subprocess.Popen([sys.executable, str(script), str(target)], stdout=subprocess.PIPE)
     assert process.stdout.readline().strip() == b"ready"
     while not (target / "config.json").exists():
         time.sleep(0.05)
@@ -182,7 +179,7 @@ def test_save_pretrained_is_atomic_under_sigkill(tmp_path):
         model = TransformerForSeq2SeqLM.from_pretrained(target)  # complete and consistent
         values = np.unique(model.named_variables()["shared.embeddings"].numpy())
         assert len(values) == 1  # one save's weights, never a mix
-        process = subprocess.Popen([sys.executable, str(script), str(target)], stdout=subprocess.PIPE, env=env)
+        process = subprocess.Popen([sys.executable, str(script), str(target)], stdout=subprocess.PIPE)
         assert process.stdout.readline().strip() == b"ready"
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -230,7 +227,7 @@ def test_fit_killed_with_sigkill_and_resumed_equals_an_uninterrupted_run(tmp_pat
     """Bitwise on CPU: weights, Adam moments, dropout RNG state and the batch position are all restored."""
     script = tmp_path / "fit.py"
     script.write_text(RESUMABLE_FIT)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), KERAS_BACKEND=backend)
+    env = dict(os.environ, KERAS_BACKEND=backend)
     run = lambda out, kill: subprocess.run([sys.executable, str(script), str(out), str(kill)], env=env,  # noqa: E731
                                            capture_output=True, text=True, timeout=600)
     (tmp_path / "plain").mkdir()

@@ -31,10 +31,10 @@ JAX_TWO_DEVICES = {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platfo
 
 
 def _start(script, *args, env=None, log=None):
-    """Run ``script`` (a path, or a name in tests/scripts) with the package importable."""
+    """Run ``script`` (a path, or a name in tests/scripts); conftest makes this checkout importable there."""
     return subprocess.Popen([sys.executable, str(SCRIPTS / script), *map(str, args)], stdout=log or subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
 
 
 def _output(process, log=None):
