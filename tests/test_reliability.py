@@ -235,8 +235,11 @@ def test_fit_killed_with_sigkill_and_resumed_equals_an_uninterrupted_run(tmp_pat
     # the uninterrupted run goes alongside the killed one (independent processes: two sequential runs instead of three)
     plain = subprocess.Popen([sys.executable, str(script), str(tmp_path / "plain"), "0"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    killed = run(tmp_path / "killed", 23)  # epoch 2 (15 batches an epoch), 8 batches in, backup at 4 and 8
-    plain_stderr = plain.communicate(timeout=600)[1]
+    try:
+        killed = run(tmp_path / "killed", 23)  # epoch 2 (15 batches an epoch), 8 batches in, backup at 4 and 8
+        plain_stderr = plain.communicate(timeout=600)[1]
+    finally:  # a timeout above must not leave the uninterrupted run behind
+        plain.kill()
     assert plain.returncode == 0, plain_stderr[-2000:]
     assert killed.returncode == -signal.SIGKILL
     resumed = run(tmp_path / "killed", 0)
