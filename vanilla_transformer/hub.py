@@ -39,6 +39,7 @@ from .checkpoint_io import (
 )
 from .configuration import TransformerConfig
 from .convert import SUPPORTED_MODEL_TYPES, export_to_transformers, load_transformers_checkpoint
+from .convert.peft import apply_peft_adapter, to_peft
 from .model_card import render_model_card
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,13 @@ def save_pretrained(model, save_directory, tokenizer=None, max_shard_size: int |
     """
     if format not in ("vanilla_transformer", "transformers"):
         raise ValueError(f"format must be 'vanilla_transformer' or 'transformers', got {format!r}")
+    if getattr(model, "lora_config", None) is not None:
+        if format == "transformers":
+            raise ValueError("format='transformers': this model has LoRA adapters; save_pretrained writes them in "
+                             "PEFT's format (for the transformers model), or merge_lora() first for a plain checkpoint")
+        if max_shard_size is not None and max_shard_size != DEFAULT_MAX_SHARD_SIZE:
+            raise ValueError("max_shard_size: an adapter is written as one adapter_model.safetensors")
+        return save_adapter(model, save_directory, tokenizer=tokenizer, model_card=model_card)
     with atomic_directory(save_directory) as staging:
         if format == "transformers":
             export_to_transformers(model, staging, tokenizer=tokenizer)
@@ -101,6 +109,151 @@ def save_pretrained(model, save_directory, tokenizer=None, max_shard_size: int |
                 tokenizer.save_pretrained(staging)
             render_model_card(model, model_card).save(staging / "README.md")
     return Path(save_directory)
+
+
+# ------------------------------------------------------------------------------------------ adapters
+ADAPTER_CONFIG_NAME = "adapter_config.json"
+ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
+
+
+def save_adapter(model, save_directory, tokenizer=None, model_card: dict[str, Any] | None = None,
+                 base_model_name_or_path: str | None = None) -> Path:
+    """Write ``model``'s LoRA adapters as PEFT does: ``adapter_config.json`` + ``adapter_model.safetensors``.
+
+    The tensors carry the names of the transformers model ours exports to, so ``peft.PeftModel.from_pretrained``
+    loads them onto that export (see :mod:`vanilla_transformer.convert.peft`); ``from_pretrained`` of the
+    folder loads ``base_model_name_or_path`` and puts the adapter on it. The model card says it is an adapter
+    and names its base. Written atomically, like :func:`save_pretrained` (which calls this for LoRA models).
+
+    Args:
+        model: one of our models with adapters.
+        save_directory: the folder to write (replaced as a whole).
+        tokenizer: saved beside the adapter when given.
+        model_card: extra model card fields (see :func:`~vanilla_transformer.model_card.render_model_card`).
+        base_model_name_or_path: the base recorded in the config; default: where the model was loaded from.
+
+    Returns:
+        ``save_directory`` as a ``pathlib.Path``.
+
+    Example:
+        >>> import os, tempfile
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> base = TransformerForSeq2SeqLM(config).save_pretrained(tempfile.mkdtemp())
+        >>> model = TransformerForSeq2SeqLM.from_pretrained(base)
+        >>> _ = model.enable_lora(4, verbose=False)
+        >>> folder = model.save_pretrained(os.path.join(tempfile.mkdtemp(), "adapter"))
+        >>> sorted(os.listdir(folder))
+        ['README.md', 'adapter_config.json', 'adapter_model.safetensors']
+        >>> reloaded = TransformerForSeq2SeqLM.from_pretrained(folder)  # the base, then the adapter
+        >>> reloaded.lora_config.r, reloaded.lora_config.base_model_name_or_path == str(base)
+        (4, True)
+    """
+    import json
+
+    from safetensors.numpy import save_file
+
+    adapter_config, tensors = to_peft(model, base_model_name_or_path)
+    base = adapter_config["base_model_name_or_path"]
+    card = {"description": f"A LoRA adapter (rank {adapter_config['r']}, alpha {adapter_config['lora_alpha']:g}, "
+                           f"on {', '.join(model.lora_config.target_modules)}) for the base model "
+                           f"`{base}`, in PEFT's format; `from_pretrained` of this repo loads the base and the "
+                           f"adapter.", "tags": ["lora", "peft", "adapter"], **(model_card or {})}
+    if base and "/" in base and not os.path.exists(base):
+        card.setdefault("base_model", base)
+    with atomic_directory(save_directory) as staging:
+        (staging / ADAPTER_CONFIG_NAME).write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
+        save_file(tensors, str(staging / ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+        render_model_card(model, card).save(staging / "README.md")
+    return Path(save_directory)
+
+
+def read_adapter(checkpoint: Checkpoint) -> tuple[dict, dict]:
+    """``(adapter_config, tensors)`` of an adapter folder or Hub repo; :class:`CheckpointError` when unreadable.
+
+    Example:
+        >>> import tempfile
+        >>> from vanilla_transformer.checkpoint_io import Checkpoint
+        >>> from vanilla_transformer.hub import read_adapter
+        >>> read_adapter(Checkpoint(tempfile.mkdtemp()))
+        Traceback (most recent call last):
+        ...
+        vanilla_transformer.checkpoint_io.CheckpointError: /tmp/... has no adapter_config.json
+    """
+    import json
+
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    config_path = checkpoint.fetch(ADAPTER_CONFIG_NAME, required=True)
+    try:
+        adapter_config = json.loads(Path(config_path).read_text())
+    except ValueError as err:
+        raise CheckpointError(f"{ADAPTER_CONFIG_NAME} of {checkpoint.describe()} is not valid JSON: {err}") from None
+    if not isinstance(adapter_config, dict):
+        raise CheckpointError(f"{ADAPTER_CONFIG_NAME} of {checkpoint.describe()} is not a JSON object")
+    weights_path = checkpoint.fetch(ADAPTER_WEIGHTS_NAME, required=True)
+    try:
+        tensors = load_file(weights_path)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{ADAPTER_WEIGHTS_NAME} of {checkpoint.describe()} is corrupt: {err}") from None
+    return adapter_config, tensors
+
+
+def load_adapter(model, name_or_path, check_base: bool = True, **hub_kwargs):
+    """Put the PEFT LoRA adapter saved at ``name_or_path`` (a folder or Hub repo) on ``model``.
+
+    Args:
+        model: one of our models without adapters: the adapter's base (an adapter made by ``peft`` on a
+            transformers checkpoint loads onto that checkpoint imported with ``from_pretrained``).
+        name_or_path: a folder or Hub repo holding ``adapter_config.json`` and ``adapter_model.safetensors``.
+        check_base: refuse an adapter whose ``base_model_name_or_path`` names another source than the one
+            ``model`` was loaded from (when both are known).
+        **hub_kwargs: ``revision``, ``cache_dir``, ``token``, ``local_files_only``, ... of :class:`Checkpoint`.
+
+    Returns:
+        ``model``, with the adapter (``model.lora_config``).
+
+    Example:
+        >>> import tempfile
+        >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM
+        >>> from vanilla_transformer.hub import load_adapter
+        >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
+        ...                            num_encoder_layers=1, num_decoder_layers=1, max_position_embeddings=32)
+        >>> trained = TransformerForCausalLM(config)
+        >>> _ = trained.enable_lora(2, target_modules="o,ffn", verbose=False)
+        >>> folder = trained.save_adapter(tempfile.mkdtemp())
+        >>> load_adapter(TransformerForCausalLM(config), folder).lora_config.target_modules
+        ('o_proj', 'fc1', 'fc2')
+    """
+    checkpoint = Checkpoint.of(name_or_path, hub_kwargs)
+    adapter_config, tensors = read_adapter(checkpoint)
+    base, loaded_from = adapter_config.get("base_model_name_or_path"), getattr(model, "name_or_path", None)
+    if check_base and base and loaded_from and not _same_source(base, loaded_from):
+        raise CheckpointError(f"{checkpoint.describe()} is an adapter of {base!r}, but the model was loaded from "
+                              f"{loaded_from!r} (another base?); pass check_base=False if they are the same model")
+    apply_peft_adapter(model, adapter_config, tensors, checkpoint.describe())
+    return model
+
+
+def _same_source(first: str, second: str) -> bool:
+    def norm(name):
+        return os.path.realpath(name) if os.path.exists(name) else name.rstrip("/")
+    return norm(first) == norm(second)
+
+
+def _load_adapter_checkpoint(cls, checkpoint: Checkpoint, hub_kwargs: dict, **config_overrides):
+    """Base model (``base_model_name_or_path``) + the adapter of ``checkpoint``."""
+    adapter_config, _ = read_adapter(checkpoint)
+    base = adapter_config.get("base_model_name_or_path")
+    if not base:
+        raise CheckpointError(f"{checkpoint.describe()} is an adapter without base_model_name_or_path; load its "
+                              f"base model and call load_adapter(model, {checkpoint.name!r})")
+    model = from_pretrained(cls, base, **hub_kwargs, **config_overrides)
+    return load_adapter(model, checkpoint)
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -173,6 +326,8 @@ def from_pretrained(cls, pretrained_model_name_or_path, *, revision=None, cache_
     weights (``model.safetensors``, or the index and its shards) and ``generation_config.json``.
 
     ``cls`` may be a concrete model class or :class:`AutoModel` (the class comes from ``architectures``).
+    A LoRA adapter (``adapter_config.json`` + ``adapter_model.safetensors``, see :func:`save_adapter`) loads its
+    base (``base_model_name_or_path``, with the same download settings) and puts the adapter on it.
     A checkpoint of another head type loads the shared body; its report (``missing_keys`` and
     ``unexpected_keys``) is kept in ``model.loading_info``. transformers checkpoints (``marian``, ``bert``,
     ``openai-gpt``, ``gpt2``) are converted on the fly. Raises :class:`CheckpointError` on any problem.
@@ -226,6 +381,10 @@ def from_pretrained(cls, pretrained_model_name_or_path, *, revision=None, cache_
                             force_download=force_download, local_files_only=local_files_only, token=token,
                             timeout=timeout, max_retries=max_retries)
     try:
+        if checkpoint.fetch(CONFIG_NAME) is None and checkpoint.fetch(ADAPTER_CONFIG_NAME) is not None:
+            hub_kwargs = dict(cache_dir=cache_dir, local_files_only=local_files_only, token=token, timeout=timeout,
+                              max_retries=max_retries)
+            return _load_adapter_checkpoint(cls, checkpoint, hub_kwargs, **config_overrides)
         raw, _ = load_config(checkpoint)
         model_type = raw.get("model_type")
         if model_type == TransformerConfig.model_type:
@@ -460,6 +619,14 @@ class HubMixin:
         """Load a model saved by :meth:`save_pretrained` (or a transformers checkpoint) from a directory or a
         Hub repo id. See :func:`vanilla_transformer.hub.from_pretrained`."""
         return from_pretrained(cls, pretrained_model_name_or_path, **kwargs)
+
+    def save_adapter(self, save_directory, tokenizer=None, **kwargs) -> Path:
+        """Write the LoRA adapters in PEFT's format. See :func:`vanilla_transformer.hub.save_adapter`."""
+        return save_adapter(self, save_directory, tokenizer=tokenizer, **kwargs)
+
+    def load_adapter(self, name_or_path, **kwargs):
+        """Put a PEFT LoRA adapter on this model. See :func:`vanilla_transformer.hub.load_adapter`."""
+        return load_adapter(self, name_or_path, **kwargs)
 
     def push_to_hub(self, repo_id, **kwargs):
         """Upload everything :meth:`save_pretrained` writes to the Hub in one commit. See

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from . import serving
+from . import lora, serving
 from .configuration import TransformerConfig
 from .distribution import MultiWorkerTrainerFixes
 from .generation import GenerationMixin, translate_texts
@@ -257,6 +257,22 @@ class TransformerPreTrainedModel(HubMixin, MultiWorkerTrainerFixes, keras.Model)
         if not self.built:
             self(self.dummy_inputs(), training=False)
         return self
+
+    # ---------------------------------------------------------------- LoRA
+    #: the LoRA settings while the model has adapters (:mod:`vanilla_transformer.lora`), else None
+    lora_config = None
+    lora_frozen: tuple[str, ...] = ()
+
+    def enable_lora(self, rank: int, lora_alpha: float | None = None, lora_dropout: float = 0.0,
+                    target_modules=None, modules_to_save=None, verbose: bool = True):
+        """Put LoRA adapters on ``target_modules`` and freeze the rest; see
+        :func:`vanilla_transformer.lora.enable_lora`. Returns the :class:`~vanilla_transformer.lora.LoraConfig`."""
+        return lora.enable_lora(self, rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                                target_modules=target_modules, modules_to_save=modules_to_save, verbose=verbose)
+
+    def merge_lora(self):
+        """Fold the adapters into the weights (a plain model again); see :func:`vanilla_transformer.lora.merge_lora`."""
+        return lora.merge_lora(self)
 
     def num_parameters(self) -> int:
         self.build_weights()

@@ -186,17 +186,53 @@ def _permute_residual(state: dict[str, np.ndarray], perm: np.ndarray) -> dict[st
     """
     out = {}
     for name, value in state.items():
-        tail = ".".join(name.split(".")[-2:])  # e.g. "q_proj.kernel"
-        if name == "shared.embeddings":
-            value = value[:, perm]
-        elif name == "lm_head.kernel" or tail in ("q_proj.kernel", "k_proj.kernel", "v_proj.kernel", "fc1.kernel"):
-            value = value[perm, :]
-        elif tail in ("o_proj.kernel", "fc2.kernel"):
-            value = value[:, perm]
-        elif tail in ("o_proj.bias", "fc2.bias") or name.endswith((".gamma", ".beta")):
+        reads, writes = residual_axes(name)
+        if reads:
             value = value[perm]
+        if writes:
+            value = value[..., perm]
         out[name] = np.ascontiguousarray(value)
     return out
+
+
+def residual_axes(name: str) -> tuple[bool, bool]:
+    """Which axes of our weight ``name`` index the d_model (residual-stream) dimensions.
+
+    Args:
+        name: one of our weight names, e.g. ``"encoder.layers.0.self_attn.q_proj.kernel"``.
+
+    Returns:
+        ``(first, last)``: whether the first axis (a kernel's input rows) and the last axis (its output columns;
+        a vector's only axis counts as last) are model dimensions, which an interleaved-to-halves export
+        permutes. A LoRA adapter ``A (in, r)``, ``B (r, out)`` of that kernel follows: A's rows when ``first``,
+        B's columns when ``last``.
+
+    Example:
+        >>> from vanilla_transformer.convert.marian import residual_axes
+        >>> residual_axes("encoder.layers.0.self_attn.q_proj.kernel"), residual_axes("shared.embeddings")
+        ((True, False), (False, True))
+        >>> residual_axes("decoder.layers.0.feed_forward.fc2.bias"), residual_axes("final_logits_bias")
+        ((False, True), (False, False))
+    """
+    tail = ".".join(name.split(".")[-2:])  # e.g. "q_proj.kernel"
+    if name == "lm_head.kernel" or tail in ("q_proj.kernel", "k_proj.kernel", "v_proj.kernel", "fc1.kernel"):
+        return True, False
+    writes = name == "shared.embeddings" or tail in ("o_proj.kernel", "fc2.kernel", "o_proj.bias", "fc2.bias")
+    return False, writes or name.endswith((".gamma", ".beta"))
+
+
+def residual_permutation(config) -> np.ndarray | None:
+    """The permutation of model dimensions an export applies (interleaved sinusoids), or None.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> from vanilla_transformer.convert.marian import residual_permutation
+        >>> residual_permutation(SimpleNamespace(sinusoidal_layout="interleaved", d_model=4)).tolist()
+        [0, 2, 1, 3]
+        >>> print(residual_permutation(SimpleNamespace(sinusoidal_layout="halves", d_model=4)))
+        None
+    """
+    return _interleaved_to_halves(config.d_model) if config.sinusoidal_layout == "interleaved" else None
 
 
 def _check_exportable(config, allow_inexact: bool) -> str:

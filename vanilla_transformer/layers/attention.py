@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from .dropout import Dropout
+from .lora import LoraDense
 
 # Added to masked scores before the softmax. Finite (not -inf) so a row with no visible key, such as an
 # all-padding row, gives a uniform distribution instead of NaN; far below any real score in float32.
@@ -134,10 +135,10 @@ class MultiHeadAttention(keras.layers.Layer):
         self.attention_dropout = attention_dropout
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         dense = dict(kernel_initializer=self.kernel_initializer)
-        self.q_proj = keras.layers.Dense(d_model, name="q_proj", **dense)
-        self.k_proj = keras.layers.Dense(d_model, name="k_proj", **dense)
-        self.v_proj = keras.layers.Dense(d_model, name="v_proj", **dense)
-        self.o_proj = keras.layers.Dense(d_model, name="o_proj", **dense)
+        self.q_proj = LoraDense(d_model, name="q_proj", **dense)
+        self.k_proj = LoraDense(d_model, name="k_proj", **dense)
+        self.v_proj = LoraDense(d_model, name="v_proj", **dense)
+        self.o_proj = LoraDense(d_model, name="o_proj", **dense)
         self.dropout = Dropout(attention_dropout)
 
     def build(self, query_shape=None, key_value_shape=None):

@@ -9,6 +9,7 @@ import numpy as np
 from keras import ops
 
 from .dropout import Dropout
+from .lora import LoraEmbeddingMixin
 
 
 def sinusoidal_table(length: int, d_model: int, layout: str = "interleaved") -> np.ndarray:
@@ -56,11 +57,12 @@ def sinusoidal_table(length: int, d_model: int, layout: str = "interleaved") -> 
 
 
 @keras.saving.register_keras_serializable(package="vanilla_transformer")
-class TokenEmbedding(keras.layers.Layer):
+class TokenEmbedding(LoraEmbeddingMixin, keras.layers.Layer):
     """Token embedding shared by encoder input, decoder input and the pre-softmax projection.
 
     ``call(ids)`` looks tokens up, ``(batch, seq) -> (batch, seq, d_model)``; ``attend(hidden)`` is the
-    tied output projection, ``(batch, seq, d_model) -> (batch, seq, vocab_size)`` (section 3.4).
+    tied output projection, ``(batch, seq, d_model) -> (batch, seq, vocab_size)`` (section 3.4). ``enable_lora``
+    adds a low-rank adapter to the lookup (:class:`~vanilla_transformer.layers.lora.LoraEmbeddingMixin`).
 
     Args:
         vocab_size: number of tokens V; the table is ``(vocab_size, d_model)``.
@@ -90,7 +92,7 @@ class TokenEmbedding(keras.layers.Layer):
         self.built = True
 
     def call(self, token_ids):
-        return ops.take(self.embeddings, ops.cast(token_ids, "int32"), axis=0)
+        return self.lora_lookup(token_ids, ops.take(self.embeddings, ops.cast(token_ids, "int32"), axis=0))
 
     def attend(self, hidden_states):
         """Pre-softmax linear map with the embedding matrix: ``(batch, seq, d_model) -> (batch, seq, vocab)``."""

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from .dropout import Dropout
+from .lora import LoraDense
 
 
 def activation_fn(name: str):
@@ -72,8 +73,8 @@ class PositionwiseFeedForward(keras.layers.Layer):
         self.activation_dropout = activation_dropout
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self._activation = activation_fn(activation)
-        self.fc1 = keras.layers.Dense(d_ff, name="fc1", kernel_initializer=self.kernel_initializer)
-        self.fc2 = keras.layers.Dense(d_model, name="fc2", kernel_initializer=self.kernel_initializer)
+        self.fc1 = LoraDense(d_ff, name="fc1", kernel_initializer=self.kernel_initializer)
+        self.fc2 = LoraDense(d_model, name="fc2", kernel_initializer=self.kernel_initializer)
         self.dropout = Dropout(activation_dropout)
 
     def build(self, input_shape=None):
