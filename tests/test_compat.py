@@ -4,6 +4,7 @@ version: a change fails here, naming the entry and the version it was written ag
 from __future__ import annotations
 
 import inspect
+import json
 
 import keras
 import pytest
@@ -86,3 +87,29 @@ def test_tensorflow_reads_the_frequent_tracing_flag(tensorflow_log):
         retracing = [message for message in tensorflow_log if "triggered tf.function retracing" in message]
         assert bool(retracing) != omit, (f"tensorflow {tf.__version__}: the flag no longer decides the warning "
                                          f"{written_against('tensorflow')}")
+
+
+def test_ctranslate2_marian_loader_still_has_the_conventions_our_converter_undoes(tmp_path):
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    from ctranslate2.converters.converter import Converter
+    from ctranslate2.converters.transformers import MarianMTLoader
+
+    from vanilla_transformer import export_to_transformers
+
+    changed = f"ctranslate2 {ctranslate2.__version__} changed MarianMTLoader {written_against('ctranslate2')}"
+    assert "_load" in Converter.__abstractmethods__, changed
+    for name in ("_remove_pad_weights", "set_decoder", "set_config", "get_vocabulary"):
+        assert callable(getattr(MarianMTLoader, name, None)), f"{changed}: no {name}"
+    # what the subclass undoes: dropping the last vocabulary row, starting the decoder from a zero embedding
+    assert "_remove_pad_weights(spec)" in inspect.getsource(MarianMTLoader.get_model_spec), changed
+    assert "start_from_zero_embedding = True" in inspect.getsource(MarianMTLoader.set_decoder), changed
+    config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+                               num_decoder_layers=1, max_position_embeddings=32)
+    checkpoint = export_to_transformers(TransformerForSeq2SeqLM(config), tmp_path / "marian")
+    vocabulary = [f"t{i}" for i in range(20)]
+    special = {"decoder_start_token": "t1", "eos_token": "t2", "unk_token": "t3"}
+    output = compat.convert_marian_with_ctranslate2(checkpoint, tmp_path / "ct2", vocabulary, special, "int8")
+    written = json.loads((tmp_path / "ct2" / "config.json").read_text())
+    assert {key: written[key] for key in special} == special, changed
+    assert json.loads((tmp_path / "ct2" / "shared_vocabulary.json").read_text()) == vocabulary, changed
+    assert ctranslate2.Translator(output).compute_type.startswith("int8")  # validated and quantized

@@ -4,7 +4,7 @@
 - ``vanilla-transformer translate --model DIR "text" ...``: translate with a saved model.
 - ``vanilla-transformer push DIR REPO_ID``: upload a saved model directory to the Hub.
 - ``vanilla-transformer convert SRC DST --to transformers|keras``: convert checkpoints.
-- ``vanilla-transformer export MODEL OUT --to saved_model|litert|transformers``: export for deployment.
+- ``vanilla-transformer export MODEL OUT --to saved_model|litert|transformers|ctranslate2``: export for deployment.
 """
 
 from __future__ import annotations
@@ -266,18 +266,20 @@ def convert(args) -> int:
 
 def export(args) -> int:
     """Export a saved translator for deployment: the ``vanilla-transformer export MODEL OUT --to
-    saved_model|litert|transformers`` command (see :func:`vanilla_transformer.serving.export`).
+    saved_model|litert|transformers|ctranslate2`` command (see :func:`vanilla_transformer.serving.export`).
 
     Loads ``args.model`` (a directory or Hub repo id) and its tokenizer, then writes a TensorFlow Serving
-    SavedModel with the decoding loop inside, a LiteRT greedy translator or a transformers checkpoint to
-    ``args.output``. ``--num-beams`` and ``--max-new-tokens`` (default: the model's generation config) are
-    fixed in the SavedModel and LiteRT graphs; the transformers checkpoint carries the generation config.
+    SavedModel with the decoding loop inside, a LiteRT greedy translator, a transformers checkpoint or a
+    CTranslate2 model (``--quantization int8`` etc.) to ``args.output``. ``--num-beams`` and
+    ``--max-new-tokens`` (default: the model's generation config) are fixed in the SavedModel and LiteRT graphs;
+    the transformers checkpoint carries the generation config, CTranslate2 takes them at translate time.
 
     Args:
         args: the ``argparse.Namespace`` of the ``export`` command (see :func:`build_parser`).
 
     Returns:
-        The exit status: 0, or 2 for decoding settings given with ``--to transformers``.
+        The exit status: 0, or 2 for decoding settings given with ``--to transformers|ctranslate2`` or
+        ``--quantization`` with another format.
 
     Example:
         >>> import os, tempfile
@@ -304,28 +306,38 @@ def export(args) -> int:
     elif args.to == "litert":
         settings["source_length"] = args.source_length
     elif settings:
-        print("error: --num-beams/--max-new-tokens do not apply to --to transformers (the checkpoint carries the "
-              "model's generation config)", file=sys.stderr)
+        why = ("the checkpoint carries the model's generation config" if args.to == "transformers"
+               else "CTranslate2 takes decoding settings at translate time")
+        print(f"error: --num-beams/--max-new-tokens do not apply to --to {args.to} ({why})", file=sys.stderr)
         return 2
+    if args.quantization is not None:
+        if args.to != "ctranslate2":
+            print(f"error: --quantization applies to --to ctranslate2 only, not {args.to}", file=sys.stderr)
+            return 2
+        settings["quantization"] = args.quantization
     path = model.export_for_serving(args.output, to=args.to, tokenizer=load_tokenizer(args.model), **settings)
-    shown = ", ".join(f"{k}={v}" for k, v in settings.items() if k in ("num_beams", "max_new_tokens"))
+    shown = ", ".join(f"{k}={v}" for k, v in settings.items() if k in ("num_beams", "max_new_tokens", "quantization"))
     print(f"wrote {path} ({args.to}{': ' + shown if shown else ''})")
     return 0
 
 
 def _add_export_command(commands) -> None:
     """The ``export`` sub-command's arguments."""
-    p = commands.add_parser("export", help="export a translator: TF Serving SavedModel, LiteRT or transformers",
+    p = commands.add_parser("export", help="export a translator: TF Serving SavedModel, LiteRT, transformers or "
+                                           "CTranslate2",
                             description="Write a saved translator as a TensorFlow SavedModel whose signature runs "
                                         "the whole decoding loop (TensorFlow Serving), a LiteRT greedy translator "
-                                        "(.tflite) or a transformers checkpoint.")
+                                        "(.tflite), a transformers checkpoint or a CTranslate2 model.")
     p.add_argument("model", help="a saved model directory or Hub repo id")
     p.add_argument("output", help="the SavedModel directory, .tflite file or checkpoint directory to write")
-    p.add_argument("--to", choices=["saved_model", "litert", "transformers"], required=True)
+    p.add_argument("--to", choices=["saved_model", "litert", "transformers", "ctranslate2"], required=True)
     p.add_argument("--num-beams", type=int, default=None, help="default: the model's generation config")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the model's generation config")
     p.add_argument("--max-batch-size", type=int, default=32, help="saved_model: the largest batch of a request")
     p.add_argument("--source-length", type=int, default=64, help="litert: the fixed (padded) source length")
+    p.add_argument("--quantization", default=None,
+                   help="ctranslate2: CTranslate2's weight type (int8, int8_float32, int16, float16, bfloat16, "
+                        "float32); default float32")
     p.set_defaults(func=export)
 
 

@@ -7,12 +7,14 @@ package going silently wrong after an upgrade.
 - :class:`TrainerBuildHook`: Keras' ``Trainer._maybe_symbolic_build`` / ``_symbolic_build`` (keras 3.15.1);
 - :func:`default_generation_params`: ``GenerationConfig._get_default_generation_params`` (transformers 5.24.0);
 - :func:`mark_generation_config_explicit`: ``GenerationConfig._from_model_config`` (transformers 5.24.0);
-- :func:`omit_frequent_tracing_warning`: ``tf.function``'s ``_omit_frequent_tracing_warning`` (tensorflow 2.21.0).
+- :func:`omit_frequent_tracing_warning`: ``tf.function``'s ``_omit_frequent_tracing_warning`` (tensorflow 2.21.0);
+- :func:`convert_marian_with_ctranslate2`: CTranslate2's ``MarianMTLoader`` (its ``_remove_pad_weights``,
+  ``set_decoder``, ``set_config``, ``get_vocabulary``) and ``Converter._load`` (ctranslate2 4.8.5).
 """
 
 from __future__ import annotations
 
-WRITTEN_AGAINST = {"keras": "3.15.1", "transformers": "5.24.0", "tensorflow": "2.21.0"}
+WRITTEN_AGAINST = {"keras": "3.15.1", "transformers": "5.24.0", "tensorflow": "2.21.0", "ctranslate2": "4.8.5"}
 
 
 def _changed(library: str, name: str) -> str:
@@ -142,3 +144,90 @@ def omit_frequent_tracing_warning(function) -> None:
     """
     if hasattr(function, "_omit_frequent_tracing_warning"):
         function._omit_frequent_tracing_warning = True
+
+
+def _keep_vocabulary_marian_loader(vocabulary: list[str], special_tokens: dict):
+    """CTranslate2's Marian loader without OPUS-MT's vocabulary conventions (see
+    :func:`convert_marian_with_ctranslate2`)."""
+    from ctranslate2.converters.transformers import MarianMTLoader
+
+    for name in ("_remove_pad_weights", "set_decoder", "set_config", "get_vocabulary"):
+        if not hasattr(MarianMTLoader, name):
+            raise RuntimeError(_changed("ctranslate2", f"MarianMTLoader.{name}"))
+
+    class KeepVocabularyMarianLoader(MarianMTLoader):
+        def _remove_pad_weights(self, spec):
+            pass  # OPUS-MT's extra last row (its <pad>) is a real token of ours: keep every row
+
+        def set_decoder(self, spec, decoder):
+            super().set_decoder(spec, decoder)
+            spec.start_from_zero_embedding = False  # our decoder starts from the embedding of its start token
+
+        def set_config(self, config, model, tokenizer):
+            # MarianMTLoader's reads a transformers tokenizer and names </s> as the start token
+            for name, token in special_tokens.items():  # eos, unk, bos and our decoder start token
+                setattr(config, name, token)
+
+        def get_vocabulary(self, model, tokenizer):
+            return list(vocabulary)  # the whole vocabulary in id order (OPUS-MT's drops a trailing <pad>)
+
+    return KeepVocabularyMarianLoader()
+
+
+def convert_marian_with_ctranslate2(checkpoint, output_dir, vocabulary: list[str], special_tokens: dict,
+                                    quantization: str | None = None) -> str:
+    """Convert a ``MarianMTModel`` checkpoint with CTranslate2's Marian loader, told to keep the whole vocabulary
+    and the decoder start token.
+
+    CTranslate2's ``TransformersConverter`` picks its ``MarianMTLoader`` for every ``MarianConfig``. That loader
+    assumes OPUS-MT's conventions: transformers appended ``<pad>`` as the last vocabulary entry, which it drops
+    (the last row of the embeddings, output projection and bias, unconditionally), and the decoder starts from a
+    zero vector (``start_from_zero_embedding``) with ``</s>`` named as start token. Our models put ``<pad>``
+    first, every row is a real token, and the decoder starts from the embedding of ``decoder_start_token_id``
+    (often ``<s>``, 1). A subclass of the loader undoes those three conventions; a ``Converter`` whose
+    ``_load`` (the method CTranslate2's converters implement) runs it on the checkpoint in float32 then goes
+    through CTranslate2's public ``convert`` (validation, quantization, saving). No public API takes a
+    loader; ``tests/test_compat.py`` checks what this relies on.
+
+    Args:
+        checkpoint: a directory written by ``export_to_transformers`` (``MarianMTModel``).
+        output_dir: the CTranslate2 model directory to write (replaced if it exists).
+        vocabulary: every token string in id order, as many as the model's rows.
+        special_tokens: CTranslate2 config fields to set: ``eos_token``, ``unk_token``, ``bos_token``,
+            ``decoder_start_token`` (token strings of ``vocabulary``).
+        quantization: CTranslate2's weight type (``"int8"``, ``"float16"``, ...), None for the checkpoint's.
+
+    Returns:
+        ``output_dir`` (a string, as CTranslate2 returns it).
+
+    Raises:
+        RuntimeError: the installed CTranslate2 no longer has what this relies on.
+
+    Example:
+        >>> import json, tempfile, pytest
+        >>> _ = pytest.importorskip("ctranslate2")  # skipped where CTranslate2 is not installed
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM, export_to_transformers
+        >>> model = TransformerForSeq2SeqLM(TransformerConfig(vocab_size=6, d_model=8, num_heads=2, d_ff=16,
+        ...                                                   num_encoder_layers=1, num_decoder_layers=1))
+        >>> checkpoint = export_to_transformers(model, tempfile.mkdtemp())
+        >>> vocabulary = ["<pad>", "<s>", "</s>", "<unk>", "a", "b"]
+        >>> output = convert_marian_with_ctranslate2(checkpoint, tempfile.mkdtemp() + "/ct2", vocabulary,
+        ...                                          {"decoder_start_token": "<s>", "eos_token": "</s>"})
+        >>> json.loads(open(output + "/shared_vocabulary.json").read())  # every row kept, <pad> first
+        ['<pad>', '<s>', '</s>', '<unk>', 'a', 'b']
+    """
+    import torch
+    import transformers
+    from ctranslate2.converters.converter import Converter
+
+    if not hasattr(Converter, "_load"):
+        raise RuntimeError(_changed("ctranslate2", "Converter._load"))
+    loader = _keep_vocabulary_marian_loader(vocabulary, special_tokens)
+
+    class KeepVocabularyMarianConverter(Converter):
+        def _load(self):
+            with torch.no_grad():
+                model = transformers.MarianMTModel.from_pretrained(str(checkpoint), dtype=torch.float32)
+                return loader(model, None)
+
+    return KeepVocabularyMarianConverter().convert(str(output_dir), quantization=quantization, force=True)

@@ -464,8 +464,9 @@ class TransformerForSeq2SeqLM(GenerationMixin, TransformerPreTrainedModel):
 
     def export_for_serving(self, path, to: str = "saved_model", tokenizer=None, **settings):
         """Export this translator for deployment: a TensorFlow Serving SavedModel with the decoding loop in
-        the graph (``to="saved_model"``), a LiteRT greedy translator (``"litert"``) or a transformers
-        checkpoint (``"transformers"``); see :func:`vanilla_transformer.serving.export` for the settings.
+        the graph (``to="saved_model"``), a LiteRT greedy translator (``"litert"``), a transformers
+        checkpoint (``"transformers"``) or a CTranslate2 model (``"ctranslate2"``); see
+        :func:`vanilla_transformer.serving.export` for the settings.
 
         Returns the written path (a :class:`pathlib.Path`).
         """

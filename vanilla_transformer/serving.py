@@ -323,24 +323,27 @@ def pad_source(ids, source_length: int, pad: int = 0) -> tuple[np.ndarray, np.nd
     return row, mask
 
 
-EXPORT_FORMATS = ("saved_model", "litert", "transformers")
+EXPORT_FORMATS = ("saved_model", "litert", "transformers", "ctranslate2")
 
 
 def export(model, path, to: str = "saved_model", tokenizer=None, **settings) -> Path:
     """Export a translator for deployment: ``to="saved_model"`` (TensorFlow Serving, decoding inside the
-    graph; :func:`export_saved_model`), ``"litert"`` (on-device greedy translator; :func:`export_litert`) or
+    graph; :func:`export_saved_model`), ``"litert"`` (on-device greedy translator; :func:`export_litert`),
     ``"transformers"`` (a ``MarianMTModel`` checkpoint for ``AutoModelForSeq2SeqLM``;
-    :func:`~vanilla_transformer.convert.export_to_transformers`).
+    :func:`~vanilla_transformer.convert.export_to_transformers`) or ``"ctranslate2"`` (a CTranslate2 model
+    directory; :func:`~vanilla_transformer.convert.ctranslate2.export_to_ctranslate2`).
 
     Args:
         model: a :class:`~vanilla_transformer.TransformerForSeq2SeqLM`.
         path: the SavedModel directory, ``.tflite`` file or checkpoint directory to write.
         to: one of ``EXPORT_FORMATS``.
-        tokenizer: optional; written with the export (``assets.extra/tokenizer`` of a SavedModel, beside a
-            ``.tflite`` file as ``tokenizer/``, into the transformers checkpoint).
+        tokenizer: written with the export (``assets.extra/tokenizer`` of a SavedModel, beside a ``.tflite``
+            file as ``tokenizer/``, into the transformers checkpoint or CTranslate2 directory); optional except
+            for ``"ctranslate2"``.
         **settings: decoding settings (``max_new_tokens``, ``num_beams``, ...) and the format's own options
-            (``max_batch_size``, ``source_length``); the transformers checkpoint takes none (its
-            ``generation_config.json`` is the model's).
+            (``max_batch_size``, ``source_length``; ``quantization`` for CTranslate2); the transformers
+            checkpoint takes none (its ``generation_config.json`` is the model's), CTranslate2 only
+            ``quantization`` (it takes decoding settings at translate time).
 
     Returns:
         The written path.
@@ -356,7 +359,8 @@ def export(model, path, to: str = "saved_model", tokenizer=None, **settings) -> 
         >>> export(model, tempfile.mkdtemp(), to="onnx")
         Traceback (most recent call last):
         ...
-        ValueError: unknown export format 'onnx'; choose one of ('saved_model', 'litert', 'transformers')
+        ValueError: unknown export format 'onnx'; choose one of ('saved_model', 'litert', 'transformers',
+        'ctranslate2')
     """
     if to not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {to!r}; choose one of {EXPORT_FORMATS}")
@@ -367,6 +371,14 @@ def export(model, path, to: str = "saved_model", tokenizer=None, **settings) -> 
         if tokenizer is not None:
             tokenizer.save_pretrained(path.parent / "tokenizer")
         return path
+    if to == "ctranslate2":
+        if set(settings) - {"quantization"}:
+            raise ValueError(f"the ctranslate2 export takes no decoding settings (got "
+                             f"{sorted(set(settings) - {'quantization'})}); "
+                             f"CTranslate2 takes them at translate time (translate_batch(beam_size=...))")
+        from .convert.ctranslate2 import export_to_ctranslate2
+
+        return export_to_ctranslate2(model, path, tokenizer, **settings)
     if settings:
         raise ValueError(f"the transformers export takes no decoding settings (got {sorted(settings)}); "
                          f"set model.generation_config, which it writes as generation_config.json")
