@@ -103,8 +103,77 @@ def build_parser(description: str, default_model: str) -> argparse.ArgumentParse
     add_model_arguments(parser, default_model)
     add_data_arguments(parser)
     add_training_arguments(parser)
+    add_finetuning_arguments(parser)
     add_hub_arguments(parser)
     return parser
+
+
+def add_finetuning_arguments(parser: argparse.ArgumentParser) -> None:
+    """LoRA (PEFT's names), gradient accumulation and early stopping: the flags of every training script."""
+    tune = parser.add_argument_group("fine-tuning")
+    tune.add_argument("--lora_rank", type=int, default=None,
+                      help="train LoRA adapters of this rank instead of every weight (saved in PEFT's format)")
+    tune.add_argument("--lora_alpha", type=float, default=None, help="LoRA scale numerator (default: the rank)")
+    tune.add_argument("--lora_dropout", type=float, default=None, help="dropout on the adapters' inputs (0)")
+    tune.add_argument("--lora_target_modules", default=None,
+                      help="comma-separated layers to adapt: q,k,v,o,ffn,embeddings or q_proj,...,fc1,fc2 (q,v)")
+    tune.add_argument("--gradient_accumulation_steps", type=int, default=1,
+                      help="micro-batches per optimizer update (the schedule counts updates)")
+    tune.add_argument("--early_stopping_patience", type=int, default=None,
+                      help="stop after this many epochs without a better validation metric; keep the best weights")
+
+
+def check_finetuning_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit with a clear error for fine-tuning flags that would do nothing or cannot work."""
+    lora_only = [f"--{name}" for name in ("lora_alpha", "lora_dropout", "lora_target_modules")
+                 if getattr(args, name) is not None]
+    if lora_only and args.lora_rank is None:
+        parser.error(f"{', '.join(lora_only)} need --lora_rank (LoRA is off without it)")
+    if args.lora_rank is not None and args.lora_rank < 1:
+        parser.error(f"--lora_rank {args.lora_rank} must be a positive integer")
+    if args.gradient_accumulation_steps < 1:
+        parser.error(f"--gradient_accumulation_steps {args.gradient_accumulation_steps} must be at least 1")
+    if args.early_stopping_patience is not None and args.early_stopping_patience < 1:
+        parser.error(f"--early_stopping_patience {args.early_stopping_patience} must be at least 1")
+
+
+def apply_lora(model, args) -> dict:
+    """``model.enable_lora`` from the flags (nothing without ``--lora_rank``); returns what results.json records."""
+    if args.lora_rank is None:
+        return {}
+    from vanilla_transformer.lora import parameter_counts
+
+    config = model.enable_lora(args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout or 0.0,
+                               target_modules=args.lora_target_modules)
+    trainable, total = parameter_counts(model)
+    logger.info("LoRA rank %d on %s: %s of %s parameters train", config.r, ",".join(config.target_modules),
+                f"{trainable:,}", f"{total:,}")
+    return {"lora": {**config.to_dict(), "trainable_parameters": trainable, "all_parameters": total}}
+
+
+def early_stopping(args, monitor: str, mode: str):
+    """Keras' ``EarlyStopping`` on ``monitor`` with ``--early_stopping_patience`` (None without the flag)."""
+    if args.early_stopping_patience is None:
+        return None
+    import keras
+
+    return keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=args.early_stopping_patience,
+                                         restore_best_weights=True, verbose=1)
+
+
+def finish_early_stopping(model, callback, history) -> dict:
+    """Put the best epoch's weights back (Keras does only when it stops the run) and describe the outcome."""
+    if callback is None:
+        return {}
+    values = history.history.get(callback.monitor)
+    if not values:
+        raise ValueError(f"--early_stopping_patience: no {callback.monitor} to watch (is there validation data?)")
+    best_epoch = int(max(range(len(values)), key=lambda i: values[i] if callback.mode == "max" else -values[i]))
+    if callback.best_weights is not None and best_epoch != len(values) - 1:
+        model.set_weights(callback.best_weights)
+    return {"early_stopping": {"monitor": callback.monitor, "patience": callback.patience,
+                               "epochs_run": len(values), "best_epoch": best_epoch + 1,
+                               "best_value": float(values[best_epoch]), "stopped_early": bool(callback.stopped_epoch)}}
 
 
 PRESET_ONLY_FLAGS = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "max_position_embeddings")
@@ -125,6 +194,7 @@ def refuse_unused_flags(parser: argparse.ArgumentParser, args: argparse.Namespac
 
 def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
+    check_finetuning_flags(parser, args)
     if args.dataset_name is None and args.train_file is None and args.validation_file is None:
         parser.error("give --dataset_name or --train_file / --validation_file")
     refuse_unused_flags(parser, args)
@@ -368,18 +438,26 @@ def pad_multiple(args, max_length: int) -> int:
 
 
 def schedule_steps(args, num_examples: int) -> tuple[int, int]:
-    """(warmup steps, total steps) of the linear warmup / linear decay schedule."""
-    total = max(1, math.ceil(num_examples / args.per_device_train_batch_size)) * args.num_train_epochs
+    """(warmup steps, total steps) of the linear warmup / linear decay schedule, in optimizer updates (a batch,
+    or ``--gradient_accumulation_steps`` of them)."""
+    batches = max(1, math.ceil(num_examples / args.per_device_train_batch_size))
+    total = max(1, batches // args.gradient_accumulation_steps) * args.num_train_epochs
     return int(total * args.warmup_ratio), total
 
 
-def fit(model, args, train_dataset, eval_dataset):
+def fit(model, args, train_dataset, eval_dataset, monitor: str = "val_loss", mode: str = "min"):
+    """``model.fit`` for ``--num_train_epochs``, with early stopping on ``monitor`` when asked; returns
+    ``(history, results)``."""
     verbose = 1 if sys.stdout.isatty() else 2
     started = time.time()
+    stopper = early_stopping(args, monitor, mode)
+    if stopper is not None and eval_dataset is None:
+        raise ValueError("--early_stopping_patience needs validation data to watch")
     history = model.fit(train_dataset, validation_data=eval_dataset, epochs=args.num_train_epochs, verbose=verbose,
-                        shuffle=False)  # make_tf_dataset shuffles (by length groups) itself
-    logger.info("trained %d epochs in %.1fs", args.num_train_epochs, time.time() - started)
-    return history
+                        shuffle=False, callbacks=[stopper] if stopper else None)  # make_tf_dataset shuffles itself
+    epoch_seconds = (time.time() - started) / max(1, len(history.history["loss"]))
+    logger.info("trained %d epochs in %.1fs", len(history.history["loss"]), time.time() - started)
+    return history, {"seconds_per_epoch": epoch_seconds, **finish_early_stopping(model, stopper, history)}
 
 
 def compile_for_training(model, args, num_examples: int) -> tuple[int, int]:
@@ -387,18 +465,25 @@ def compile_for_training(model, args, num_examples: int) -> tuple[int, int]:
     model's own loss and metrics; returns ``(warmup steps, total steps)``."""
     from vanilla_transformer.optimization import language_model_optimizer
 
+    from vanilla_transformer.gradient_accumulation import accumulate_gradients
+
     warmup, total = schedule_steps(args, num_examples)
-    model.compile(optimizer=language_model_optimizer(args.learning_rate, warmup, total, args.weight_decay),
+    optimizer = language_model_optimizer(args.learning_rate, warmup, total, args.weight_decay)
+    model.compile(optimizer=accumulate_gradients(optimizer, args.gradient_accumulation_steps),
                   jit_compile=args.jit_compile)
     return warmup, total
 
 
-def compile_and_fit(model, args, num_examples: int, train_dataset, eval_dataset) -> dict:
-    """:func:`compile_for_training`, then train; returns ``{"train_loss"}``."""
+def compile_and_fit(model, args, num_examples: int, train_dataset, eval_dataset, monitor: str = "val_loss",
+                    mode: str = "min") -> dict:
+    """:func:`compile_for_training`, then train; returns ``{"train_loss", "seconds_per_epoch", ...}`` (and
+    ``"early_stopping"``, ``"gradient_accumulation_steps"`` when used)."""
     warmup, total = compile_for_training(model, args, num_examples)
-    logger.info("%d training examples, %d steps (%d warmup)", num_examples, total, warmup)
-    history = fit(model, args, train_dataset, eval_dataset)
-    return {"train_loss": float(history.history["loss"][-1])}
+    logger.info("%d training examples, %d optimizer updates (%d warmup, %d batches each)", num_examples, total,
+                warmup, args.gradient_accumulation_steps)
+    history, results = fit(model, args, train_dataset, eval_dataset, monitor, mode)
+    return {"train_loss": float(history.history["loss"][-1]),
+            "gradient_accumulation_steps": args.gradient_accumulation_steps, **results}
 
 
 def text_splits(args) -> dict[str, list[str]]:

@@ -40,6 +40,7 @@ def main(argv=None) -> dict:
     tokenizer = _common.load_or_train_tokenizer(args, (data.get("train") or data["validation"])[0])
     model = _common.load_model(TransformerForSequenceClassification, args, tokenizer, id2label=id2label,
                                label2id={name: i for i, name in id2label.items()})
+    results = _common.apply_lora(model, args)
     max_length = min(args.max_seq_length, model.config.max_position_embeddings)
     ids = {split: (_common.tokenize(tokenizer, texts, max_length), labels) for split, (texts, labels) in data.items()}
     collator = DataCollatorForSequenceClassification(tokenizer.pad_token_id, max_length=max_length,
@@ -51,12 +52,12 @@ def main(argv=None) -> dict:
         rows, labels = ids[split]
         return make_tf_dataset(rows, collator, **kwargs, labels=labels)
 
-    results = {}
     if args.do_train:
         logger.info("%d labels: %s", len(id2label), names)
         train = dataset("train", batch_size=args.per_device_train_batch_size, seed=args.seed)
         eval_data = dataset("validation", batch_size=args.per_device_eval_batch_size, shuffle=False)
-        results.update(_common.compile_and_fit(model, args, len(ids["train"][0]), train, eval_data))
+        results.update(_common.compile_and_fit(model, args, len(ids["train"][0]), train, eval_data,
+                                                monitor="val_accuracy", mode="max"))
     else:
         model.compile(jit_compile=args.jit_compile)
     if args.do_eval and "validation" in ids:

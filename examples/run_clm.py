@@ -37,6 +37,7 @@ def main(argv=None) -> dict:
     texts = _common.text_splits(args)
     tokenizer = _common.load_or_train_tokenizer(args, texts.get("train") or texts["validation"])
     model = _common.load_model(TransformerForCausalLM, args, tokenizer)
+    lora = _common.apply_lora(model, args)
     max_length = min(args.max_seq_length, model.config.max_position_embeddings)
     ids = {split: _common.tokenize(tokenizer, rows, max_length) for split, rows in texts.items()}
     collator = DataCollatorForCausalLM(tokenizer.pad_token_id, max_length=max_length,
@@ -47,7 +48,7 @@ def main(argv=None) -> dict:
             return None
         return make_tf_dataset(ids["validation"], collator, args.per_device_eval_batch_size, shuffle=False)
 
-    results = {}
+    results = dict(lora)
     if args.do_train:
         train = make_tf_dataset(ids["train"], collator, args.per_device_train_batch_size, seed=args.seed)
         results.update(_common.compile_and_fit(model, args, len(ids["train"]), train, eval_dataset()))

@@ -38,6 +38,7 @@ def main(argv=None) -> dict:
     texts = _common.text_splits(args)
     tokenizer = _common.load_or_train_tokenizer(args, texts.get("train") or texts["validation"])
     model = _common.load_model(TransformerForMaskedLM, args, tokenizer)
+    lora = _common.apply_lora(model, args)
     max_length = min(args.max_seq_length, model.config.max_position_embeddings)
     ids = {split: _common.tokenize(tokenizer, rows, max_length) for split, rows in texts.items()}
 
@@ -53,7 +54,7 @@ def main(argv=None) -> dict:
         return make_tf_dataset(ids["validation"], collator(args.seed + 1), args.per_device_eval_batch_size,
                                shuffle=False)
 
-    results = {}
+    results = dict(lora)
     if args.do_train:
         train = make_tf_dataset(ids["train"], collator(args.seed), args.per_device_train_batch_size,
                                 seed=args.seed)

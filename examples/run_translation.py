@@ -120,9 +120,11 @@ def parse_args(argv=None):
     _common.add_model_arguments(p, default_model="transformer-base")
     add_translation_arguments(p)
     add_schedule_arguments(p)
+    _common.add_finetuning_arguments(p)
     _common.add_distribution_arguments(p)
     _common.add_hub_arguments(p)
     args = p.parse_args(argv)
+    refuse_finetuning_conflicts(p, args)
     if not (args.dataset_name or args.train_file):
         p.error("give --train_file or --dataset_name")
     if args.learning_rate is not None and args.lr_scale is not None:
@@ -152,6 +154,18 @@ def parse_args(argv=None):
 
     _common.refuse_unused_distribution_flags(p, args, keras.backend.backend())
     return args
+
+
+def refuse_finetuning_conflicts(p: argparse.ArgumentParser, args) -> None:
+    """The shared fine-tuning flags' checks, and the combinations this script cannot honour."""
+    _common.check_finetuning_flags(p, args)
+    if args.gradient_accumulation_steps > 1 and args.decay_within_budget:
+        p.error("--decay_within_budget moves the decay end in micro-batches; it cannot be combined with "
+                "--gradient_accumulation_steps")
+    if args.lora_rank is not None and args.average_last_k:
+        p.error("--average_last_k averages whole checkpoints; with --lora_rank only the adapters train")
+    if args.early_stopping_patience is not None and args.eval_every != 1:
+        p.error("--early_stopping_patience watches the validation BLEU of every epoch: it needs --eval_every 1")
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -372,6 +386,8 @@ def make_epoch_callback(model, tokenizer, splits, args, output_dir: Path, state:
             if "validation" in splits and (epoch + 1) % args.eval_every == 0:
                 scores = evaluate_bleu(model, tokenizer, splits["validation"], args, args.max_eval_samples)
                 record["val_bleu"], record["val_chrf"] = scores["bleu"], scores["chrf"]
+                if logs is not None:  # for EarlyStopping, which runs after this callback
+                    logs["val_bleu"] = scores["bleu"]
                 print(f"\nepoch {epoch + 1}: validation BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f}")
                 if scores["bleu"] > state.get("best_bleu", -1.0):
                     state["best_bleu"], state["best_epoch"] = scores["bleu"], epoch + 1
@@ -620,17 +636,20 @@ def build_and_compile(args, strategy, train, distribution=None):
     built and compiled in the strategy's scope."""
     import keras
 
+    from vanilla_transformer.gradient_accumulation import accumulate_gradients
     from vanilla_transformer.losses import MaskedAccuracy, MaskedSparseCrossEntropy
 
     with strategy.scope() if strategy else contextlib.nullcontext():
         model, tokenizer = build_model_and_tokenizer(args, train)
         model.build_weights()
+        args.lora_results = _common.apply_lora(model, args)
         tokenized = tokenize(train, tokenizer, args)
         # the decay needs the step count
         collator, batches = make_train_batches(tokenized, model.config, args, distribution, tokenizer)
-        learning_rate = make_learning_rate(args, model.config.d_model,
-                                           total_steps=args.num_train_epochs * len(batches))
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.98, epsilon=1e-9),
+        updates = max(1, len(batches) // args.gradient_accumulation_steps)  # the schedule counts optimizer updates
+        learning_rate = make_learning_rate(args, model.config.d_model, total_steps=args.num_train_epochs * updates)
+        optimizer = keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.98, epsilon=1e-9)
+        model.compile(optimizer=accumulate_gradients(optimizer, args.gradient_accumulation_steps),
                       loss=MaskedSparseCrossEntropy(args.label_smoothing), metrics=[MaskedAccuracy()])
         if args.decay_within_budget:  # the decay ends where the budget does
             learning_rate.make_decay_end_movable(model.optimizer)
@@ -668,12 +687,19 @@ def train(model, tokenizer, splits, batches, schedule, validation_data, args, ou
     nan_stop = StopOnNaN()
     callbacks = [nan_stop, keras.callbacks.TensorBoard(str(output_dir / "logs")),
                  make_epoch_callback(model, tokenizer, splits, args, output_dir, state), *extra_callbacks]
+    stopper = _common.early_stopping(args, "val_bleu", "max")
+    if stopper is not None:
+        callbacks.append(stopper)
     if args.max_train_minutes:  # after the epoch callback: its evaluation counts in the epoch's time
         callbacks.append(TimeBudget(args.max_train_minutes * 60, schedule if args.decay_within_budget else None,
                                     steps_per_epoch=len(batches), seconds_before=state.get("time_before", 0.0)))
     verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
     fit_resumable(model, batches, args.num_train_epochs, output_dir / "backup", save_freq=args.backup_every,
                   callbacks=callbacks, verbose=verbose, validation_data=validation_data)
+    if stopper is not None:
+        history = keras.callbacks.History()
+        history.history = {"val_bleu": [h["val_bleu"] for h in state["history"] if "val_bleu" in h]}
+        state["early_stopping"] = _common.finish_early_stopping(model, stopper, history)["early_stopping"]
     return state, nan_stop
 
 
@@ -852,6 +878,8 @@ def main(argv=None, extra_callbacks=()):
                "best_epoch": state.get("best_epoch"), "best_validation_bleu": state.get("best_bleu")}
     if nan_stop.stopped_at:
         results["stopped_on_nan"] = nan_stop.stopped_at
+    results.update(args.lora_results, gradient_accumulation_steps=args.gradient_accumulation_steps,
+                   **({"early_stopping": state["early_stopping"]} if "early_stopping" in state else {}))
     if args.average_last_k and (output_dir / "checkpoints").exists():
         keep_best_average(model, tokenizer, splits, args, output_dir, state, results)
     final = kept_model(model, output_dir, state, results)

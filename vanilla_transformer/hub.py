@@ -156,10 +156,11 @@ def save_adapter(model, save_directory, tokenizer=None, model_card: dict[str, An
 
     adapter_config, tensors = to_peft(model, base_model_name_or_path)
     base = adapter_config["base_model_name_or_path"]
-    card = {"description": f"A LoRA adapter (rank {adapter_config['r']}, alpha {adapter_config['lora_alpha']:g}, "
-                           f"on {', '.join(model.lora_config.target_modules)}) for the base model "
-                           f"`{base}`, in PEFT's format; `from_pretrained` of this repo loads the base and the "
-                           f"adapter.", "tags": ["lora", "peft", "adapter"], **(model_card or {})}
+    card = {**(model_card or {}), "tags": ["lora", "peft", "adapter", *(model_card or {}).get("tags", [])]}
+    card["description"] = (f"A LoRA adapter (rank {adapter_config['r']}, alpha {adapter_config['lora_alpha']:g}, "
+                           f"on {', '.join(model.lora_config.target_modules)}) for the base model `{base}`, in "
+                           f"PEFT's format; `from_pretrained` of this repo loads the base and the adapter. "
+                           + card.get("description", ""))
     if base and "/" in base and not os.path.exists(base):
         card.setdefault("base_model", base)
     with atomic_directory(save_directory) as staging:
