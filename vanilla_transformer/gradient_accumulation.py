@@ -48,7 +48,18 @@ class PerUpdateSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 class UpdateCountingIterations:
     """Mixin for a Keras optimizer: ``iterations`` counts updates (what Adam's bias correction reads), not the
-    micro-batches that Keras' own counter (``_iterations``) counts under gradient accumulation."""
+    micro-batches that Keras' own counter (``_iterations``) counts under gradient accumulation.
+
+    Example:
+        >>> import keras
+        >>> from vanilla_transformer.gradient_accumulation import accumulate_gradients
+        >>> variable = keras.Variable([0.0])
+        >>> optimizer = accumulate_gradients(keras.optimizers.SGD(0.1), 2)
+        >>> for _ in range(4):  # four micro-batches
+        ...     optimizer.apply([keras.ops.ones((1,))], [variable])
+        >>> int(optimizer.iterations), float(variable.numpy()[0])  # two updates of the mean gradient
+        (2, -0.2)
+    """
 
     @property
     def iterations(self):

@@ -50,6 +50,7 @@ class LoraConfig:
         target_modules: the adapted layer names (a subset of :data:`TARGET_NAMES`).
         modules_to_save: heads trained in full and saved with the adapter (e.g. ``("classifier",)``).
         base_model_name_or_path: where the frozen base model comes from (a directory or Hub repo), or None.
+        rank_pattern: ``{site path: rank}`` for the sites of an imported adapter whose rank differs from ``r``.
 
     Example:
         >>> from vanilla_transformer.lora import LoraConfig
@@ -198,6 +199,16 @@ def enable_adapters(model, settings: dict, lora_dropout: float = 0.0) -> None:
 
     Returns:
         None; ``model.lora_frozen`` lists the weights frozen here (unfrozen again by :func:`merge_lora`).
+
+    Example:
+        >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM
+        >>> from vanilla_transformer.lora import enable_adapters, parameter_counts
+        >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
+        ...                            num_encoder_layers=1, num_decoder_layers=1, max_position_embeddings=32)
+        >>> model = TransformerForCausalLM(config)
+        >>> enable_adapters(model, {"decoder.layers.0.self_attn.q_proj": (2, 4.0)})  # one site, rank 2
+        >>> parameter_counts(model)[0]  # 2 * (8 + 8)
+        32
     """
     sites = adapter_sites(model.build_weights())
     unknown = sorted(set(settings) - set(sites))
@@ -305,7 +316,18 @@ def trainable_parameters_line(model) -> str:
 
 
 def lora_sites(model) -> dict:
-    """The sites of :func:`adapter_sites` that hold an adapter now."""
+    """The sites of :func:`adapter_sites` that hold an adapter now.
+
+    Example:
+        >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM
+        >>> from vanilla_transformer.lora import lora_sites
+        >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
+        ...                            num_encoder_layers=1, num_decoder_layers=1, max_position_embeddings=32)
+        >>> model = TransformerForCausalLM(config)
+        >>> _ = model.enable_lora(2, target_modules="v", verbose=False)
+        >>> list(lora_sites(model))
+        ['decoder.layers.0.self_attn.v_proj']
+    """
     return {path: layer for path, layer in adapter_sites(model).items() if layer.lora_enabled}
 
 

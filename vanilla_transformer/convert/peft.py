@@ -43,6 +43,12 @@ class PeftSite:
         part: which slice of a fused module's output this site is (0 unless ``parts`` > 1).
         parts: how many of our layers share the module (3 for GPT's ``c_attn``: query, key, value).
         embedding: whether the module is an embedding (``lora_embedding_A/B``).
+
+    Example:
+        >>> from vanilla_transformer.convert.peft import PeftSite
+        >>> site = PeftSite("transformer.h.0.attn.c_attn", part=1, parts=3)  # the key slice of GPT-2's c_attn
+        >>> site.module, site.part, site.embedding
+        ('transformer.h.0.attn.c_attn', 1, False)
     """
 
     module: str
