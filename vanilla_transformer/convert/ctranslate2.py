@@ -267,13 +267,17 @@ def ctranslate2_generate(translator, vocabulary: list[str], source_ids, decoder_
     return [[int(decoder_start_token_id)] + [index[token] for token in result.hypotheses[0]] for result in results]
 
 
-def ctranslate2_translate(translator, tokenizer, texts, **generation_kwargs) -> list[str]:
+def ctranslate2_translate(translator, tokenizer, texts, max_source_tokens: int | None = None,
+                          **generation_kwargs) -> list[str]:
     """Translate strings with a CTranslate2 translator as ``model.translate(texts, tokenizer, ...)`` does.
 
     Args:
         translator: a ``ctranslate2.Translator`` of an :func:`export_to_ctranslate2` directory.
         tokenizer: the model's tokenizer (the one saved in that directory).
         texts: a list of strings.
+        max_source_tokens: cut longer sources as the tokenizer truncates (its end token kept), as
+            ``model.translate`` cuts them at the model's ``max_position_embeddings``; None: no cut (CTranslate2
+            then refuses a source longer than the model's positions).
         **generation_kwargs: ``generate``'s settings, mapped by :func:`ctranslate2_options`.
 
     Returns:
@@ -294,7 +298,8 @@ def ctranslate2_translate(translator, tokenizer, texts, **generation_kwargs) -> 
         ...                                                                                   **settings)
         True
     """
-    sources = [tokenizer.convert_ids_to_tokens(ids) for ids in tokenizer(list(texts))["input_ids"]]
+    encoded = tokenizer(list(texts), truncation=max_source_tokens is not None, max_length=max_source_tokens)
+    sources = [tokenizer.convert_ids_to_tokens(ids) for ids in encoded["input_ids"]]
     results = translator.translate_batch(sources, **ctranslate2_options(**generation_kwargs))
     ids = [tokenizer.convert_tokens_to_ids(result.hypotheses[0]) for result in results]
     return tokenizer.batch_decode(ids, skip_special_tokens=True)
