@@ -453,11 +453,39 @@ def fit(model, args, train_dataset, eval_dataset, monitor: str = "val_loss", mod
     stopper = early_stopping(args, monitor, mode)
     if stopper is not None and eval_dataset is None:
         raise ValueError("--early_stopping_patience needs validation data to watch")
+    timer = epoch_timer()
     history = model.fit(train_dataset, validation_data=eval_dataset, epochs=args.num_train_epochs, verbose=verbose,
-                        shuffle=False, callbacks=[stopper] if stopper else None)  # make_tf_dataset shuffles itself
-    epoch_seconds = (time.time() - started) / max(1, len(history.history["loss"]))
+                        shuffle=False, callbacks=[timer, *([stopper] if stopper else [])])  # the dataset shuffles
     logger.info("trained %d epochs in %.1fs", len(history.history["loss"]), time.time() - started)
-    return history, {"seconds_per_epoch": epoch_seconds, **finish_early_stopping(model, stopper, history)}
+    later = timer.seconds[1:] or timer.seconds  # the first epoch includes compiling the step
+    return history, {"epoch_seconds": timer.seconds, "seconds_per_epoch": sum(later) / len(later),
+                     **finish_early_stopping(model, stopper, history)}
+
+
+def epoch_timer():
+    """A Keras callback recording each epoch's training time (validation excluded) in ``.seconds``."""
+    import keras
+
+    class Timer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def stop(self):
+            if getattr(self, "started", None) is not None:
+                self.seconds.append(time.perf_counter() - self.started)
+                self.started = None
+
+        def on_test_begin(self, logs=None):  # validation runs inside the epoch: stop the clock there
+            self.stop()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.stop()
+
+    return Timer()
 
 
 def compile_for_training(model, args, num_examples: int) -> tuple[int, int]:

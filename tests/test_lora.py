@@ -35,6 +35,9 @@ CLASSES = {
 }
 
 
+to_numpy = keras.ops.convert_to_numpy  # a torch tensor that requires grad too
+
+
 def build(kind, seed=0, **overrides):
     cls, fields = CLASSES[kind]
     keras.utils.set_random_seed(seed)
@@ -82,8 +85,8 @@ def expected_trainable(model, rank, targets, embeddings=False, saved=()):
 
 
 # ------------------------------------------------------------------------------------------ core
-@pytest.mark.backends
-@pytest.mark.parametrize("kind", sorted(CLASSES))
+@pytest.mark.parametrize("kind", [pytest.param(kind, marks=[pytest.mark.backends] if kind in ("seq2seq", "classifier")
+                                                else []) for kind in sorted(CLASSES)])  # 2 classes on JAX/torch
 def test_lora_trains_only_the_adapters_of_every_model_class(kind, capsys):
     model = build(kind)
     batch = inputs_for(model)
@@ -96,7 +99,7 @@ def test_lora_trains_only_the_adapters_of_every_model_class(kind, capsys):
     assert saved == (("classifier",) if kind == "classifier" else ())
     model.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=False,
                   **({"loss": "mse", "metrics": []} if kind == "encoder" else {}))
-    model.fit(batch, labels_for(model, batch), epochs=2, verbose=0)
+    model.fit(batch, labels_for(model, batch), epochs=1, verbose=0)
     after = model.named_variables()
     changed = {name for name, value in before.items() if not np.array_equal(value, after[name].numpy())}
     assert changed == {name for name in before if name.startswith(tuple(f"{s}." for s in saved))}
@@ -109,15 +112,15 @@ def test_merge_gives_the_same_logits_and_a_plain_checkpoint(tmp_path):
     model.enable_lora(4, lora_alpha=8, target_modules="q,k,v,o,ffn", verbose=False)
     randomise_adapters(model)
     batch = inputs_for(model)
-    with_adapters = np.asarray(model(batch))
-    assert not np.allclose(with_adapters, np.asarray(build("seq2seq")(batch)), atol=1e-3)
+    with_adapters = to_numpy(model(batch))
+    assert not np.allclose(with_adapters, to_numpy(build("seq2seq")(batch)), atol=1e-3)
     model.merge_lora()
     assert model.lora_config is None and not any(".lora_" in name for name in model.named_variables())
-    np.testing.assert_allclose(np.asarray(model(batch)), with_adapters, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(model(batch)), with_adapters, atol=1e-5)
     assert parameter_counts(model)[0] == build("seq2seq").num_parameters()  # everything trains again
     folder = model.save_pretrained(tmp_path / "merged")
     assert {"config.json", "model.safetensors"} <= set(os.listdir(folder))
-    np.testing.assert_allclose(np.asarray(TransformerForSeq2SeqLM.from_pretrained(folder)(batch)), with_adapters,
+    np.testing.assert_allclose(to_numpy(TransformerForSeq2SeqLM.from_pretrained(folder)(batch)), with_adapters,
                                atol=1e-5)
 
 
@@ -147,8 +150,8 @@ def test_lora_dropout_takes_effect_in_training_only():
     model.enable_lora(2, lora_dropout=0.5, target_modules="q", verbose=False)
     randomise_adapters(model)
     batch = inputs_for(model)
-    assert np.array_equal(np.asarray(model(batch)), np.asarray(model(batch)))
-    assert not np.allclose(np.asarray(model(batch, training=True)), np.asarray(model(batch)), atol=1e-4)
+    assert np.array_equal(to_numpy(model(batch)), to_numpy(model(batch)))
+    assert not np.allclose(to_numpy(model(batch, training=True)), to_numpy(model(batch)), atol=1e-4)
 
 
 @pytest.mark.backends
@@ -169,22 +172,19 @@ def test_mixed_precision_and_xla_fit_train_the_adapters():
 
 
 def test_generate_sees_adapters_enabled_or_merged_after_a_first_call():
-    model = build("seq2seq", seed=3)
-    ids = inputs_for(model, rows=2)["input_ids"]
-    settings = dict(max_new_tokens=6, do_sample=False)
-    plain = np.asarray(model.generate(ids, **settings))
+    model = build("causal", seed=3)
+    prompt = inputs_for(model, rows=2, length=3)["input_ids"]
+    settings = dict(max_new_tokens=5, do_sample=False)
+    plain = np.asarray(model.generate(prompt, **settings))  # compiles a program without adapters
     model.enable_lora(4, lora_alpha=32, target_modules="q,k,v,o,ffn", verbose=False)
     randomise_adapters(model, scale=1.0)
-    adapted = np.asarray(model.generate(ids, **settings))
-    reference = build("seq2seq", seed=3)  # a fresh model holding the merged weights: its own fresh programs
-    reference.enable_lora(4, lora_alpha=32, target_modules="q,k,v,o,ffn", verbose=False)
-    for name, value in lora_weights(model).items():
-        reference.named_variables()[name].assign(value)
-    reference.merge_lora()
-    assert np.array_equal(adapted, np.asarray(reference.generate(ids, **settings)))
+    adapted = np.asarray(model.generate(prompt, **settings))
     assert not np.array_equal(adapted, plain)
+    # greedy decoding's oracle: each new token is the argmax of the adapted model's logits on the prefix before it
+    logits = to_numpy(model({"input_ids": adapted[:, :-1].astype("int32")}))
+    np.testing.assert_array_equal(adapted[:, 3:], logits[:, 2:].argmax(-1))
     model.merge_lora()
-    assert np.array_equal(np.asarray(model.generate(ids, **settings)), adapted)
+    assert np.array_equal(np.asarray(model.generate(prompt, **settings)), adapted)
 
 
 # ------------------------------------------------------------------------------------------ PEFT oracle
@@ -202,7 +202,7 @@ def hf_logits(hf_model, model, batch):
 
 
 def our_logits(model, batch):
-    return np.asarray(model(batch), np.float32)
+    return to_numpy(model(batch)).astype(np.float32)
 
 
 EXPORT_CASES = {  # kind, config overrides, targets
@@ -279,7 +279,7 @@ def test_a_peft_adapter_on_a_marian_checkpoint_loads_onto_our_import(tmp_path):
     ours.load_adapter(adapter_dir)
     batch = inputs_for(ours)
     np.testing.assert_allclose(our_logits(ours, batch), hf_logits(peft_model, ours, batch), atol=1e-4)
-    merged = np.asarray(ours.merge_lora()(batch))
+    merged = to_numpy(ours.merge_lora()(batch))
     np.testing.assert_allclose(merged, hf_logits(peft_model, ours, batch), atol=1e-4)
 
 
