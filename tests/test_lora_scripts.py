@@ -159,3 +159,18 @@ def test_lora_fine_tuning_of_a_translator_goes_through_the_hub(write_number_word
     assert not np.allclose(np.asarray(pulled(inputs)), np.asarray(plain(inputs)), atol=1e-4)
     card = (tmp_path / "tuned" / "model" / "README.md").read_text()
     assert "A LoRA adapter (rank 4" in card and str(base) in card and "- adapter" in card
+
+
+def test_the_train_command_refuses_fine_tuning_flags_that_cannot_act(tmp_path):
+    from vanilla_transformer.cli import build_parser
+
+    def refusal(*flags):
+        args = build_parser().parse_args(["train", "--output-dir", str(tmp_path / "o"), *flags])
+        with pytest.raises(SystemExit) as stopped:
+            args.func(args)
+        return str(stopped.value)
+
+    assert refusal("--lora-alpha", "8") == "error: --lora-alpha need --lora-rank"
+    assert "give --base-model" in refusal("--lora-rank", "4")
+    assert "--d-model size a new model" in refusal("--base-model", "b", "--d-model", "64")
+    assert "at least 1" in refusal("--gradient-accumulation-steps", "0")

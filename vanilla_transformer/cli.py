@@ -24,6 +24,14 @@ def _number_words_model(args, train_pairs):
     from . import TransformerConfig, TransformerForSeq2SeqLM
     from .tokenization import train_bpe_tokenizer
 
+    if getattr(args, "base_model", None):  # fine-tune a saved translator (with its tokenizer)
+        from .hub import load_tokenizer
+
+        model = TransformerForSeq2SeqLM.from_pretrained(args.base_model)
+        if args.lora_rank is not None:
+            model.enable_lora(args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout or 0.0,
+                              target_modules=args.lora_target_modules)
+        return model, load_tokenizer(args.base_model)
     tokenizer = train_bpe_tokenizer([text for pair in train_pairs for text in pair], vocab_size=args.vocab_size)
     config = TransformerConfig(
         vocab_size=len(tokenizer), d_model=args.d_model, num_heads=4, d_ff=4 * args.d_model,
@@ -35,26 +43,64 @@ def _number_words_model(args, train_pairs):
     return model, tokenizer
 
 
-def _fit_number_words(model, tokenizer, train_pairs, args) -> int:
-    """Teacher-forced training with the paper's optimizer, warm-up over two epochs; returns the warm-up."""
+def _number_words_dataset(model, tokenizer, pairs, args, shuffle: bool = True):
+    """Teacher-forced batches of ``pairs`` (a ``tf.data.Dataset``) and their count."""
     from .batching import batches_to_tf_dataset, seq2seq_batches
     from .data_collators import Seq2SeqCollator
+
+    config = model.config
+    sources = tokenizer([en for en, _ in pairs])["input_ids"]
+    targets = tokenizer([de for _, de in pairs])["input_ids"]
+    collator = Seq2SeqCollator(config.pad_token_id, config.decoder_start_token_id, config.vocab_size)
+    batches = seq2seq_batches(sources, targets, collator, batch_size=args.batch_size, seed=args.seed, shuffle=shuffle)
+    return batches_to_tf_dataset(batches, seed=args.seed), len(batches)
+
+
+def _fit_number_words(model, tokenizer, train_pairs, args) -> int:
+    """Teacher-forced training with the paper's optimizer, warm-up over two epochs (in optimizer updates);
+    with ``--early-stopping-patience`` a tenth of the pairs is held back as validation (loss watched, best
+    weights kept). Returns the warm-up; what fine-tuning did is left in ``args.finetuning``."""
+    from .gradient_accumulation import accumulate_gradients
     from .optimization import transformer_optimizer
 
     config = model.config
-    sources = tokenizer([en for en, _ in train_pairs])["input_ids"]
-    targets = tokenizer([de for _, de in train_pairs])["input_ids"]
-    collator = Seq2SeqCollator(config.pad_token_id, config.decoder_start_token_id, config.vocab_size)
-    batches = seq2seq_batches(sources, targets, collator, batch_size=args.batch_size, seed=args.seed)
-    dataset = batches_to_tf_dataset(batches, seed=args.seed)
+    validation = None
+    if args.early_stopping_patience is not None:
+        cut = max(1, len(train_pairs) // 10)
+        train_pairs, held = train_pairs[cut:], train_pairs[:cut]
+        validation = _number_words_dataset(model, tokenizer, held, args, shuffle=False)[0]
+    dataset, num_batches = _number_words_dataset(model, tokenizer, train_pairs, args)
     print(f"number words: {len(train_pairs)} training pairs, {args.num_test} held out; vocabulary "
           f"{len(tokenizer)}; model {model.num_parameters():,} parameters "
           f"(d_model {config.d_model}, {config.num_encoder_layers}+{config.num_decoder_layers} layers)")
     print(f"example: {train_pairs[0][0]!r} -> {train_pairs[0][1]!r}")
-    warmup = max(1, len(batches) * 2)
-    model.compile(optimizer=transformer_optimizer(config.d_model, warmup_steps=warmup, scale=args.lr_scale))
-    model.fit(dataset, epochs=args.epochs, shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+    warmup = max(1, num_batches * 2 // args.gradient_accumulation_steps)
+    optimizer = transformer_optimizer(config.d_model, warmup_steps=warmup, scale=args.lr_scale)
+    model.compile(optimizer=accumulate_gradients(optimizer, args.gradient_accumulation_steps))
+    callbacks = _early_stopping(args)
+    history = model.fit(dataset, epochs=args.epochs, shuffle=False, verbose=1 if sys.stdout.isatty() else 2,
+                        validation_data=validation, callbacks=callbacks)
+    args.finetuning = {"gradient_accumulation_steps": args.gradient_accumulation_steps}
+    if model.lora_config is not None:
+        args.finetuning["lora"] = model.lora_config.to_dict()
+    if callbacks:
+        losses = history.history["val_loss"]
+        best = min(range(len(losses)), key=losses.__getitem__)
+        if best != len(losses) - 1:
+            model.set_weights(callbacks[0].best_weights)  # Keras restores only when it stops the run itself
+        args.finetuning["early_stopping"] = {"monitor": "val_loss", "patience": args.early_stopping_patience,
+                                             "epochs_run": len(losses), "best_epoch": best + 1,
+                                             "best_value": float(losses[best])}
     return warmup
+
+
+def _early_stopping(args) -> list:
+    if args.early_stopping_patience is None:
+        return []
+    import keras
+
+    return [keras.callbacks.EarlyStopping(monitor="val_loss", patience=args.early_stopping_patience,
+                                          restore_best_weights=True, verbose=1)]
 
 
 def train_number_words(args) -> int:
@@ -86,6 +132,7 @@ def train_number_words(args) -> int:
     from . import TransformerForSeq2SeqLM
     from .number_words import make_splits
 
+    _check_finetuning_flags(args)
     started = time.time()
     keras.utils.set_random_seed(args.seed)
     train_pairs, test_pairs = make_splits(args.num_train, args.num_test, seed=args.seed)
@@ -111,6 +158,8 @@ def train_number_words(args) -> int:
         "language": ["en", "de"],
     }
     model.save_pretrained(args.output_dir, tokenizer=tokenizer)
+    with open(os.path.join(args.output_dir, "results.json"), "w") as out:  # held-out score, fine-tuning settings
+        out.write(repr_json({"exact_match": accuracy, **args.finetuning}))
     print(f"saved to {args.output_dir}: {', '.join(sorted(os.listdir(args.output_dir)))}")
 
     from transformers import AutoTokenizer
@@ -341,6 +390,53 @@ def _add_export_command(commands) -> None:
     p.set_defaults(func=export)
 
 
+def _add_finetuning_arguments(p) -> None:
+    """The ``train`` command's fine-tuning flags (those of the example scripts)."""
+    p.add_argument("--base-model", default=None, help="fine-tune this saved translator (and its tokenizer)")
+    p.add_argument("--lora-rank", type=int, default=None, help="train LoRA adapters of this rank (needs --base-model)")
+    p.add_argument("--lora-alpha", type=float, default=None, help="LoRA scale numerator (default: the rank)")
+    p.add_argument("--lora-dropout", type=float, default=None, help="dropout on the adapters' inputs (0)")
+    p.add_argument("--lora-target-modules", default=None, help="q,k,v,o,ffn,embeddings (default q,v)")
+    p.add_argument("--gradient-accumulation-steps", type=int, default=1, help="micro-batches per update")
+    p.add_argument("--early-stopping-patience", type=int, default=None,
+                   help="hold out a tenth of the pairs; stop after this many epochs without a lower loss there")
+
+
+def _check_finetuning_flags(args) -> None:
+    """Refuse fine-tuning flags that would do nothing or cannot work (SystemExit naming them)."""
+    lora_only = [flag for flag, value in (("--lora-alpha", args.lora_alpha), ("--lora-dropout", args.lora_dropout),
+                                          ("--lora-target-modules", args.lora_target_modules)) if value is not None]
+    if lora_only and args.lora_rank is None:
+        raise SystemExit(f"error: {', '.join(lora_only)} need --lora-rank")
+    if args.lora_rank is not None and not args.base_model:
+        raise SystemExit("error: --lora-rank adapts a trained model: give --base-model (a saved translator)")
+    if args.base_model:
+        given = [f"--{name.replace('_', '-')}" for name in ("vocab_size", "d_model", "layers")
+                 if getattr(args, name) != TRAIN_DEFAULTS[name]]
+        if given:
+            raise SystemExit(f"error: {', '.join(given)} size a new model; --base-model brings its own")
+    if args.gradient_accumulation_steps < 1:
+        raise SystemExit("error: --gradient-accumulation-steps must be at least 1")
+
+
+TRAIN_DEFAULTS = {"vocab_size": 400, "d_model": 128, "layers": 2}
+
+
+def repr_json(value) -> str:
+    """``value`` as indented JSON text with a final newline (``results.json`` of the ``train`` command).
+
+    Example:
+        >>> from vanilla_transformer.cli import repr_json
+        >>> print(repr_json({"exact_match": 0.98}), end="")
+        {
+          "exact_match": 0.98
+        }
+    """
+    import json
+
+    return json.dumps(value, indent=2) + "\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``argparse`` parser of the command line: sub-commands ``train``, ``translate``, ``push``, ``convert``,
     ``export``.
@@ -380,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--lr-scale", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
+    _add_finetuning_arguments(p)
     p.set_defaults(func=train_number_words)
 
     p = commands.add_parser("translate", help="translate text with a saved model")
