@@ -131,6 +131,9 @@ def check_finetuning_flags(parser: argparse.ArgumentParser, args: argparse.Names
         parser.error(f"{', '.join(lora_only)} need --lora_rank (LoRA is off without it)")
     if args.lora_rank is not None and args.lora_rank < 1:
         parser.error(f"--lora_rank {args.lora_rank} must be a positive integer")
+    if args.lora_rank is not None and is_preset(args.model_name_or_path):
+        parser.error(f"--lora_rank adapts a pretrained model; {args.model_name_or_path!r} is a preset built from "
+                     "scratch (its random weights would stay frozen): give a saved model or Hub repo")
     if args.gradient_accumulation_steps < 1:
         parser.error(f"--gradient_accumulation_steps {args.gradient_accumulation_steps} must be at least 1")
     if args.early_stopping_patience is not None and args.early_stopping_patience < 1:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from huggingface_hub import constants
 
-from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM, TransformerForSequenceClassification
+from vanilla_transformer import (TransformerConfig, TransformerEncoderModel, TransformerForSeq2SeqLM,
+                                 TransformerForSequenceClassification)
 from vanilla_transformer.gradient_accumulation import accumulate_gradients
 from vanilla_transformer.optimization import language_model_optimizer
 
@@ -80,9 +81,15 @@ def labelled_files(tmp_path):
 
 def test_classification_with_lora_accumulation_and_early_stopping(labelled_files, tmp_path):
     run_classification = load_script("run_classification")
+    _common = load_script("_common")
+    tokenizer = _common.new_tokenizer(["good fine great bad poor awful"] * 4, vocab_size=40)
+    base = TransformerConfig(architecture="encoder", vocab_size=len(tokenizer), d_model=16, num_heads=2, d_ff=32,
+                             num_encoder_layers=1, num_decoder_layers=0, max_position_embeddings=16,
+                             pad_token_id=tokenizer.pad_token_id)
+    keras.utils.set_random_seed(0)
+    base_dir = TransformerEncoderModel(base).save_pretrained(tmp_path / "base", tokenizer=tokenizer)  # a "pretrained" body
     argv = ["--train_file", str(labelled_files / "train.jsonl"), "--validation_file", str(labelled_files / "val.jsonl"),
-            "--model_name_or_path", "bert-base", "--d_model", "16", "--num_layers", "1", "--num_heads", "2",
-            "--d_ff", "32", "--vocab_size", "40", "--max_seq_length", "16", "--output_dir", str(tmp_path / "out"),
+            "--model_name_or_path", str(base_dir), "--max_seq_length", "16", "--output_dir", str(tmp_path / "out"),
             "--num_train_epochs", "6", "--per_device_train_batch_size", "4", "--learning_rate", "1e-3",
             "--no-jit_compile", "--lora_rank", "2", "--lora_target_modules", "q,v,ffn",
             "--gradient_accumulation_steps", "2", "--early_stopping_patience", "1"]
@@ -106,6 +113,10 @@ def test_lora_flags_without_a_rank_are_refused(capsys):
         _common.parse_args(_common.build_parser("t", "gpt"), ["--train_file", "t.txt", "--output_dir", "o",
                                                                "--lora_alpha", "16"])
     assert "--lora_alpha need --lora_rank" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _common.parse_args(_common.build_parser("t", "gpt"), ["--train_file", "t.txt", "--output_dir", "o",
+                                                               "--lora_rank", "4"])
+    assert "--lora_rank adapts a pretrained model; 'gpt' is a preset" in capsys.readouterr().err
 
 
 @pytest.fixture()
