@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from vanilla_transformer import TransformerConfig, TransformerForCausalLM, TransformerForSeq2SeqLM
+from vanilla_transformer.generation import compute_transition_scores
 from vanilla_transformer.generation.ensemble import Ensemble
 
 SRC = np.array([[5, 6, 7, 8, 9, 2], [10, 11, 2, 0, 0, 0]], dtype="int32")
@@ -40,14 +41,16 @@ def _mean_log_probs(models, inputs):
 
 @pytest.mark.backends
 def test_greedy_follows_the_mean_of_the_members_probabilities(members):
-    out = Ensemble(members).generate(SRC, MASK, max_new_tokens=6, eos_token_id=None, output_scores=True)
+    out = Ensemble(members).generate(SRC, MASK, max_new_tokens=6, eos_token_id=None, return_dict_in_generate=True,
+                                     output_scores=True)
+    summed = compute_transition_scores(out.sequences, out.scores, normalize_logits=True).sum(-1)
     for row, sequence in enumerate(out["sequences"]):
         # the decoder is causal: one teacher-forced pass gives every step's distribution given the prefix
         source = SRC[row:row + 1, :MASK[row].sum()]
         log_probs = _mean_log_probs(members, {"input_ids": source, "decoder_input_ids": sequence[None, :-1]})[0]
         assert sequence[0] == 1 and sequence[1:].tolist() == log_probs.argmax(-1).tolist()
         expected = sum(log_probs[t, sequence[t + 1]] for t in range(len(sequence) - 1))
-        assert out["sequences_scores"][row] == pytest.approx(expected, abs=1e-4)
+        assert summed[row] == pytest.approx(expected, abs=1e-4)
     # the ensemble decodes differently from each member alone (else the test would prove little)
     assert all(not np.array_equal(m.generate(SRC, MASK, max_new_tokens=6, eos_token_id=None), out["sequences"])
                for m in members)
@@ -56,7 +59,7 @@ def test_greedy_follows_the_mean_of_the_members_probabilities(members):
 @pytest.mark.backends
 def test_beam_scores_are_the_ensembles_summed_log_probabilities(members):
     out = Ensemble(members).generate(SRC, MASK, max_new_tokens=5, eos_token_id=None, num_beams=3,
-                                     num_return_sequences=3, length_penalty=0.0, output_scores=True)
+                                     num_return_sequences=3, length_penalty=0.0, return_dict_in_generate=True)
     sequences = out["sequences"]
     sources = np.repeat(SRC, 3, axis=0)
     for row, sequence in enumerate(sequences):
@@ -69,7 +72,7 @@ def test_beam_scores_are_the_ensembles_summed_log_probabilities(members):
 
 def test_an_ensemble_of_a_model_with_itself_decodes_as_the_model(members):
     model = members[1]
-    kwargs = dict(max_new_tokens=7, num_beams=2, length_penalty=1.0, output_scores=True)
+    kwargs = dict(max_new_tokens=7, num_beams=2, length_penalty=1.0, return_dict_in_generate=True)
     alone, doubled = model.generate(SRC, MASK, **kwargs), Ensemble([model, model]).generate(SRC, MASK, **kwargs)
     np.testing.assert_array_equal(alone["sequences"], doubled["sequences"])
     np.testing.assert_allclose(alone["sequences_scores"], doubled["sequences_scores"], atol=1e-5)
@@ -77,7 +80,7 @@ def test_an_ensemble_of_a_model_with_itself_decodes_as_the_model(members):
 
 def test_cached_ensemble_decoding_equals_recomputation(members):
     ensemble = Ensemble(members)
-    kwargs = dict(max_new_tokens=12, eos_token_id=None, num_beams=2, output_scores=True)
+    kwargs = dict(max_new_tokens=12, eos_token_id=None, num_beams=2, return_dict_in_generate=True)
     cached, full = ensemble.generate(SRC, MASK, **kwargs), ensemble.generate(SRC, MASK, use_cache=False, **kwargs)
     np.testing.assert_array_equal(cached["sequences"], full["sequences"])
     np.testing.assert_allclose(cached["sequences_scores"], full["sequences_scores"], atol=1e-5)

@@ -27,6 +27,12 @@ def peaked_model():
     return model
 
 
+def _summed_log_probs(model, out):
+    """Each row's summed log-probabilities of its chosen tokens: transformers' recipe, the normalised transition
+    scores of a ``return_dict_in_generate`` output."""
+    return model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True).sum(-1)
+
+
 def _log_probs(model, src, mask, decoder_ids):
     """Full-forward log-probabilities (batch, len, vocab): the independent reference."""
     logits = keras.ops.convert_to_numpy(model({"input_ids": src, "attention_mask": mask,
@@ -50,32 +56,39 @@ def test_greedy_equals_a_step_by_step_argmax_loop(peaked_model):
                                     dict(repetition_penalty=1.5, no_repeat_ngram_size=2)])
 def test_cached_decoding_equals_recomputation(peaked_model, kwargs):
     # 40 new tokens without eos: the cached loop runs five phases over a growing cache (9, 17, 25, 33, 41 slots)
-    kwargs = dict(max_new_tokens=40, eos_token_id=None, output_scores=True, **kwargs)
+    kwargs = dict(max_new_tokens=40, eos_token_id=None, return_dict_in_generate=True, output_scores=True, **kwargs)
     cached = peaked_model.generate(SRC, MASK, **kwargs)
     full = peaked_model.generate(SRC, MASK, use_cache=False, **kwargs)
     assert cached["sequences"].shape[1] == 41
     np.testing.assert_array_equal(cached["sequences"], full["sequences"])
-    np.testing.assert_allclose(cached["sequences_scores"], full["sequences_scores"], atol=1e-5)
+    assert len(cached.scores) == len(full.scores) == 40
+    for cached_step, full_step in zip(cached.scores, full.scores):
+        finite = np.isfinite(full_step)
+        np.testing.assert_array_equal(np.isfinite(cached_step), finite)
+        np.testing.assert_allclose(cached_step[finite], full_step[finite], atol=1e-5)
+    if "sequences_scores" in full:
+        np.testing.assert_allclose(cached["sequences_scores"], full["sequences_scores"], atol=1e-5)
 
 
 @pytest.mark.backends
 def test_greedy_scores_are_summed_log_probs(peaked_model):
-    out = peaked_model.generate(SRC[:1], MASK[:1], max_new_tokens=5, eos_token_id=None, output_scores=True)
+    out = peaked_model.generate(SRC[:1], MASK[:1], max_new_tokens=5, eos_token_id=None, return_dict_in_generate=True,
+                                output_scores=True)
     seq = out["sequences"]
     log_probs = _log_probs(peaked_model, SRC[:1], MASK[:1], seq[:, :-1])
     expected = sum(log_probs[0, t, seq[0, t + 1]] for t in range(seq.shape[1] - 1))
-    assert out["sequences_scores"][0] == pytest.approx(expected, abs=1e-4)
+    assert _summed_log_probs(peaked_model, out)[0] == pytest.approx(expected, abs=1e-4)
 
 
 @pytest.mark.backends
 def test_sampled_scores_are_summed_log_probs_of_the_warped_distribution(peaked_model):
     out = peaked_model.generate(SRC[:1], MASK[:1], max_new_tokens=5, eos_token_id=None, output_scores=True,
-                                do_sample=True, temperature=2.0, seed=3)
+                                return_dict_in_generate=True, do_sample=True, temperature=2.0, seed=3)
     seq = out["sequences"]
     logits = _log_probs(peaked_model, SRC[:1], MASK[:1], seq[:, :-1]) / 2.0  # log-softmax shifts cancel
     log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     expected = sum(log_probs[0, t, seq[0, t + 1]] for t in range(seq.shape[1] - 1))
-    assert out["sequences_scores"][0] == pytest.approx(expected, abs=1e-4)
+    assert _summed_log_probs(peaked_model, out)[0] == pytest.approx(expected, abs=1e-4)
 
 
 def _expected_stop(free_row, stops):
@@ -150,7 +163,7 @@ def test_beam_search_with_enough_beams_finds_the_exhaustive_optimum(length_penal
     src = np.array([[3, 4, 2]], dtype="int32")
     best, best_score = _exhaustive_best(model, src, max_new, vocab, eos, length_penalty)
     out = model.generate(src, max_new_tokens=max_new, num_beams=vocab ** max_new, eos_token_id=eos,
-                         length_penalty=length_penalty, early_stopping="never", output_scores=True)
+                         length_penalty=length_penalty, early_stopping="never", return_dict_in_generate=True)
     got = out["sequences"][0, 1:].tolist()
     got = got[: next((t + 1 for t, tok in enumerate(got) if tok == eos), len(got))]
     assert got == best
@@ -161,7 +174,7 @@ def test_beam_search_with_enough_beams_finds_the_exhaustive_optimum(length_penal
 def test_beam_scores_follow_the_length_penalty_definition(peaked_model):
     for alpha in (0.6, 1.0):
         out = peaked_model.generate(SRC[:1], MASK[:1], max_new_tokens=6, num_beams=4, num_return_sequences=4,
-                                    length_penalty=alpha, output_scores=True, eos_token_id=2)
+                                    length_penalty=alpha, return_dict_in_generate=True, eos_token_id=2)
         scores = out["sequences_scores"]
         assert list(scores) == sorted(scores, reverse=True)  # best first
         for seq, score in zip(out["sequences"], scores):

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -177,17 +178,22 @@ def train_number_words(args) -> int:
 
 
 def translate(args) -> int:
-    """Print the translation of every text (``args.texts``, else the non-empty lines of stdin), one a line.
+    """Translate every text (``args.texts``, else the non-empty lines of ``args.input`` or stdin), one a line,
+    in input order, to ``args.output`` or stdout.
 
     The ``vanilla-transformer translate`` command. Loads the model and its tokenizer from ``args.model`` (a
-    directory or Hub repo id) and decodes with ``args.num_beams`` beams, ``args.length_penalty`` and
-    ``args.max_new_tokens`` (default: the model's generation config, capped by its positions).
+    directory or Hub repo id) and decodes with ``args.num_beams`` beams (4; 1 with ``--stream``),
+    ``args.length_penalty`` and ``args.max_new_tokens`` (default: the model's generation config, capped by its
+    positions), in length-sorted batches of ``args.batch_size`` (see
+    :func:`~vanilla_transformer.generation.translate_texts`), with a progress bar on stderr for long inputs.
+    ``--stream`` prints each translation token by token as it is decoded (greedy, one sentence at a time).
 
     Args:
         args: the ``argparse.Namespace`` of the ``translate`` command (see :func:`build_parser`).
 
     Returns:
-        The exit status: 0, or 2 when the model has no tokenizer files (the message goes to stderr).
+        The exit status: 0, or 2 when the model has no tokenizer files or ``--stream`` is asked with beams
+        (the message goes to stderr).
 
     Example:
         >>> import tempfile
@@ -198,8 +204,8 @@ def translate(args) -> int:
         >>> folder = TransformerForSeq2SeqLM(config).save_pretrained(tempfile.mkdtemp())  # no tokenizer
         >>> args = build_parser().parse_args(["translate", "--model", str(folder), "--num-beams", "1",
         ...                                   "three hundred", "twelve"])
-        >>> args.texts, args.num_beams, args.max_new_tokens
-        (['three hundred', 'twelve'], 1, None)
+        >>> args.texts, args.num_beams, args.max_new_tokens, args.stream
+        (['three hundred', 'twelve'], 1, None, False)
         >>> translate(args)  # "error: ... has no tokenizer files" on stderr
         2
         >>> translate(build_parser().parse_args(["translate", "--model", "outputs/number-words",
@@ -209,20 +215,66 @@ def translate(args) -> int:
     """
     from .hub import AutoModel, load_tokenizer
 
+    if args.stream and (args.num_beams or 1) > 1:
+        print("error: --stream decodes greedily, one token at a time: use --num-beams 1", file=sys.stderr)
+        return 2
     model = AutoModel.from_pretrained(args.model)
     tokenizer = load_tokenizer(args.model)
     if tokenizer is None:
         print(f"error: {args.model} has no tokenizer files", file=sys.stderr)
         return 2
-    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    texts = args.texts or _input_lines(args.input)
     limit = model.config.max_position_embeddings - 1  # the decoder start token takes one position
     max_new = args.max_new_tokens or model.generation_config.max_new_tokens or min(128, limit)
-    kwargs = {"num_beams": args.num_beams, "max_new_tokens": min(max_new, limit)}
+    kwargs = {"num_beams": args.num_beams or (1 if args.stream else 4), "max_new_tokens": min(max_new, limit)}
     if args.length_penalty is not None:
         kwargs["length_penalty"] = args.length_penalty
-    for line in model.translate(texts, tokenizer, **kwargs):
-        print(line)
+    with (open(args.output, "w", encoding="utf-8") if args.output else contextlib.nullcontext(sys.stdout)) as out:
+        if args.stream:
+            _stream_translations(model, tokenizer, texts, kwargs, out)
+        else:
+            _translate_in_chunks(model, tokenizer, texts, dict(kwargs, batch_size=args.batch_size), out)
     return 0
+
+
+def _input_lines(path: str | None) -> list[str]:
+    """The non-empty lines of ``path`` (``-`` or None: stdin), without their line ends."""
+    if path in (None, "-"):
+        return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    with open(path, encoding="utf-8") as lines:
+        return [line.rstrip("\n") for line in lines if line.strip()]
+
+
+TRANSLATE_CHUNK = 1024  # sentences sorted and batched together; the progress bar moves a chunk at a time
+
+
+def _translate_in_chunks(model, tokenizer, texts, kwargs, out) -> None:
+    """Translate ``texts`` a chunk at a time (each sorted into batches), writing lines in input order."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(texts), unit="sentence", disable=len(texts) <= TRANSLATE_CHUNK or None,
+              file=sys.stderr) as progress:
+        for start in range(0, len(texts), TRANSLATE_CHUNK):
+            chunk = texts[start:start + TRANSLATE_CHUNK]
+            for line in model.translate(chunk, tokenizer, **kwargs):
+                print(line, file=out, flush=False)
+            progress.update(len(chunk))
+
+
+def _stream_translations(model, tokenizer, texts, kwargs, out) -> None:
+    """Print each translation token by token as it is decoded (transformers' ``TextStreamer``)."""
+    import numpy as np
+    from transformers import TextStreamer
+
+    class LineStreamer(TextStreamer):  # TextStreamer prints to stdout; this one to ``out``
+        def on_finalized_text(self, text: str, stream_end: bool = False):
+            print(text, file=out, flush=True, end="" if not stream_end else "\n")
+
+    for text in texts:
+        batch = tokenizer([text], truncation=True, max_length=model.config.max_position_embeddings,
+                          return_tensors="np")
+        model.generate(np.asarray(batch["input_ids"], "int32"), attention_mask=np.asarray(batch["attention_mask"]),
+                       streamer=LineStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True), **kwargs)
 
 
 def push(args) -> int:
@@ -390,6 +442,22 @@ def _add_export_command(commands) -> None:
     p.set_defaults(func=export)
 
 
+def _add_translate_parser(commands) -> None:
+    """The ``translate`` sub-command's arguments."""
+    p = commands.add_parser("translate", help="translate text with a saved model")
+    p.add_argument("--model", required=True, help="a saved model directory or Hub repo id")
+    p.add_argument("--num-beams", type=int, default=None, help="default 4 (1 with --stream)")
+    p.add_argument("--input", default=None, help="a file of sentences, one a line (default: stdin)")
+    p.add_argument("--output", default=None, help="where the translations go, one a line (default: stdout)")
+    p.add_argument("--batch-size", type=int, default=64, help="sentences per length-sorted batch")
+    p.add_argument("--stream", action="store_true", help="print each translation token by token as it decodes")
+    p.add_argument("--length-penalty", type=float, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="default: the model's generation config, else 128 (capped by its positions)")
+    p.add_argument("texts", nargs="*", help="sentences (read from stdin when none)")
+    p.set_defaults(func=translate)
+
+
 def _add_finetuning_arguments(p) -> None:
     """The ``train`` command's fine-tuning flags (those of the example scripts)."""
     p.add_argument("--base-model", default=None, help="fine-tune this saved translator (and its tokenizer)")
@@ -452,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
         >>> parser = build_parser()
         >>> args = parser.parse_args(["translate", "--model", "user/model", "Hello.", "Good morning."])
         >>> args.command, args.func.__name__, args.model, args.texts, args.num_beams
-        ('translate', 'translate', 'user/model', ['Hello.', 'Good morning.'], 4)
+        ('translate', 'translate', 'user/model', ['Hello.', 'Good morning.'], None)
         >>> args = parser.parse_args(["convert", "src", "dst", "--to", "keras"])
         >>> args.source, args.destination, args.to
         ('src', 'dst', 'keras')
@@ -479,14 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_finetuning_arguments(p)
     p.set_defaults(func=train_number_words)
 
-    p = commands.add_parser("translate", help="translate text with a saved model")
-    p.add_argument("--model", required=True, help="a saved model directory or Hub repo id")
-    p.add_argument("--num-beams", type=int, default=4)
-    p.add_argument("--length-penalty", type=float, default=None)
-    p.add_argument("--max-new-tokens", type=int, default=None,
-                   help="default: the model's generation config, else 128 (capped by its positions)")
-    p.add_argument("texts", nargs="*", help="sentences (read from stdin when none)")
-    p.set_defaults(func=translate)
+    _add_translate_parser(commands)
 
     p = commands.add_parser("push", help="upload a saved model directory to the Hub (one commit)",
                             description="Upload a directory written by save_pretrained to the Hub in one commit, "

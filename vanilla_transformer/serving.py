@@ -24,6 +24,7 @@ import numpy as np
 from .data_collators import bucket_length
 from .generation import (LENGTH_MULTIPLE, DecodingParams, batch_bucket, resolve_generation_config,
                          resolved_decoder_start_token_id, resolved_pad_token_id)
+from .generation.contract import check_generation_config
 from .generation.plan import make_plan
 from .generation.programs import decoding_function
 
@@ -55,7 +56,8 @@ def decoding_setup(model, generation_config=None, **generation_kwargs):
         ``(plan, params, pad_token_id, decoder_start_token_id)``.
 
     Raises:
-        ValueError: the model is not an encoder-decoder, or the settings sample (sampling is not exported).
+        ValueError: the model is not an encoder-decoder, the settings sample (sampling is not exported), or they
+            set a field that ``generate`` refuses (see :mod:`vanilla_transformer.generation.contract`).
 
     Example:
         >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
@@ -67,6 +69,7 @@ def decoding_setup(model, generation_config=None, **generation_kwargs):
     if not getattr(model.config, "is_encoder_decoder", False) or not hasattr(model, "decoding_context"):
         raise ValueError(f"only encoder-decoder translators are exported; {type(model).__name__} is not one")
     config = resolve_generation_config(model, generation_config, generation_kwargs)
+    check_generation_config(config)  # a refused field fails the export as it fails generate
     plan, params = make_plan(config, prompt_length=1, use_cache=True,
                              room=model.config.max_position_embeddings - 1)
     if plan.do_sample:
@@ -88,7 +91,7 @@ def _decoder_from_start(tf, model, plan, params, start: int):
     def decode(source_ids, source_mask, active):
         prefix = tf.fill((source_ids.shape[0], 1), tf.constant(start, tf.int32))
         return run(source_ids, source_mask, prefix, tf.ones_like(prefix), tf.zeros_like(prefix),
-                   tf.constant(0, tf.int32), params, active)
+                   tf.constant(0, tf.int32), params, active)[:3]  # the plan records nothing per step
 
     return decode
 

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from keras import ops
 
-from .logits_process import EXCLUDED_SCORE, blocked_top_k, gumbel_noise, process_logits, scatter_mask, warp_logits
+from .logits_process import EXCLUDED_SCORE, blocked_top_k, gumbel_noise, next_token_scores, scatter_mask
 from .plan import DecodingParams, DecodingPlan
 from .search import decode_functions, grow_cache, is_eos, phase_bounds, reorder_cache, split_cache
 
@@ -28,9 +28,10 @@ class BeamState(NamedTuple):
     Example:
         >>> BeamState._fields
         ('cur', 'running', 'running_scores', 'logits', 'cache', 'finished', 'finished_scores', 'is_finished',
-         'finished_lengths', 'improvable', 'all_ended', 'presence')
-        >>> BeamState._field_defaults  # presence is only carried with a repetition penalty
-        {'presence': ()}
+         'finished_lengths', 'improvable', 'all_ended', 'presence', 'running_beam_indices',
+         'finished_beam_indices', 'recorded')
+        >>> BeamState._field_defaults["presence"]  # only carried with a repetition penalty
+        ()
     """
 
     cur: object  # int32 scalar: the position decoded in this step
@@ -45,6 +46,10 @@ class BeamState(NamedTuple):
     improvable: object  # (B, 1) bool: a running beam can still beat the worst kept hypothesis
     all_ended: object  # bool scalar: every candidate of the last step ended
     presence: object = ()  # (B * K, vocab) bool tokens seen, for the repetition penalty; () when unused
+    # (B, K, capacity) int32: the running beam row (b * K + k) each step extended, -1 after the end
+    running_beam_indices: object = ()  # () unless the plan records "beam_indices"
+    finished_beam_indices: object = ()
+    recorded: object = ()  # (B * K, capacity, vocab) float32 per step: the plan's "scores" / "logits" records
 
 
 class _Candidates(NamedTuple):
@@ -52,6 +57,8 @@ class _Candidates(NamedTuple):
     sequences: object  # (B, C, T)
     source_beam: object  # (B, C) the running beam each extends
     ended: object  # (B, C) bool: the candidate ends with eos or at max_length
+    log_probs: object  # (B * K, vocab) the processed next-token scores of the running beams
+    beam_indices: object  # (B, C, capacity) the running-beam rows of each step, or ()
 
 
 def _initial_state(plan: DecodingPlan, prefix_ids, logits, cache, vocab: int, batch: int, active) -> BeamState:
@@ -67,12 +74,17 @@ def _initial_state(plan: DecodingPlan, prefix_ids, logits, cache, vocab: int, ba
     # TensorFlow's XLA conversion of consecutive loops (the phases)
     presence = (scatter_mask(prefix_ids, ops.ones_like(prefix_ids, dtype="bool"), vocab)
                 if plan.penalises_repetition else ())
+    beam_indices = (ops.full((batch, num_beams, plan.max_new_tokens), -1, "int32")
+                    if "beam_indices" in plan.records else ())
+    recorded = tuple(ops.zeros((rows, plan.max_new_tokens, vocab), "float32")
+                     for name in plan.records if name != "beam_indices")
     return BeamState(
         cur=ops.convert_to_tensor(prompt_length, "int32"), running=running, running_scores=running_scores,
         logits=ops.cast(logits, "float32"), cache=cache, finished=running,
         finished_scores=ops.full((batch, num_beams), EXCLUDED_SCORE),
         is_finished=ops.zeros((batch, num_beams), "bool"), finished_lengths=ops.zeros((batch, num_beams), "int32"),
-        improvable=active[:, None], all_ended=ops.convert_to_tensor(False), presence=presence)
+        improvable=active[:, None], all_ended=ops.convert_to_tensor(False), presence=presence,
+        running_beam_indices=beam_indices, finished_beam_indices=beam_indices, recorded=recorded)
 
 
 def _top_candidates(plan: DecodingPlan, params: DecodingParams, s: BeamState, keep: int, prompt_length: int,
@@ -82,10 +94,8 @@ def _top_candidates(plan: DecodingPlan, params: DecodingParams, s: BeamState, ke
     rows = batch * num_beams
     log_probs = ops.log_softmax(s.logits, axis=-1)
     vocab = log_probs.shape[-1]
-    log_probs = process_logits(plan, params, log_probs, ops.reshape(s.running, (rows, max_length)), s.cur,
-                               prompt_length, s.presence if plan.penalises_repetition else None, end)
-    if plan.do_sample:
-        log_probs = warp_logits(plan, params, log_probs)
+    log_probs = next_token_scores(plan, params, log_probs, ops.reshape(s.running, (rows, max_length)), s.cur,
+                                  prompt_length, s.presence if plan.penalises_repetition else None, end)
     accumulated = ops.reshape(ops.reshape(log_probs, (batch, num_beams, vocab)) + s.running_scores[..., None],
                               (batch, num_beams * vocab))
     if plan.do_sample:
@@ -99,15 +109,24 @@ def _top_candidates(plan: DecodingPlan, params: DecodingParams, s: BeamState, ke
     tokens = ops.cast(indices % vocab, "int32")
     sequences = ops.take_along_axis(s.running, source_beam[..., None], axis=1)
     sequences = ops.slice_update(sequences, (0, 0, s.cur), tokens[..., None])
-    return _Candidates(scores, sequences, source_beam, ops.logical_or(is_eos(plan, tokens), s.cur + 1 >= end))
+    beam_indices = s.running_beam_indices
+    if "beam_indices" in plan.records:
+        rows_of = source_beam + ops.arange(batch, dtype=source_beam.dtype)[:, None] * num_beams
+        beam_indices = ops.slice_update(ops.take_along_axis(beam_indices, source_beam[..., None], axis=1),
+                                        (0, 0, s.cur - prompt_length), ops.cast(rows_of, "int32")[..., None])
+    return _Candidates(scores, sequences, source_beam, ops.logical_or(is_eos(plan, tokens), s.cur + 1 >= end),
+                       log_probs, beam_indices)
 
 
 def _continue_best(c: _Candidates, num_beams: int):
-    """The best ``num_beams`` candidates that did not end: (ids, scores, the old beam of each)."""
+    """The best ``num_beams`` candidates that did not end: (ids, scores, the old beam of each, beam indices)."""
     continuing_scores = c.scores + ops.cast(c.ended, "float32") * EXCLUDED_SCORE
     running_scores, next_index = ops.top_k(continuing_scores, num_beams)
     running = ops.take_along_axis(c.sequences, next_index[..., None], axis=1)
-    return running, running_scores, ops.take_along_axis(c.source_beam, next_index, axis=1)
+    beam_indices = c.beam_indices
+    if len(beam_indices):
+        beam_indices = ops.take_along_axis(beam_indices, next_index[..., None], axis=1)
+    return running, running_scores, ops.take_along_axis(c.source_beam, next_index, axis=1), beam_indices
 
 
 def _merge_finished(plan: DecodingPlan, params: DecodingParams, s: BeamState, c: _Candidates, prompt_length: int):
@@ -125,7 +144,11 @@ def _merge_finished(plan: DecodingPlan, params: DecodingParams, s: BeamState, c:
     finished_scores, best = ops.top_k(ops.concatenate([s.finished_scores, normalised], axis=1), num_beams)
     finished = ops.take_along_axis(ops.concatenate([s.finished, c.sequences], axis=1), best[..., None], axis=1)
     is_finished = ops.take_along_axis(ops.concatenate([s.is_finished, just_finished], axis=1), best, axis=1)
-    return finished, finished_scores, is_finished, ops.take_along_axis(merged_lengths, best, axis=1)
+    beam_indices = s.finished_beam_indices
+    if len(beam_indices):
+        beam_indices = ops.take_along_axis(ops.concatenate([beam_indices, c.beam_indices], axis=1), best[..., None],
+                                           axis=1)
+    return finished, finished_scores, is_finished, ops.take_along_axis(merged_lengths, best, axis=1), beam_indices
 
 
 def _still_improvable(plan: DecodingPlan, params: DecodingParams, s: BeamState, running_scores, finished_scores,
@@ -166,10 +189,12 @@ def beam_search(model, plan: DecodingPlan, params: DecodingParams, context, pref
             going nor count in ``length``); None: every source.
 
     Returns:
-        ``(sequences (B * n, T), scores (B * n,), length)`` for ``n = num_return_sequences``: the best ``n``
+        ``(sequences (B * n, T), scores (B * n,), length, recorded)`` for ``n = num_return_sequences``: the best ``n``
         finished hypotheses of each source (prefix, generated ids, then ``pad_token_id``), best first, their
         length-normalised scores (float32), and ``length``, an int32 scalar: the prompt plus the most new
-        tokens among them (the columns worth returning).
+        tokens among them (the columns worth returning), and ``recorded``: for each of ``plan.records``, the
+        per-step ``"scores"`` / ``"logits"`` ``(B * K, capacity, vocab)`` of the running beams and the
+        ``"beam_indices"`` ``(B * n, capacity)`` of the returned hypotheses (``{}`` when none).
 
     Example:
         >>> from transformers import GenerationConfig
@@ -183,7 +208,7 @@ def beam_search(model, plan: DecodingPlan, params: DecodingParams, context, pref
         >>> plan, params = make_plan(GenerationConfig(max_new_tokens=3, num_beams=2, num_return_sequences=2,
         ...                                           eos_token_id=2, pad_token_id=0), prompt_length=1, use_cache=True)
         >>> start = np.ones((2, 1), "int32")  # decoder_start_token_id, once per beam
-        >>> sequences, scores, length = beam_search(model, plan, params, context, start, np.ones((2, 1), "int32"),
+        >>> sequences, scores, length, _ = beam_search(model, plan, params, context, start, np.ones((2, 1), "int32"),
         ...                                         np.zeros((2, 1), "int32"), np.int32(0))
         >>> tuple(sequences.shape), tuple(scores.shape), int(length) <= 4  # a buffer of 8 new tokens, 3 used
         ((2, 9), (2,), True)
@@ -209,24 +234,7 @@ def beam_search(model, plan: DecodingPlan, params: DecodingParams, context, pref
                                ops.logical_and(open_beams, ops.logical_not(s.all_ended)))
 
     def body(s: BeamState):
-        c = _top_candidates(plan, params, s, keep, prompt_length, max_length, end, seed)
-        running, running_scores, beam_of_row = _continue_best(c, num_beams)
-        reorder = ops.reshape(beam_of_row + ops.arange(batch)[:, None] * num_beams, (-1,))
-        finished, finished_scores, is_finished, finished_lengths = _merge_finished(plan, params, s, c, prompt_length)
-        presence = s.presence
-        if plan.penalises_repetition:
-            new = ops.reshape(running[:, :, s.cur], (rows, 1))
-            presence = ops.logical_or(ops.take(presence, reorder, axis=0),
-                                      scatter_mask(new, ops.ones_like(new, dtype="bool"), vocab))
-        cache_state = reorder_cache(s.cache, reorder) if s.cache else ()
-        new_tokens = ops.reshape(ops.take(running, s.cur, axis=2), (rows,))
-        logits, cache = step(rebuild(cache_state), ops.reshape(running, (rows, max_length)), s.cur, new_tokens)
-        improvable = _still_improvable(plan, params, s, running_scores, finished_scores, is_finished,
-                                       prompt_length, end)
-        all_ended = ops.all(ops.logical_or(c.ended, ops.logical_not(active)[:, None]))
-        return [BeamState(s.cur + 1, running, running_scores, ops.cast(logits, "float32"), split_cache(cache)[0],
-                          finished, finished_scores, is_finished, finished_lengths, improvable, all_ended,
-                          presence)]
+        return [_beam_step(plan, params, s, step, rebuild, keep, prompt_length, end, seed, active)]
 
     state = _initial_state(plan, prefix_ids, logits, cache, vocab, batch, active)
     for bound in bounds:
@@ -236,4 +244,37 @@ def beam_search(model, plan: DecodingPlan, params: DecodingParams, context, pref
     sequences = ops.reshape(state.finished[:, :n], (batch * n, max_length))
     scores = ops.reshape(state.finished_scores[:, :n], (batch * n,))
     lengths = ops.where(active[:, None], state.finished_lengths[:, :n], 0)
-    return sequences, scores, prompt_length + ops.max(lengths)
+    recorded = dict(zip([name for name in plan.records if name != "beam_indices"], state.recorded))
+    if "beam_indices" in plan.records:
+        recorded["beam_indices"] = ops.reshape(state.finished_beam_indices[:, :n], (batch * n, plan.max_new_tokens))
+        recorded["steps"] = state.cur - prompt_length  # transformers' scores have one entry per step run
+    return sequences, scores, prompt_length + ops.max(lengths), recorded
+
+
+def _beam_step(plan: DecodingPlan, params: DecodingParams, s: BeamState, step, rebuild, keep: int,
+               prompt_length: int, end, seed, active) -> BeamState:
+    """One step of :func:`beam_search`: rank the candidates, continue the best, keep those that ended, run the
+    decoder on the new tokens (over the reordered cache) and record what the plan asks for."""
+    batch, num_beams = s.running_scores.shape[0], plan.num_beams
+    rows, max_length, vocab = batch * num_beams, s.running.shape[2], s.logits.shape[-1]
+    c = _top_candidates(plan, params, s, keep, prompt_length, max_length, end, seed)
+    running, running_scores, beam_of_row, running_beam_indices = _continue_best(c, num_beams)
+    reorder = ops.reshape(beam_of_row + ops.arange(batch)[:, None] * num_beams, (-1,))
+    finished, finished_scores, is_finished, finished_lengths, finished_beam_indices = _merge_finished(
+        plan, params, s, c, prompt_length)
+    presence = s.presence
+    if plan.penalises_repetition:
+        new = ops.reshape(running[:, :, s.cur], (rows, 1))
+        presence = ops.logical_or(ops.take(presence, reorder, axis=0),
+                                  scatter_mask(new, ops.ones_like(new, dtype="bool"), vocab))
+    recorded = tuple(ops.slice_update(buffer, (0, s.cur - prompt_length, 0), value[:, None, :]) for buffer, value
+                     in zip(s.recorded, (c.log_probs if name == "scores" else s.logits
+                                         for name in plan.records if name != "beam_indices")))
+    cache_state = reorder_cache(s.cache, reorder) if s.cache else ()
+    new_tokens = ops.reshape(ops.take(running, s.cur, axis=2), (rows,))
+    logits, cache = step(rebuild(cache_state), ops.reshape(running, (rows, max_length)), s.cur, new_tokens)
+    improvable = _still_improvable(plan, params, s, running_scores, finished_scores, is_finished, prompt_length, end)
+    all_ended = ops.all(ops.logical_or(c.ended, ops.logical_not(active)[:, None]))
+    return BeamState(s.cur + 1, running, running_scores, ops.cast(logits, "float32"), split_cache(cache)[0], finished,
+                     finished_scores, is_finished, finished_lengths, improvable, all_ended, presence,
+                     running_beam_indices, finished_beam_indices, recorded)

@@ -131,17 +131,50 @@ def process_logits(plan: DecodingPlan, params: DecodingParams, logits, sequences
     return logits
 
 
-def warp_logits(plan: DecodingPlan, params: DecodingParams, logits):
-    """Sampling warpers: temperature, then top-k, then top-p (nucleus).
-
-    As transformers' ``TemperatureLogitsWarper``, ``TopKLogitsWarper`` and ``TopPLogitsWarper``: scores are
-    divided by ``params.temperature``, then every token below the ``plan.top_k``-th largest score and outside
-    the ``params.top_p`` nucleus (see :func:`top_p_filter`) gets -inf. Ties with the k-th score are kept.
-    Temperature and top-p are runtime values: 1.0 leaves the scores exactly as they are.
+def next_token_scores(plan: DecodingPlan, params: DecodingParams, scores, sequences, cur, prompt_length, presence,
+                      end):
+    """The scores a step chooses from: :func:`process_logits`, then, sampling, :func:`warp_logits`, then with
+    ``renormalize_logits`` a log-softmax: transformers' whole ``LogitsProcessorList`` (its ``scores`` output).
 
     Args:
-        plan: the :class:`~.plan.DecodingPlan` (``top_k``).
-        params: the :class:`~.plan.DecodingParams` (``temperature``, ``top_p``).
+        plan / params: the :class:`~.plan.DecodingPlan` and its :class:`~.plan.DecodingParams`.
+        scores: ``(rows, vocab)`` logits (greedy and sampling) or log-probabilities (beam search).
+        sequences, cur, prompt_length, presence, end: as for :func:`process_logits`.
+
+    Returns:
+        ``(rows, vocab)`` float: the processed scores.
+
+    Example:
+        >>> from transformers import GenerationConfig
+        >>> from vanilla_transformer.generation.plan import make_plan
+        >>> plan, params = make_plan(GenerationConfig(max_new_tokens=4, do_sample=True, top_k=2,
+        ...                                           renormalize_logits=True), prompt_length=1, use_cache=True)
+        >>> scores = next_token_scores(plan, params, np.array([[1.0, 0.0, 1.0]], "float32"),
+        ...                            np.ones((1, 5), "int32"), 1, 1, None, 5)
+        >>> np.round(keras.ops.convert_to_numpy(scores), 3)  # two tokens left, half the mass each
+        array([[-0.693,   -inf, -0.693]], dtype=float32)
+    """
+    scores = process_logits(plan, params, scores, sequences, cur, prompt_length, presence, end)
+    if plan.do_sample:
+        scores = warp_logits(plan, params, scores)
+    if plan.renormalize_logits:
+        scores = ops.log_softmax(scores, axis=-1)
+    return scores
+
+
+def warp_logits(plan: DecodingPlan, params: DecodingParams, logits):
+    """Sampling warpers in transformers' order: temperature, top-k, top-p (nucleus), then the cut-offs the plan
+    enables: min-p, typical, epsilon and eta (:func:`cutoff_filters`).
+
+    As transformers' ``TemperatureLogitsWarper``, ``TopKLogitsWarper``, ``TopPLogitsWarper``, ... : scores are
+    divided by ``params.temperature``, then every token below the ``plan.top_k``-th largest score and outside
+    the ``params.top_p`` nucleus (see :func:`top_p_filter`) gets -inf. Ties with the k-th score are kept. Every
+    warper keeps at least ``plan.min_tokens_to_keep`` tokens (1; with beam sampling one more than the eos ids,
+    as transformers). The values are runtime tensors: 1.0 (0.0 for the cut-offs) leaves the scores as they are.
+
+    Args:
+        plan: the :class:`~.plan.DecodingPlan` (``top_k``, ``sampling_filters``, ``min_tokens_to_keep``).
+        params: the :class:`~.plan.DecodingParams` (``temperature``, ``top_p``, ``min_p``, ...).
         logits: ``(rows, vocab)`` float scores.
 
     Returns:
@@ -161,19 +194,21 @@ def warp_logits(plan: DecodingPlan, params: DecodingParams, logits):
     if plan.top_k and plan.top_k < vocab:
         kth = ops.min(ops.top_k(logits, plan.top_k, sorted=True)[0], axis=-1, keepdims=True)
         logits = ops.where(logits < kth, NEG_INF, logits)
-    return top_p_filter(logits, params.top_p)
+    logits = top_p_filter(logits, params.top_p, plan.min_tokens_to_keep)
+    return cutoff_filters(logits, plan.sampling_filters, params, plan.min_tokens_to_keep)
 
 
-def top_p_filter(logits, top_p: float):
+def top_p_filter(logits, top_p: float, min_tokens_to_keep: int = 1):
     """Keep the smallest set of most likely tokens whose probability reaches ``top_p``; -inf elsewhere.
 
     A token is kept when the probability mass of the tokens strictly more likely than it is below
-    ``top_p``; the most likely token is always kept (transformers' ``TopPLogitsWarper`` with
-    ``min_tokens_to_keep=1``). ``logits (rows, vocab)``.
+    ``top_p``; the ``min_tokens_to_keep`` most likely tokens are always kept (transformers'
+    ``TopPLogitsWarper``).
 
     Args:
         logits: ``(rows, vocab)`` float scores; probabilities are their softmax.
         top_p: the probability mass to keep, in (0, 1] (a float or a scalar tensor); 1 keeps every token.
+        min_tokens_to_keep: how many of the most likely tokens are kept whatever ``top_p``.
 
     Returns:
         ``(rows, vocab)`` float: ``logits`` where kept, -inf elsewhere.
@@ -191,11 +226,106 @@ def top_p_filter(logits, top_p: float):
     sorted_logits = ops.flip(ops.sort(logits, axis=-1), axis=-1)
     sorted_probs = ops.softmax(sorted_logits, axis=-1)
     mass_before = ops.cumsum(sorted_probs, axis=-1) - sorted_probs
+    kept_anyway = ops.arange(logits.shape[-1])[None, :] < min_tokens_to_keep
     # top_p >= 1 keeps every token exactly (the cumulative sum may round past 1.0 before the last one)
-    keep_sorted = ops.logical_or(ops.logical_or(mass_before < top_p, ops.arange(logits.shape[-1])[None, :] == 0),
-                                 top_p >= 1.0)
+    keep_sorted = ops.logical_or(ops.logical_or(mass_before < top_p, kept_anyway), top_p >= 1.0)
     threshold = ops.min(ops.where(keep_sorted, sorted_logits, float("inf")), axis=-1, keepdims=True)
     return ops.where(logits < threshold, NEG_INF, logits)
+
+
+def _kth_largest(logits, k: int):
+    """``(rows, 1)``: the k-th largest score of each row. The cut-offs keep every token scoring at least this:
+    the ``min_tokens_to_keep`` best and any token tied with the last of them (transformers keeps exactly k,
+    choosing among exact ties in the order its sort leaves them)."""
+    return ops.min(ops.top_k(logits, min(k, logits.shape[-1]), sorted=True)[0], axis=-1, keepdims=True)
+
+
+def _entropy(logits):
+    """``(rows, 1)`` entropy of ``softmax(logits)`` in nats; -inf entries (probability 0) add nothing."""
+    log_probs = ops.log_softmax(logits, axis=-1)
+    probs = ops.exp(log_probs)
+    return -ops.sum(ops.where(probs > 0, probs * log_probs, 0.0), axis=-1, keepdims=True)
+
+
+def min_p_filter(logits, min_p, min_tokens_to_keep: int = 1):
+    """-inf for tokens less likely than ``min_p`` times the most likely one (transformers' ``MinPLogitsWarper``).
+
+    >>> logits = np.log(np.array([[0.6, 0.3, 0.1]], "float32"))
+    >>> np.isfinite(keras.ops.convert_to_numpy(min_p_filter(logits, 0.4)))  # 0.1 < 0.4 * 0.6
+    array([[ True,  True, False]])
+    """
+    probs = ops.softmax(logits, axis=-1)
+    remove = probs < min_p * ops.max(probs, axis=-1, keepdims=True)
+    return ops.where(ops.logical_and(remove, logits < _kth_largest(logits, min_tokens_to_keep)), NEG_INF, logits)
+
+
+def typical_filter(logits, mass, min_tokens_to_keep: int = 1):
+    """Locally typical sampling (Meister et al., 2022; transformers' ``TypicalLogitsWarper``): keep the tokens
+    whose surprisal is closest to the entropy until their probability reaches ``mass``; -inf elsewhere.
+
+    >>> logits = np.log(np.array([[0.4, 0.3, 0.2, 0.1]], "float32"))
+    >>> np.isfinite(keras.ops.convert_to_numpy(typical_filter(logits, 0.45)))  # 0.3 and 0.2: closest to H
+    array([[False,  True,  True, False]])
+    """
+    log_probs = ops.log_softmax(logits, axis=-1)
+    shifted = ops.abs(-log_probs - _entropy(logits))
+    order = ops.argsort(shifted, axis=-1)
+    sorted_shifted = ops.take_along_axis(shifted, order, axis=-1)
+    cumulative = ops.cumsum(ops.softmax(ops.take_along_axis(logits, order, axis=-1), axis=-1), axis=-1)
+    last = ops.minimum(ops.sum(ops.cast(cumulative < mass, "int32"), axis=-1, keepdims=True), logits.shape[-1] - 1)
+    threshold = ops.maximum(ops.take_along_axis(sorted_shifted, last, axis=-1),
+                            sorted_shifted[:, min_tokens_to_keep - 1:min_tokens_to_keep])
+    return ops.where(ops.logical_and(shifted > threshold, mass < 1.0), NEG_INF, logits)
+
+
+def epsilon_filter(logits, epsilon, min_tokens_to_keep: int = 1):
+    """-inf for tokens of probability below ``epsilon`` (Hewitt et al., 2022; ``EpsilonLogitsWarper``).
+
+    >>> logits = np.log(np.array([[0.6, 0.3, 0.1]], "float32"))
+    >>> np.isfinite(keras.ops.convert_to_numpy(epsilon_filter(logits, 0.2)))
+    array([[ True,  True, False]])
+    """
+    remove = ops.softmax(logits, axis=-1) < epsilon
+    return ops.where(ops.logical_and(remove, logits < _kth_largest(logits, min_tokens_to_keep)), NEG_INF, logits)
+
+
+def eta_filter(logits, epsilon, min_tokens_to_keep: int = 1):
+    """-inf for tokens of probability below ``min(epsilon, sqrt(epsilon) * exp(-entropy))`` (eta sampling,
+    Hewitt et al., 2022; transformers' ``EtaLogitsWarper``).
+
+    >>> logits = np.log(np.array([[0.6, 0.3, 0.1]], "float32"))
+    >>> np.isfinite(keras.ops.convert_to_numpy(eta_filter(logits, 0.2)))  # eta = min(0.2, 0.447 * e^-0.898)
+    array([[ True,  True, False]])
+    """
+    eta = ops.minimum(epsilon, ops.sqrt(epsilon) * ops.exp(-_entropy(logits)))
+    remove = ops.softmax(logits, axis=-1) < eta
+    return ops.where(ops.logical_and(remove, logits < _kth_largest(logits, min_tokens_to_keep)), NEG_INF, logits)
+
+
+#: the cut-off warpers by ``GenerationConfig`` field, in transformers' order
+CUTOFF_FILTERS = {"min_p": min_p_filter, "typical_p": typical_filter, "epsilon_cutoff": epsilon_filter,
+                  "eta_cutoff": eta_filter}
+
+
+def cutoff_filters(logits, names, params: DecodingParams, min_tokens_to_keep: int = 1):
+    """Apply the cut-off warpers named in ``names`` (keys of :data:`CUTOFF_FILTERS`), in transformers' order,
+    each with its runtime value from ``params`` (the ``DecodingParams`` field of the same name).
+
+    >>> from transformers import GenerationConfig
+    >>> from vanilla_transformer.generation.plan import make_plan
+    >>> plan, params = make_plan(GenerationConfig(max_new_tokens=4, do_sample=True, min_p=0.4),
+    ...                          prompt_length=1, use_cache=True)
+    >>> plan.sampling_filters
+    ('min_p',)
+    >>> logits = np.log(np.array([[0.6, 0.3, 0.1]], "float32"))
+    >>> np.isfinite(keras.ops.convert_to_numpy(cutoff_filters(logits, plan.sampling_filters, params)))
+    array([[ True,  True, False]])
+    """
+    logits = ops.convert_to_tensor(logits)
+    for name in CUTOFF_FILTERS:
+        if name in names:
+            logits = CUTOFF_FILTERS[name](logits, getattr(params, name), min_tokens_to_keep)
+    return logits
 
 
 TOP_K_BLOCK = 128

@@ -91,6 +91,13 @@ class DecodingPlan:
         banned_tokens / begin_suppress_tokens: ids never chosen (``bad_words_ids`` of one token and
             ``suppress_tokens``) / not chosen at the first generated position.
         forced_bos_token_id / forced_eos_token_id: ids forced at position 1 / at the last position.
+        sampling_filters: the cut-off warpers that sampling applies (``"min_p"``, ``"typical_p"``,
+            ``"epsilon_cutoff"``, ``"eta_cutoff"``; their values are runtime parameters).
+        min_tokens_to_keep: tokens every warper keeps at least: 1, and for beam sampling one more than the eos
+            ids (at least 2), as transformers.
+        renormalize_logits: scores are log-softmaxed again after the processors and warpers.
+        records: the per-step arrays the loop keeps for ``return_dict_in_generate``: ``"scores"`` (processed
+            next-token scores) and ``"logits"`` (raw).
 
     Example:
         >>> from transformers import GenerationConfig
@@ -120,6 +127,10 @@ class DecodingPlan:
     begin_suppress_tokens: tuple[int, ...] = ()
     forced_bos_token_id: int | None = None
     forced_eos_token_id: tuple[int, ...] = ()
+    sampling_filters: tuple[str, ...] = ()  # the cut-off warpers in use: min_p, typical_p, epsilon/eta_cutoff
+    min_tokens_to_keep: int = 1  # what every warper keeps at least (more with beam sampling, as transformers)
+    renormalize_logits: bool = False
+    records: tuple[str, ...] = ()  # per-step outputs kept by the loop: "scores" (processed), "logits" (raw)
 
 
 class DecodingParams(NamedTuple):
@@ -139,6 +150,10 @@ class DecodingParams(NamedTuple):
     top_p: object  # float32 scalar (sampling; 1.0 keeps every token)
     repetition_penalty: object  # float32 scalar
     length_penalty: object  # float32 scalar (beam search)
+    min_p: object = np.float32(0.0)  # float32 scalars of the cut-off warpers (sampling; neutral by default)
+    typical_p: object = np.float32(1.0)
+    epsilon_cutoff: object = np.float32(0.0)
+    eta_cutoff: object = np.float32(0.0)
 
 
 def new_token_capacity(max_new_tokens: int, room: int | None = None, multiple: int = 8) -> int:
@@ -205,18 +220,38 @@ def _new_token_bounds(config: GenerationConfig, get: _Fields, prompt_length: int
     return max_new, integer("min_new_tokens", min_new, minimum=0)
 
 
+def _in_range(name: str, value, low: float, high: float, low_open: bool, high_open: bool) -> float:
+    """``float(value)``, or a ValueError naming ``name`` when it lies outside the interval."""
+    value = float(value)
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if not (above and below):
+        raise ValueError(f"{name} must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}, "
+                         f"got {value!r}")
+    return value
+
+
+#: the cut-off warpers' fields: (neutral value, interval as in transformers' warpers)
+CUTOFFS = {"min_p": (0.0, (0.0, 1.0, False, False)), "typical_p": (1.0, (0.0, 1.0, True, False)),
+           "epsilon_cutoff": (0.0, (0.0, 1.0, False, True)), "eta_cutoff": (0.0, (0.0, 1.0, False, True))}
+
+
 def _sampling_fields(config: GenerationConfig, get: _Fields, do_sample: bool) -> dict:
-    """Temperature, top-k and top-p, validated; neutral values when not sampling."""
+    """Temperature, top-k, top-p and the cut-offs, validated; neutral values when not sampling."""
     temperature = float(get("temperature"))
     if do_sample and not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {config.temperature!r}")
-    top_p = float(get("top_p"))
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {config.top_p!r}")
+    top_p = _in_range("top_p", get("top_p"), 0.0, 1.0, True, False)
     top_k = integer("top_k", get("top_k"), minimum=0)
+    cutoffs = {name: neutral if getattr(config, name, None) is None else _in_range(name, getattr(config, name), *bounds)
+               for name, (neutral, bounds) in CUTOFFS.items()}
     if not do_sample:
-        return dict(temperature=1.0, top_k=0, top_p=1.0)
-    return dict(temperature=temperature, top_k=top_k, top_p=top_p)
+        return dict(temperature=1.0, top_k=0, top_p=1.0, **{name: neutral for name, (neutral, _) in CUTOFFS.items()},
+                    sampling_filters=())
+    # transformers applies min_p whenever it is set, the others only away from their neutral value
+    filters = tuple(name for name, (neutral, _) in CUTOFFS.items()
+                    if getattr(config, name, None) is not None and (name == "min_p" or cutoffs[name] != neutral))
+    return dict(temperature=temperature, top_k=top_k, top_p=top_p, **cutoffs, sampling_filters=filters)
 
 
 def _token_constraints(config: GenerationConfig) -> dict:
@@ -230,6 +265,16 @@ def _token_constraints(config: GenerationConfig) -> dict:
                 begin_suppress_tokens=tuple(int(t) for t in config.begin_suppress_tokens or []),
                 forced_bos_token_id=None if config.forced_bos_token_id is None else int(config.forced_bos_token_id),
                 forced_eos_token_id=tuple(int(e) for e in token_ids(config.forced_eos_token_id)))
+
+
+def _records(config: GenerationConfig) -> tuple[str, ...]:
+    """The per-step arrays a ``return_dict_in_generate`` call asks for: ``"scores"`` and / or ``"logits"``, and
+    the ``"beam_indices"`` of beam search."""
+    if not config.return_dict_in_generate:
+        return ()
+    beam = (("beam_indices",) if (config.num_beams or 1) > 1 else ())  # beam outputs always carry them
+    return tuple(name for name, field in (("scores", "output_scores"), ("logits", "output_logits"))
+                 if getattr(config, field)) + beam
 
 
 def make_plan(config: GenerationConfig, prompt_length: int, use_cache: bool,
@@ -281,16 +326,21 @@ def make_plan(config: GenerationConfig, prompt_length: int, use_cache: bool,
     if pad is None:
         pad = eos[0] if eos else 0
     sampling = _sampling_fields(config, get, do_sample)
+    # transformers' warpers keep one token more than the eos ids with beam sampling (2 without eos)
+    min_keep = (len(eos) + 1 if eos else 2) if num_beams > 1 else 1
     plan = DecodingPlan(
         mode="beam" if num_beams > 1 else ("sample" if do_sample else "greedy"),
         max_new_tokens=new_token_capacity(max_new, room), num_beams=num_beams, num_return_sequences=num_return,
         eos_token_ids=eos, pad_token_id=int(pad), early_stopping=get("early_stopping"), do_sample=do_sample,
-        top_k=sampling["top_k"], penalises_repetition=repetition_penalty != 1.0,
+        top_k=max(sampling["top_k"], min_keep) if sampling["top_k"] else 0,
+        penalises_repetition=repetition_penalty != 1.0,
         no_repeat_ngram_size=integer("no_repeat_ngram_size", get("no_repeat_ngram_size"), minimum=0),
-        use_cache=bool(use_cache), **_token_constraints(config))
+        use_cache=bool(use_cache), **_token_constraints(config), sampling_filters=sampling["sampling_filters"],
+        min_tokens_to_keep=min_keep, renormalize_logits=bool(config.renormalize_logits), records=_records(config))
     params = DecodingParams(
         max_new_tokens=np.asarray(max_new, "int32"), min_new_tokens=np.asarray(min_new, "int32"),
         temperature=np.asarray(sampling["temperature"], "float32"), top_p=np.asarray(sampling["top_p"], "float32"),
         repetition_penalty=np.asarray(repetition_penalty, "float32"),
-        length_penalty=np.asarray(get("length_penalty"), "float32"))
+        length_penalty=np.asarray(get("length_penalty"), "float32"),
+        **{name: np.asarray(sampling[name], "float32") for name in CUTOFFS})
     return plan, params

@@ -21,7 +21,7 @@ from .search import greedy_or_sample
 MAX_PROGRAMS_PER_MODEL = 128
 
 
-def _compile_function(fn: Callable) -> Callable:
+def compile_function(fn: Callable) -> Callable:
     """``fn`` as one compiled program: XLA on TensorFlow, ``jax.jit`` on JAX; eager on PyTorch, measured faster
     than ``torch.compile`` (d_model 256, 3+3 layers, batch 32, 24 new tokens, 2 CPU cores: greedy 0.45 s eager
     against 1.90 s compiled, beam 4 0.89 s against 1.06 s, after a first compiled call of 30-105 s)."""
@@ -41,7 +41,7 @@ def _compile_function(fn: Callable) -> Callable:
 
 def decoding_function(model, plan: DecodingPlan) -> Callable:
     """``run(source_ids, source_mask, prefix_ids, prefix_mask, prefix_positions, seed, params, active) ->
-    (sequences, scores, length)`` for ``plan``, not yet compiled (see :func:`compiled_decoder` for the
+    (sequences, scores, length, recorded)`` for ``plan``, not yet compiled (see :func:`compiled_decoder` for the
     arguments); :mod:`vanilla_transformer.serving` compiles it into exported graphs.
 
     Example:
@@ -54,10 +54,10 @@ def decoding_function(model, plan: DecodingPlan) -> Callable:
         >>> plan, params = make_plan(GenerationConfig(max_new_tokens=3), prompt_length=1, use_cache=True)
         >>> run = decoding_function(model, plan)
         >>> ones = np.ones((1, 1), "int32")
-        >>> sequences, scores, length = run(np.array([[5, 6, 2]], "int32"), np.ones((1, 3), "int32"), ones, ones,
+        >>> sequences, scores, length, recorded = run(np.array([[5, 6, 2]], "int32"), np.ones((1, 3), "int32"), ones, ones,
         ...                                 0 * ones, np.int32(0), params, np.array([True]))
-        >>> tuple(sequences.shape), int(length) <= 4  # the start token and up to 3 new ones (capacity 8)
-        ((1, 9), True)
+        >>> tuple(sequences.shape), int(length) <= 4, recorded  # the start token and up to 3 new ones (capacity 8)
+        ((1, 9), True, {})
     """
     def run(source_ids, source_mask, prefix_ids, prefix_mask, prefix_positions, seed, params, active):
         model.decoding_programs.traces += 1  # Python runs here once per trace (every call when eager)
@@ -130,10 +130,11 @@ def compiled_decoder(model, plan: DecodingPlan, shapes: tuple = ()) -> Callable:
 
     Returns:
         ``run(source_ids, source_mask, prefix_ids, prefix_mask, prefix_positions, seed, params, active)``
-        returning ``(sequences (rows, prompt + capacity), scores (rows,), length)``: ``source_ids`` /
+        returning ``(sequences (rows, prompt + capacity), scores (rows,), length, recorded)``: ``source_ids`` /
         ``source_mask`` ``(batch, source)`` (None for decoder-only models), ``prefix_*`` ``(batch, prompt)``,
         ``seed`` an int32 scalar, ``params`` the :class:`~.plan.DecodingParams`, ``active`` ``(batch,)`` bool
-        (False for rows that only fill a batch bucket); ``rows`` is ``batch * num_return_sequences`` for beam
+        (False for rows that only fill a batch bucket); ``recorded`` holds the per-step arrays of
+        ``plan.records`` (see :func:`~.search.greedy_or_sample`, :func:`~.beam_search.beam_search`); ``rows`` is ``batch * num_return_sequences`` for beam
         search, ``batch`` otherwise.
 
     Example:
@@ -152,4 +153,4 @@ def compiled_decoder(model, plan: DecodingPlan, shapes: tuple = ()) -> Callable:
         >>> compiled_decoder(model, beam_plan) is run, len(model.decoding_programs)
         (False, 2)
     """
-    return model.decoding_programs.get((plan, shapes), lambda: _compile_function(decoding_function(model, plan)))
+    return model.decoding_programs.get((plan, shapes), lambda: compile_function(decoding_function(model, plan)))

@@ -8,9 +8,11 @@ instead of the whole ``max_length`` buffer. Each phase is one ``ops.while_loop``
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from keras import ops
 
-from .logits_process import gumbel_noise, process_logits, scatter_mask, warp_logits
+from .logits_process import gumbel_noise, next_token_scores, scatter_mask
 from .plan import DecodingPlan
 
 PHASE_LENGTH = 8
@@ -275,9 +277,11 @@ def greedy_or_sample(model, plan, params, context, prefix_ids, prefix_mask, pref
             None: every row.
 
     Returns:
-        ``(sequences, scores, length)``: ``sequences (batch, prompt + capacity)`` int32 (prefix, then the
+        ``(sequences, scores, length, recorded)``: ``sequences (batch, prompt + capacity)`` int32 (prefix, then the
         generated tokens, then padding), ``scores (batch,)`` float32 summed log-probabilities of the chosen
-        tokens (after processing/warping), and ``length``, an int32 scalar: the columns actually decoded.
+        tokens (after processing/warping), ``length``, an int32 scalar: the columns actually decoded, and
+        ``recorded``: ``{name: (batch, capacity, vocab) float32}`` for each of ``plan.records`` (the processed
+        scores / raw logits of every step; ``{}`` when none).
 
     Example:
         >>> from transformers import GenerationConfig
@@ -292,7 +296,7 @@ def greedy_or_sample(model, plan, params, context, prefix_ids, prefix_mask, pref
         >>> plan, params = make_plan(GenerationConfig(max_new_tokens=3, eos_token_id=2, pad_token_id=0),
         ...                          prompt_length=1, use_cache=True)
         >>> start = np.ones((2, 1), "int32")  # decoder_start_token_id
-        >>> sequences, scores, length = greedy_or_sample(model, plan, params, context, start, np.ones((2, 1), "int32"),
+        >>> sequences, scores, length, _ = greedy_or_sample(model, plan, params, context, start, np.ones((2, 1), "int32"),
         ...                                              np.zeros((2, 1), "int32"), np.int32(0))
         >>> tuple(sequences.shape), tuple(scores.shape), int(length) <= 4  # a buffer of 8 new tokens, 3 used
         ((2, 9), (2,), True)
@@ -304,46 +308,96 @@ def greedy_or_sample(model, plan, params, context, prefix_ids, prefix_mask, pref
     bounds = phase_bounds(plan, prompt_length, max_length)
     first, step = decode_functions(model, plan, context, prefix_mask, prefix_positions, max_length, bounds[0])
     logits, cache = first(prefix_ids)
-    vocab = model.config.vocab_size
-    sequences = ops.concatenate([prefix_ids, ops.full((batch, plan.max_new_tokens), plan.pad_token_id, "int32")], 1)
-    # Tokens seen per row, for the repetition penalty. Only in the loop state when used: a loop variable
-    # that passes through unchanged breaks TensorFlow's XLA conversion of consecutive loops (the phases).
-    penalised = plan.penalises_repetition
-    presence = (scatter_mask(prefix_ids, ops.ones_like(prefix_ids, dtype="bool"), vocab),) if penalised else ()
     cache_state, rebuild = split_cache(cache)
-    state = (ops.convert_to_tensor(prompt_length, "int32"), sequences, ops.cast(logits, "float32"), cache_state,
-             ops.zeros((batch,), "bool") if active is None else ops.logical_not(active),
-             ops.zeros((batch,), "float32"), *presence)
+    state = initial_search_state(plan, prefix_ids, logits, cache_state, active, model.config.vocab_size)
 
-    def cond(cur, sequences, logits, cache_state, finished, scores, *presence):
-        return ops.logical_and(cur < end, ops.logical_not(ops.all(finished)))
-
-    def body(cur, sequences, logits, cache_state, finished, scores, *presence):
-        presence = presence[0] if penalised else None
-        processed = process_logits(plan, params, logits, sequences, cur, prompt_length, presence, end)
-        if plan.mode == "sample":
-            processed = warp_logits(plan, params, processed)
-            next_tokens = first_argmax(processed + gumbel_noise(ops.shape(processed), seed, cur))
-        else:
-            next_tokens = first_argmax(processed)
-        next_tokens = ops.where(finished, plan.pad_token_id, ops.cast(next_tokens, "int32"))
-        log_probs = ops.log_softmax(processed, axis=-1)
-        # a masked sum, not take_along_axis, whose batched gather LiteRT's converter mistranslates
-        is_chosen = ops.equal(ops.arange(vocab, dtype="int32")[None, :], next_tokens[:, None])
-        chosen = ops.sum(ops.where(is_chosen, log_probs, 0.0), axis=-1)
-        scores = scores + ops.where(finished, 0.0, chosen)
-        sequences = ops.slice_update(sequences, (0, cur), next_tokens[:, None])
-        if penalised:
-            presence = ops.logical_or(presence, scatter_mask(next_tokens[:, None], ops.ones_like(
-                next_tokens[:, None], dtype="bool"), vocab))
-        finished = ops.logical_or(finished, is_eos(plan, next_tokens))
-        logits, cache = step(rebuild(cache_state), sequences, cur, next_tokens)
-        cache_state, _ = split_cache(cache)
-        return (cur + 1, sequences, ops.cast(logits, "float32"), cache_state, finished, scores,
-                *((presence,) if penalised else ()))
+    def body(s: SearchState):
+        s = choose_next_tokens(plan, params, s, seed, prompt_length, end)
+        logits, cache = step(rebuild(s.cache), s.sequences, s.cur, ops.take(s.sequences, s.cur, axis=1))
+        return [s._replace(cur=s.cur + 1, logits=ops.cast(logits, "float32"), cache=split_cache(cache)[0])]
 
     for bound in bounds:
-        state = state[:3] + (grow_cache(state[3], bound),) + state[4:]
-        state = ops.while_loop(lambda *s, bound=bound: ops.logical_and(s[0] < bound, cond(*s)), body, state)
-    cur, sequences, _, _, _, scores = state[:6]
-    return sequences, scores, cur
+        state = state._replace(cache=grow_cache(state.cache, bound))
+        state = ops.while_loop(lambda s, bound=bound: ops.logical_and(
+            s.cur < bound, ops.logical_and(s.cur < end, ops.logical_not(ops.all(s.finished)))), body, [state])[0]
+    return state.sequences, state.scores, state.cur, dict(zip(plan.records, state.recorded))
+
+
+class SearchState(NamedTuple):
+    """The state of greedy search and sampling between steps (``rows`` sequences, ``T`` = prompt + capacity).
+
+    ``presence`` and ``recorded`` are ``()`` unless the plan uses them: a loop variable that passes through
+    unchanged breaks TensorFlow's XLA conversion of consecutive loops (the phases).
+    """
+
+    cur: object  # int32 scalar: the position decoded next
+    sequences: object  # (rows, T) int32 ids so far, then padding
+    logits: object  # (rows, vocab) float32 next-token logits
+    cache: object  # self-attention keys/values (() without a cache)
+    finished: object  # (rows,) bool
+    scores: object  # (rows,) float32 summed log-probabilities of the chosen tokens
+    presence: object = ()  # (rows, vocab) bool tokens seen, for the repetition penalty
+    recorded: object = ()  # one (rows, capacity, vocab) float32 buffer per name in plan.records
+
+
+def initial_search_state(plan: DecodingPlan, prefix_ids, logits, cache_state, active, vocab: int) -> SearchState:
+    """The :class:`SearchState` before the first step: the prefix, then ``pad_token_id`` up to the capacity.
+
+    Args:
+        plan: the :class:`~.plan.DecodingPlan`.
+        prefix_ids: ``(rows, prompt)`` int32.
+        logits: ``(rows, vocab)`` the logits after the prefix.
+        cache_state: the self-attention cache after the prefix.
+        active: ``(rows,)`` bool or None; inactive rows start finished.
+        vocab: the vocabulary size.
+
+    Returns:
+        A :class:`SearchState` at ``cur = prompt``.
+    """
+    rows = prefix_ids.shape[0]
+    sequences = ops.concatenate([prefix_ids, ops.full((rows, plan.max_new_tokens), plan.pad_token_id, "int32")], 1)
+    presence = (scatter_mask(prefix_ids, ops.ones_like(prefix_ids, dtype="bool"), vocab)
+                if plan.penalises_repetition else ())
+    recorded = tuple(ops.zeros((rows, plan.max_new_tokens, vocab), "float32") for _ in plan.records)
+    return SearchState(ops.convert_to_tensor(prefix_ids.shape[1], "int32"), sequences, ops.cast(logits, "float32"),
+                       cache_state, ops.zeros((rows,), "bool") if active is None else ops.logical_not(active),
+                       ops.zeros((rows,), "float32"), presence, recorded)
+
+
+def choose_next_tokens(plan: DecodingPlan, params, s: SearchState, seed, prompt_length: int, end) -> SearchState:
+    """One step of greedy search or sampling on ``s.logits``: the next token of every row written at ``s.cur``.
+
+    The logits are processed (and, sampling, warped: :func:`~.logits_process.next_token_scores`); greedy
+    takes the argmax, sampling the argmax after adding :func:`~.logits_process.gumbel_noise`. Finished rows
+    get ``pad_token_id``; a row that chose an eos is finished.
+
+    Args:
+        plan / params: the :class:`~.plan.DecodingPlan` and its :class:`~.plan.DecodingParams`.
+        s: the :class:`SearchState` (``cur`` not yet filled).
+        seed: int32 scalar seed of the sampling noise.
+        prompt_length: positions of the prompt.
+        end: ``prompt_length + params.max_new_tokens``.
+
+    Returns:
+        ``s`` with the token written (``cur`` unchanged), ``finished``, ``scores``, ``presence`` and
+        ``recorded`` updated.
+    """
+    vocab = s.logits.shape[-1]
+    processed = next_token_scores(plan, params, s.logits, s.sequences, s.cur, prompt_length,
+                                  s.presence if plan.penalises_repetition else None, end)
+    if plan.mode == "sample":
+        processed_for_choice = processed + gumbel_noise(ops.shape(processed), seed, s.cur)
+    else:
+        processed_for_choice = processed
+    next_tokens = ops.where(s.finished, plan.pad_token_id, ops.cast(first_argmax(processed_for_choice), "int32"))
+    # a masked sum, not take_along_axis, whose batched gather LiteRT's converter mistranslates
+    is_chosen = ops.equal(ops.arange(vocab, dtype="int32")[None, :], next_tokens[:, None])
+    chosen = ops.sum(ops.where(is_chosen, ops.log_softmax(processed, axis=-1), 0.0), axis=-1)
+    presence = s.presence
+    if plan.penalises_repetition:
+        presence = ops.logical_or(presence, is_chosen)
+    recorded = tuple(ops.slice_update(buffer, (0, s.cur - prompt_length, 0), value[:, None, :]) for buffer, value
+                     in zip(s.recorded, (processed if name == "scores" else s.logits for name in plan.records)))
+    return s._replace(sequences=ops.slice_update(s.sequences, (0, s.cur), next_tokens[:, None]),
+                      finished=ops.logical_or(s.finished, is_eos(plan, next_tokens)),
+                      scores=s.scores + ops.where(s.finished, 0.0, chosen), presence=presence, recorded=recorded)
