@@ -168,6 +168,11 @@ def test_lora_fine_tuning_of_a_translator_goes_through_the_hub(write_number_word
     np.testing.assert_allclose(np.asarray(pulled(inputs)), np.asarray(local(inputs)), atol=1e-6)
     plain = TransformerForSeq2SeqLM.from_pretrained(base)
     assert not np.allclose(np.asarray(pulled(inputs)), np.asarray(plain(inputs)), atol=1e-4)
+    from vanilla_transformer.hub import push_folder_to_hub  # `vanilla-transformer push` of the adapter folder
+
+    push_folder_to_hub(tmp_path / "tuned" / "model", "alice/pushed-folder")
+    np.testing.assert_allclose(np.asarray(TransformerForSeq2SeqLM.from_pretrained("alice/pushed-folder")(inputs)),
+                               np.asarray(local(inputs)), atol=1e-6)
     card = (tmp_path / "tuned" / "model" / "README.md").read_text()
     assert "A LoRA adapter (rank 4" in card and str(base) in card and "- adapter" in card
 

@@ -536,7 +536,8 @@ def push_folder_to_hub(folder, repo_id: str, *, private: bool = False, token=Non
                        revision=None, create_pr: bool = False, commit_description: str | None = None):
     """Upload an already saved model directory in one commit (the ``vanilla-transformer push`` command).
 
-    ``folder`` must hold ``config.json`` and safetensors weights (checked before anything is sent, raising
+    ``folder`` must hold ``config.json`` and safetensors weights, or be a LoRA adapter (``adapter_config.json``
+    and ``adapter_model.safetensors``, see :func:`save_adapter`) (checked before anything is sent, raising
     :class:`CheckpointError`); every file in it is uploaded, and weight files of an earlier push that
     ``folder`` lacks are deleted. The other arguments are those of :func:`push_to_hub`. Returns
     huggingface_hub's ``CommitInfo``.
@@ -554,9 +555,12 @@ def push_folder_to_hub(folder, repo_id: str, *, private: bool = False, token=Non
     from huggingface_hub import HfApi
 
     folder = Path(folder)
-    if not (folder / CONFIG_NAME).is_file():
+    is_adapter = (folder / ADAPTER_CONFIG_NAME).is_file()
+    if is_adapter and not (folder / ADAPTER_WEIGHTS_NAME).is_file():
+        raise CheckpointError(f"{folder} has {ADAPTER_CONFIG_NAME} but no {ADAPTER_WEIGHTS_NAME}")
+    if not is_adapter and not (folder / CONFIG_NAME).is_file():
         raise CheckpointError(f"{folder} is not a saved model directory (no {CONFIG_NAME})")
-    if not ((folder / WEIGHTS_NAME).is_file() or (folder / WEIGHTS_INDEX_NAME).is_file()):
+    if not is_adapter and not ((folder / WEIGHTS_NAME).is_file() or (folder / WEIGHTS_INDEX_NAME).is_file()):
         raise CheckpointError(f"{folder} has no safetensors weights ({WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME})")
     api = HfApi(token=token, library_name="vanilla-transformer")
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
