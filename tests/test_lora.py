@@ -124,6 +124,23 @@ def test_merge_gives_the_same_logits_and_a_plain_checkpoint(tmp_path):
                                atol=1e-5)
 
 
+def test_a_keras_file_holds_the_merged_model(tmp_path):
+    """Keras merges Dense adapters into their kernels when it saves a .keras file: a plain model, same logits;
+    an embedding adapter, which cannot be merged into a tied table, is refused with the reason."""
+    model = build("causal")
+    model.enable_lora(2, target_modules="q,v,ffn", verbose=False)
+    randomise_adapters(model)
+    batch = inputs_for(model)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert loaded.lora_config is None
+    np.testing.assert_allclose(to_numpy(loaded(batch)), to_numpy(model(batch)), atol=1e-5)
+    tied = build("causal")
+    tied.enable_lora(2, target_modules="embeddings", verbose=False)
+    with pytest.raises(ValueError, match="embedding adapter changes the lookup only"):
+        tied.save(tmp_path / "e.keras")
+
+
 def test_enable_lora_refuses_what_it_cannot_apply():
     model = build("causal")
     with pytest.raises(ValueError, match="target_modules: 'query'"):

@@ -217,6 +217,15 @@ class LoraEmbeddingMixin:
         update = ops.matmul(rows, self.lora_embeddings_b) * self.lora_scale
         return looked_up + ops.cast(update, looked_up.dtype)
 
+    def save_own_variables(self, store):
+        """Keras' ``.keras`` saving: the plain table; refused while an adapter is on (see the message)."""
+        if self.lora_enabled:
+            raise ValueError(f"{self.name}: a .keras file holds plain weights (Keras merges Dense adapters into "
+                             "their kernels when saving), but an embedding adapter changes the lookup only and cannot "
+                             "be merged into a table the output projection also reads; save the adapter with "
+                             "save_pretrained (PEFT's format) or target no embeddings")
+        super().save_own_variables(store)
+
     def merge_lora(self) -> None:
         """Fold the adapter into the table (``E + (alpha / r) A B``), remove it and unfreeze the table."""
         if not self.lora_enabled:
