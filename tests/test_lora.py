@@ -188,6 +188,7 @@ def test_mixed_precision_and_xla_fit_train_the_adapters():
         "lora_kernel_a", "lora_kernel_b", "lora_embeddings_a", "lora_embeddings_b"}
 
 
+@pytest.mark.backends
 def test_generate_sees_adapters_enabled_or_merged_after_a_first_call():
     model = build("causal", seed=3)
     prompt = inputs_for(model, rows=2, length=3)["input_ids"]
@@ -231,7 +232,8 @@ EXPORT_CASES = {  # kind, config overrides, targets
 }
 
 
-@pytest.mark.parametrize("case", sorted(EXPORT_CASES))
+@pytest.mark.parametrize("case", [pytest.param(case, marks=[pytest.mark.backends] if case == "marian-interleaved" else [])
+                                  for case in sorted(EXPORT_CASES)])  # one case on JAX / PyTorch too
 def test_peft_loads_our_adapter_onto_our_exported_model(case, tmp_path):
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
     from transformers import AutoModelForSequenceClassification
