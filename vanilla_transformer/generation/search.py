@@ -328,6 +328,9 @@ class SearchState(NamedTuple):
 
     ``presence`` and ``recorded`` are ``()`` unless the plan uses them: a loop variable that passes through
     unchanged breaks TensorFlow's XLA conversion of consecutive loops (the phases).
+
+    >>> SearchState._fields
+    ('cur', 'sequences', 'logits', 'cache', 'finished', 'scores', 'presence', 'recorded')
     """
 
     cur: object  # int32 scalar: the position decoded next
@@ -353,6 +356,14 @@ def initial_search_state(plan: DecodingPlan, prefix_ids, logits, cache_state, ac
 
     Returns:
         A :class:`SearchState` at ``cur = prompt``.
+
+    Example:
+        >>> from transformers import GenerationConfig
+        >>> from vanilla_transformer.generation.plan import make_plan
+        >>> plan, _ = make_plan(GenerationConfig(max_new_tokens=3, pad_token_id=0), prompt_length=1, use_cache=True)
+        >>> state = initial_search_state(plan, np.ones((2, 1), "int32"), np.zeros((2, 5), "float32"), (), None, 5)
+        >>> int(state.cur), keras.ops.convert_to_numpy(state.sequences)[0]  # the prefix, then padding (capacity 8)
+        (1, array([1, 0, 0, 0, 0, 0, 0, 0, 0], dtype=int32))
     """
     rows = prefix_ids.shape[0]
     sequences = ops.concatenate([prefix_ids, ops.full((rows, plan.max_new_tokens), plan.pad_token_id, "int32")], 1)
@@ -381,6 +392,17 @@ def choose_next_tokens(plan: DecodingPlan, params, s: SearchState, seed, prompt_
     Returns:
         ``s`` with the token written (``cur`` unchanged), ``finished``, ``scores``, ``presence`` and
         ``recorded`` updated.
+
+    Example:
+        >>> from transformers import GenerationConfig
+        >>> from vanilla_transformer.generation.plan import make_plan
+        >>> plan, params = make_plan(GenerationConfig(max_new_tokens=3, pad_token_id=0, eos_token_id=2),
+        ...                          prompt_length=1, use_cache=True)
+        >>> logits = np.array([[0.0, 0.0, 5.0, 1.0, 0.0], [0.0, 0.0, 0.0, 4.0, 0.0]], "float32")
+        >>> state = initial_search_state(plan, np.ones((2, 1), "int32"), logits, (), None, 5)
+        >>> state = choose_next_tokens(plan, params, state, np.int32(0), prompt_length=1, end=4)
+        >>> keras.ops.convert_to_numpy(state.sequences)[:, 1], keras.ops.convert_to_numpy(state.finished)
+        (array([2, 3], dtype=int32), array([ True, False]))
     """
     vocab = s.logits.shape[-1]
     processed = next_token_scores(plan, params, s.logits, s.sequences, s.cur, prompt_length,

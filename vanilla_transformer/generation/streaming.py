@@ -36,6 +36,18 @@ def streaming_programs(model, plan: DecodingPlan, shapes: tuple):
 
     Returns:
         ``(start, advance)``.
+
+    Example:
+        >>> from transformers import GenerationConfig
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.generation.plan import make_plan
+        >>> model = TransformerForSeq2SeqLM(TransformerConfig(
+        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
+        ...     max_position_embeddings=32)).build_weights()
+        >>> plan, _ = make_plan(GenerationConfig(max_new_tokens=3), prompt_length=1, use_cache=True)
+        >>> start, advance = streaming_programs(model, plan, ((1, 8), (1, 1)))
+        >>> streaming_programs(model, plan, ((1, 8), (1, 1)))[0] is start  # built once, kept by the model
+        True
     """
     def functions(context, prefix_mask, prefix_positions):
         max_length = prefix_mask.shape[1] + plan.max_new_tokens
@@ -75,6 +87,30 @@ def stream_tokens(model, plan: DecodingPlan, params: DecodingParams, arrays: tup
     Returns:
         ``(sequences (1, prefix + capacity), scores (1,), length, recorded)`` as the one-program loop returns
         them.
+
+    Example:
+        >>> from transformers import GenerationConfig
+        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer.generation.plan import DecodingParams, make_plan
+        >>> model = TransformerForSeq2SeqLM(TransformerConfig(
+        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
+        ...     max_position_embeddings=32, eos_token_id=None)).build_weights()
+        >>> plan, params = make_plan(GenerationConfig(max_new_tokens=3, eos_token_id=None), 1, use_cache=True)
+        >>> params = DecodingParams(*(keras.ops.convert_to_tensor(value) for value in params))
+        >>> class Printer:
+        ...     def put(self, ids): print("put", np.asarray(ids).reshape(-1).shape)
+        ...     def end(self): print("end")
+        >>> ones = np.ones((1, 1), "int32")
+        >>> arrays = (np.array([[5, 6, 2, 0, 0, 0, 0, 0]], "int32"), np.array([[1, 1, 1, 0, 0, 0, 0, 0]], "int32"),
+        ...           ones, ones, 0 * ones)
+        >>> _, _, length, _ = stream_tokens(model, plan, params, arrays, np.int32(0), Printer())
+        put (1,)
+        put (1,)
+        put (1,)
+        put (1,)
+        end
+        >>> int(length)  # the start token and 3 new ones
+        4
     """
     source_ids, source_mask, prefix_ids, prefix_mask, prefix_positions = arrays
     shapes = tuple(None if x is None else x.shape for x in (source_ids, prefix_ids))
