@@ -108,10 +108,18 @@ def test_saved_model_returns_the_ids_of_generate(translator, saved_model, served
     settings, path = SERVING_SETTINGS[kind], saved_model(kind)
     for name, (ids, mask) in sources.items():
         expected = model.generate(ids, attention_mask=mask, max_new_tokens=MAX_NEW_TOKENS,
-                                  return_dict_in_generate=True, **settings)
+                                  return_dict_in_generate=True, output_scores=True, **settings)
         np.testing.assert_array_equal(served[f"{kind}.{name}.sequences"], expected["sequences"], err_msg=name)
-        np.testing.assert_allclose(served[f"{kind}.{name}.sequences_scores"], expected["sequences_scores"],
-                                   rtol=1e-5, atol=1e-5, err_msg=name)
+        # beam search: the length-normalised beam scores; greedy: the summed log-probabilities of the ids,
+        # transformers' sum of normalised transition scores (greedy outputs carry no sequences_scores)
+        scores = expected.get("sequences_scores")
+        if scores is None:
+            scores = model.compute_transition_scores(expected.sequences, expected.scores, normalize_logits=True)
+            scores = np.where(np.cumsum(expected.sequences[:, 1:] == model.generation_config.eos_token_id, axis=1)
+                              - (expected.sequences[:, 1:] == model.generation_config.eos_token_id) > 0, 0.0,
+                              scores).sum(-1)
+        np.testing.assert_allclose(served[f"{kind}.{name}.sequences_scores"], scores, rtol=1e-5, atol=1e-5,
+                                   err_msg=name)
     translations = tokenizer.batch_decode(served[f"{kind}.six.sequences"], skip_special_tokens=True)
     # Multi30k sentences translate to sentences; the number-words fallback's held-out numbers may be one word
     min_words = 3 if MULTI30K.is_dir() else 1
