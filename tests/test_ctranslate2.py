@@ -67,7 +67,7 @@ def exported(translator, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def test_sentences(translator):
+def multi30k_test_sentences(translator):
     """48 Multi30k test sentences, padded as one batch (for generate) and as id lists without padding."""
     _, tokenizer, _ = translator
     batch = tokenizer(read_lines("test_2016_flickr.en", 48), padding=True, return_tensors="np")
@@ -82,10 +82,10 @@ def until_eos(row, eos: int) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def ours(translator, test_sentences):
+def ours(translator, multi30k_test_sentences):
     """``ours(name)``: our ids for the test sentences with ``SETTINGS[name]``, each decoded once."""
     model, _, _ = translator
-    ids, mask, _ = test_sentences
+    ids, mask, _ = multi30k_test_sentences
     done = {}
 
     def generate(name):
@@ -98,9 +98,9 @@ def ours(translator, test_sentences):
 
 
 @pytest.mark.parametrize("name", list(SETTINGS))
-def test_ctranslate2_translates_multi30k_with_our_ids(translator, exported, test_sentences, ours, name):
+def test_ctranslate2_translates_multi30k_with_our_ids(translator, exported, multi30k_test_sentences, ours, name):
     model, tokenizer, _ = translator
-    _, _, unpadded = test_sentences
+    _, _, unpadded = multi30k_test_sentences
     settings = dict(SETTINGS[name], max_new_tokens=MAX_NEW_TOKENS)
     ours = ours(name)
     engine = ctranslate2.Translator(str(exported), device="cpu", intra_threads=1)

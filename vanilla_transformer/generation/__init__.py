@@ -407,8 +407,7 @@ def _prefix_arrays(model, prefixes, pad: int) -> dict:
     start = resolved_decoder_start_token_id(model, model.generation_config)
     rows = [[start] + list(ids) for ids in prefixes]
     width = max(len(row) for row in rows)
-    ids = np.array([[pad] * (width - len(row)) + row for row in rows], "int32")
-    mask = np.array([[0] * (width - len(row)) + [1] * len(row) for row in rows], "int32")
+    ids, mask = left_align(pad_batch(rows, pad), padding_mask([len(row) for row in rows], width), width, pad)
     return {"decoder_input_ids": ids, "decoder_attention_mask": mask}
 
 
