@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from .data_collators import PackedSeq2SeqCollator, Seq2SeqCollator, bucket_length, id_rows, pack_pairs
+from .input_pipeline import without_autotune
 
 
 def _generator_dataset(make_batches: Callable[[], Iterator[tuple[dict, np.ndarray]]], example: tuple[dict, np.ndarray],
@@ -31,7 +32,8 @@ def _generator_dataset(make_batches: Callable[[], Iterator[tuple[dict, np.ndarra
     signature = ({key: tf.TensorSpec((None, None), tf.int32) for key in inputs},
                  tf.TensorSpec((None,) * np.ndim(labels), tf.int32))
     dataset = tf.data.Dataset.from_generator(make_batches, output_signature=signature)
-    return dataset.apply(tf.data.experimental.assert_cardinality(num_batches)).prefetch(2)
+    # a fixed prefetch needs no tuning, and the tuning thread stalls each epoch's end (input_pipeline)
+    return without_autotune(dataset.apply(tf.data.experimental.assert_cardinality(num_batches)).prefetch(2))
 
 
 def seq2seq_batches(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], collator: Seq2SeqCollator,

@@ -9,7 +9,9 @@ package going silently wrong after an upgrade.
 - :func:`mark_generation_config_explicit`: ``GenerationConfig._from_model_config`` (transformers 5.24.0);
 - :func:`omit_frequent_tracing_warning`: ``tf.function``'s ``_omit_frequent_tracing_warning`` (tensorflow 2.21.0);
 - :func:`convert_marian_with_ctranslate2`: CTranslate2's ``MarianMTLoader`` (its ``_remove_pad_weights``,
-  ``set_decoder``, ``set_config``, ``get_vocabulary``) and ``Converter._load`` (ctranslate2 4.8.5).
+  ``set_decoder``, ``set_config``, ``get_vocabulary``) and ``Converter._load`` (ctranslate2 4.8.5);
+- :func:`keras_data_adapter`, :func:`train_validation_split`, :func:`adapter_with_tf_dataset`: Keras'
+  ``data_adapters.get_data_adapter``, ``DataAdapter`` and ``array_slicing.train_validation_split`` (keras 3.15.1).
 """
 
 from __future__ import annotations
@@ -231,3 +233,69 @@ def convert_marian_with_ctranslate2(checkpoint, output_dir, vocabulary: list[str
                 return loader(model, None)
 
     return KeepVocabularyMarianConverter().convert(str(output_dir), quantization=quantization, force=True)
+
+
+def keras_data_adapter(x, y=None, sample_weight=None, batch_size=None, steps_per_epoch=None, shuffle=False,
+                       class_weight=None):
+    """The data adapter Keras' ``fit`` / ``evaluate`` would build for these arguments (same checks, warnings).
+
+    Example:
+        >>> import numpy as np
+        >>> from vanilla_transformer.compat import keras_data_adapter
+        >>> keras_data_adapter(np.zeros((10, 3)), np.zeros(10), batch_size=4).num_batches
+        3
+    """
+    try:
+        from keras.src.trainers.data_adapters import get_data_adapter
+    except ImportError:
+        raise RuntimeError(_changed("keras", "keras.src.trainers.data_adapters.get_data_adapter")) from None
+    return get_data_adapter(x, y=y, sample_weight=sample_weight, batch_size=batch_size,
+                            steps_per_epoch=steps_per_epoch, shuffle=shuffle, class_weight=class_weight)
+
+
+def train_validation_split(arrays: tuple, validation_split: float):
+    """Keras' ``fit(validation_split=...)`` split: ``(train_arrays, validation_arrays)``, the last rows held out.
+
+    Example:
+        >>> import numpy as np
+        >>> from vanilla_transformer.compat import train_validation_split
+        >>> (x, y, w), (vx, vy, vw) = train_validation_split((np.arange(10), np.arange(10), None), 0.2)
+        >>> vx.tolist(), w, vw
+        ([8, 9], None, None)
+    """
+    try:
+        from keras.src.trainers.data_adapters.array_slicing import train_validation_split as split
+    except ImportError:
+        raise RuntimeError(_changed("keras", "keras.src.trainers.data_adapters.array_slicing")) from None
+    return split(arrays, validation_split=validation_split)
+
+
+def adapter_with_tf_dataset(adapter, transform):
+    """``adapter`` (a Keras ``DataAdapter``) whose ``get_tf_dataset()`` returns ``transform(its dataset)``.
+
+    Keras' ``fit`` / ``evaluate`` take a ``DataAdapter`` as ``x`` and use it as it is; every other method and
+    property is ``adapter``'s own.
+
+    Example:
+        >>> import numpy as np
+        >>> from vanilla_transformer.compat import adapter_with_tf_dataset, keras_data_adapter
+        >>> adapter = adapter_with_tf_dataset(keras_data_adapter(np.zeros((10, 3)), batch_size=4),
+        ...                                   lambda dataset: dataset.take(1))
+        >>> adapter.num_batches, len(list(adapter.get_tf_dataset()))
+        (3, 1)
+    """
+    try:
+        from keras.src.trainers.data_adapters.data_adapter import DataAdapter
+    except ImportError:
+        raise RuntimeError(_changed("keras", "keras.src.trainers.data_adapters.data_adapter.DataAdapter")) from None
+
+    class TransformedTFDataset(DataAdapter):
+        def get_tf_dataset(self):
+            return transform(adapter.get_tf_dataset())
+
+        def __getattribute__(self, name):  # everything else is the wrapped adapter's
+            if name == "get_tf_dataset":
+                return object.__getattribute__(self, name)
+            return getattr(adapter, name)
+
+    return TransformedTFDataset()

@@ -18,6 +18,7 @@ from .configuration import TransformerConfig
 from .distribution import MultiWorkerTrainerFixes
 from .generation import GenerationMixin, translate_texts
 from .hub import HubMixin
+from .input_pipeline import AutotuneOffInputs
 from .layers import Dropout, TokenEmbedding, TransformerDecoder, TransformerEncoder
 from .layers.feed_forward import activation_fn
 from .losses import CausalLMAccuracy, CausalLMLoss, MaskedAccuracy, MaskedSparseCrossEntropy
@@ -153,7 +154,7 @@ def _as_numpy_if_concrete(x):
         return None
 
 
-class TransformerPreTrainedModel(HubMixin, MultiWorkerTrainerFixes, keras.Model):
+class TransformerPreTrainedModel(HubMixin, AutotuneOffInputs, MultiWorkerTrainerFixes, keras.Model):
     """Base of all model classes: config, input checks, naming, saving/loading and compile defaults.
 
     ``TransformerPreTrainedModel.from_pretrained`` (like ``AutoModel``) builds the class named in the
