@@ -88,8 +88,8 @@ def add_schedule_arguments(p: argparse.ArgumentParser) -> None:
                        help="after warm-up: the paper's inverse square root, or linear to 0 at the last step of "
                             "--num_train_epochs (anneals within a fixed budget)")
     train.add_argument("--decay_within_budget", action="store_true",
-                       help="with --lr_decay linear and --max_train_minutes: end the decay at the last epoch the "
-                            "budget reaches (re-estimated after every epoch) when that comes before "
+                       help="with --lr_decay linear and --max_train_minutes: end the decay on the last step the "
+                            "budget reaches (re-estimated after every step) when that comes before "
                             "--num_train_epochs, so the rate reaches 0 however slow the machine")
     train.add_argument("--label_smoothing", type=float, default=0.1)
     train.add_argument("--bpe_dropout", type=float, default=0.0,
@@ -104,8 +104,8 @@ def add_schedule_arguments(p: argparse.ArgumentParser) -> None:
                             "several values each average is scored on validation and the best one competes with "
                             "the best epoch")
     train.add_argument("--max_train_minutes", type=float, default=None,
-                       help="stop after the epoch that would make the next one overrun this wall-time budget "
-                            "(mean epoch time so far, evaluation included)")
+                       help="training-time budget: stop on the last step that fits it (mean step time after the "
+                            "first 10 steps; evaluation and checkpoints are outside the budget)")
     train.add_argument("--mixed_precision", choices=["auto", "no", "bf16", "fp16"], default="auto",
                        help="auto: bf16 where the hardware computes bfloat16 natively (AVX512-BF16 or AMX on a "
                             "CPU, a GPU of compute capability >= 8.0), else float32 with XLA (no)")
@@ -676,7 +676,8 @@ def train(model, tokenizer, splits, batches, schedule, validation_data, args, ou
     the linear decay ends where the budget does); returns the run's state and the NaN guard."""
     import keras
 
-    from vanilla_transformer.training import StopOnNaN, TimeBudget, fit_resumable
+    from vanilla_transformer.time_budget import TimeBudget
+    from vanilla_transformer.training import StopOnNaN, fit_resumable
 
     state_path = output_dir / "history.json"
     state = {"history": []}
@@ -690,7 +691,7 @@ def train(model, tokenizer, splits, batches, schedule, validation_data, args, ou
     stopper = _common.early_stopping(args, "val_bleu", "max")
     if stopper is not None:
         callbacks.append(stopper)
-    if args.max_train_minutes:  # after the epoch callback: its evaluation counts in the epoch's time
+    if args.max_train_minutes:  # counts training steps only: the epoch callback's evaluation is outside
         callbacks.append(TimeBudget(args.max_train_minutes * 60, schedule if args.decay_within_budget else None,
                                     steps_per_epoch=len(batches), seconds_before=state.get("time_before", 0.0)))
     verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)

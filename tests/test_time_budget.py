@@ -1,15 +1,13 @@
-"""A wall-time budget: the linear decay's end moves to the last epoch the budget reaches, inside the compiled
-training step, and training stops before the epoch that would overrun."""
-
-import types
+"""A wall-time budget: training stops on the last step that fits it, and the linear decay's end (read inside the
+compiled training step) moves to that step, on machines 1x, 3x and 10x slower than the schedule assumed."""
 
 import keras
 import numpy as np
 import pytest
 
-from vanilla_transformer import training
 from vanilla_transformer.optimization import LinearWarmupSchedule
-from vanilla_transformer.training import ResumableBackup, TimeBudget
+from vanilla_transformer.time_budget import TimeBudget
+from vanilla_transformer.training import ResumableBackup
 
 
 def regression(steps_per_epoch=5, batch_size=4):
@@ -24,17 +22,19 @@ def dense_model(schedule, jit_compile="auto"):
     return model
 
 
-class FakeClock:
-    """``time.time`` for the callback: each call after the first is ``seconds`` later."""
+class StepClock:
+    """A fake ``clock`` for TimeBudget: it advances by the next step's seconds at every step's end."""
 
-    def __init__(self, seconds):
-        self.now, self.seconds = 1000.0, list(seconds)
+    def __init__(self, step_seconds):
+        self.now, self.step_seconds = 1000.0, step_seconds
 
-    def time(self):
-        now = self.now
-        if self.seconds:
-            self.now += self.seconds.pop(0)
-        return now
+    def __call__(self):
+        return self.now
+
+    def callback(self):
+        def advance(batch, logs):
+            self.now += self.step_seconds(batch)
+        return keras.callbacks.LambdaCallback(on_train_batch_end=advance)
 
 
 @pytest.mark.backends
@@ -54,32 +54,41 @@ def test_moved_decay_end_reaches_the_compiled_training_step():
     assert float(model.optimizer.learning_rate) == 0.0
 
 
-def test_time_budget_stops_before_the_overrun_and_ends_the_decay_there(monkeypatch, capsys):
-    # 10 epochs of 5 steps planned; epochs take 10 s (the third 20 s); the budget is 55 s
-    monkeypatch.setattr(training, "time", types.SimpleNamespace(time=FakeClock([10, 10, 20, 10, 10, 10]).time))
-    schedule = LinearWarmupSchedule(0.1, warmup_steps=2, decay_steps=50)
+@pytest.mark.parametrize("slower", [1, 3, 10])
+def test_any_machine_uses_the_budget_and_ends_annealed(slower, capsys):
+    """The schedule assumes 1 s a step (570 steps after 30 s of compilation fill a 10-minute budget); the machine
+    takes ``slower`` times that a step, +-20%, and 10 s of evaluation after every epoch (outside the budget)."""
+    rng = np.random.default_rng(slower)
+    budget_seconds, planned_steps, rates = 600.0, 570, []
+    clock = StepClock(lambda batch: 30.0 if not rates else slower * rng.uniform(0.8, 1.2))
+    schedule = LinearWarmupSchedule(0.1, warmup_steps=4, decay_steps=planned_steps)
     model = dense_model(schedule)
-    end = schedule.make_decay_end_movable(model.optimizer)
-    ends = []
-    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: ends.append(float(end.numpy())))
+    schedule.make_decay_end_movable(model.optimizer)
+    budget = TimeBudget(budget_seconds, schedule, steps_per_epoch=5, clock=clock)
+    # callbacks in order: the clock advances, the budget reads it, the rate of the step just run is recorded
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: rates.append(float(schedule(model.optimizer.iterations - 1))),
+        on_epoch_end=lambda epoch, logs: setattr(clock, "now", clock.now + 10.0))
     x, y = regression()
-    history = model.fit(x, y, batch_size=4, epochs=10, verbose=0, shuffle=False,
-                        callbacks=[TimeBudget(55.0, schedule, steps_per_epoch=5), record])
-    # epoch 1: 10 s, 45 s left -> 5 epochs; 2: 20 s -> 5; 3: 40 s, 13.3 s a epoch -> 4; 4: 50 s -> 4, stop
-    assert ends == [25.0, 25.0, 20.0, 20.0]
-    assert len(history.history["loss"]) == 4
-    assert int(model.optimizer.iterations.numpy()) == 20
-    assert float(schedule(19)) == 0.0 and float(schedule(18)) > 0.0  # the last step ran at a rate above 0
-    assert "stopping: another epoch would pass the 0.916667 min budget" in capsys.readouterr().out
+    model.fit(x, y, batch_size=4, epochs=planned_steps // 5, verbose=0, shuffle=False,
+              callbacks=[clock.callback(), budget, record])
+    assert budget.train_seconds <= budget_seconds
+    assert budget.train_seconds >= 0.98 * budget_seconds or len(rates) == planned_steps, budget.train_seconds
+    assert rates[-1] <= 0.01 * 0.1  # the last step ran at the decay's floor
+    assert 0.035 < rates[len(rates) // 2] < 0.065  # halfway, about half the peak: one decay over the whole run
+    assert all(later <= earlier + 1e-3 for earlier, later in zip(rates[4:], rates[5:]))  # no jump back up
+    if slower > 1:
+        assert "stopping after step" in capsys.readouterr().out
 
 
-def test_time_budget_never_moves_the_end_past_the_schedule(monkeypatch):
-    monkeypatch.setattr(training, "time", types.SimpleNamespace(time=FakeClock([1, 1]).time))
+def test_time_budget_never_moves_the_end_past_the_schedule():
+    clock = StepClock(lambda batch: 1.0)
     schedule = LinearWarmupSchedule(0.1, warmup_steps=0, decay_steps=10)
     model = dense_model(schedule)
     end = schedule.make_decay_end_movable(model.optimizer)
     x, y = regression()
-    model.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=[TimeBudget(3600.0, schedule, steps_per_epoch=5)])
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0,
+              callbacks=[clock.callback(), TimeBudget(3600.0, schedule, steps_per_epoch=5, clock=clock)])
     assert float(end.numpy()) == 10.0
 
 
@@ -108,15 +117,26 @@ def test_the_backup_carries_the_moved_end(tmp_path):
     assert float(fresh_end.numpy()) == 30.0
 
 
-def test_the_clock_runs_on_across_fit_calls(monkeypatch):
+def test_the_budget_runs_on_across_fit_calls():
     # fit_resumable finishes an interrupted epoch in one fit and runs the rest in another: one budget for both
-    monkeypatch.setattr(training, "time", types.SimpleNamespace(time=FakeClock([10, 10, 10]).time))
+    clock = StepClock(lambda batch: 2.0)
     model = dense_model(LinearWarmupSchedule(0.1, decay_steps=50))
-    budget = TimeBudget(25.0, steps_per_epoch=5)
+    budget = TimeBudget(25.0, steps_per_epoch=5, timing_warmup_steps=0, clock=clock)
     x, y = regression()
-    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[budget])
-    history = model.fit(x, y, batch_size=4, epochs=5, initial_epoch=1, verbose=0, callbacks=[budget])
-    assert len(history.history["loss"]) == 1  # epoch 2 ends at 20 s: a third would pass 25 s
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[clock.callback(), budget])
+    model.fit(x, y, batch_size=4, epochs=5, initial_epoch=1, verbose=0, callbacks=[clock.callback(), budget])
+    assert int(model.optimizer.iterations.numpy()) == 12 and budget.train_seconds == 24.0
+
+
+def test_seconds_before_counts_and_a_bad_budget_is_refused():
+    clock = StepClock(lambda batch: 1.0)
+    model = dense_model(LinearWarmupSchedule(0.1, decay_steps=50))
+    budget = TimeBudget(20.0, seconds_before=17.0, timing_warmup_steps=0, clock=clock)
+    x, y = regression()
+    model.fit(x, y, batch_size=4, epochs=5, verbose=0, callbacks=[clock.callback(), budget])
+    assert int(model.optimizer.iterations.numpy()) == 3
+    with pytest.raises(ValueError, match="budget_seconds"):
+        TimeBudget(0.0)
 
 
 def test_the_config_records_the_moved_end():

@@ -96,7 +96,7 @@ class LinearWarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
         Returns:
             The variable: ``assign`` it a step count (see
-            :class:`~vanilla_transformer.training.TimeBudget`).
+            :class:`~vanilla_transformer.time_budget.TimeBudget`).
 
         ``get_config`` then records the end where it is now, so a schedule rebuilt from the config decays as
         this one does (with a fixed end). The optimizer's extra variable makes Keras skip the optimizer's state,

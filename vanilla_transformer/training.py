@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 
 import keras
 import numpy as np
@@ -71,73 +70,6 @@ class StopOnNaN(keras.callbacks.Callback):
             print(f"\nStopping: the loss became {float(loss)} at epoch {self.epoch + 1}, batch {batch + 1}. "
                   f"Lower the learning rate or use bf16 instead of fp16; the last backup is kept.")
             self.model.stop_training = True
-
-
-class TimeBudget(keras.callbacks.Callback):
-    """Stop before the epoch that would overrun a wall-time budget and, given a linear decay, end the decay
-    at the last epoch the budget reaches, so that the learning rate anneals to 0 however fast the machine is.
-
-    At the end of every epoch it takes the mean epoch time so far (evaluation callbacks that run before it
-    included), counts the epochs that still fit the budget, stops training when none does, and otherwise
-    moves the schedule's decay end (see :meth:`LinearWarmupSchedule.make_decay_end_movable
-    <vanilla_transformer.optimization.LinearWarmupSchedule.make_decay_end_movable>`) to the end of the last
-    epoch that fits, never past the schedule's own ``decay_steps``.
-
-    Args:
-        budget_seconds: the wall-time budget of training.
-        schedule: a ``LinearWarmupSchedule`` whose decay end was made movable, or None to only stop.
-        steps_per_epoch: training steps in one epoch (to turn epochs into steps).
-        seconds_before: training time spent before the first ``fit`` this callback sees (a resumed run's).
-
-    Example:
-        >>> import keras
-        >>> from vanilla_transformer.optimization import LinearWarmupSchedule
-        >>> from vanilla_transformer.training import TimeBudget
-        >>> schedule = LinearWarmupSchedule(1.0, warmup_steps=10, decay_steps=100)  # 10 epochs of 10 steps
-        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-        >>> model.compile(optimizer=keras.optimizers.Adam(schedule), loss="mse")
-        >>> end = schedule.make_decay_end_movable(model.optimizer)
-        >>> budget = TimeBudget(60.0, schedule, steps_per_epoch=10, seconds_before=23.0)
-        >>> budget.set_model(model)
-        >>> budget.on_train_begin()
-        >>> budget.on_epoch_end(1)  # 2 epochs took 23 s: 3 more fit the other 37 s
-        <BLANKLINE>
-        the learning rate's decay now ends at step 50 (epoch 5)
-        >>> float(end.numpy()), model.stop_training
-        (50.0, False)
-    """
-
-    def __init__(self, budget_seconds: float, schedule=None, steps_per_epoch: int = 1, seconds_before: float = 0.0):
-        super().__init__()
-        if schedule is not None and getattr(schedule, "decay_end", None) is None:
-            raise ValueError("the schedule's decay end is fixed: call schedule.make_decay_end_movable(optimizer) "
-                             "first, or pass schedule=None to only stop at the budget")
-        self.budget_seconds = float(budget_seconds)
-        self.schedule = schedule
-        self.steps_per_epoch = int(steps_per_epoch)
-        self.seconds_before = float(seconds_before)
-        self.started = None
-
-    def on_train_begin(self, logs=None):
-        if self.started is None:  # fit_resumable may call fit twice (the interrupted epoch, then the rest)
-            self.started = time.time()
-
-    def epochs_that_fit(self, epochs_done: int) -> int:
-        """All the epochs the budget reaches (those done included), at the mean epoch time so far."""
-        elapsed = self.seconds_before + time.time() - self.started
-        per_epoch = elapsed / max(1, epochs_done)
-        return epochs_done + max(0, int((self.budget_seconds - elapsed) // per_epoch))
-
-    def on_epoch_end(self, epoch, logs=None):
-        epochs = self.epochs_that_fit(epoch + 1)
-        if epochs == epoch + 1:
-            print(f"\nstopping: another epoch would pass the {self.budget_seconds / 60:g} min budget")
-            self.model.stop_training = True
-        if self.schedule is not None:
-            end = min(self.schedule.decay_steps, epochs * self.steps_per_epoch)
-            if end != int(self.schedule.decay_end.numpy()):
-                print(f"\nthe learning rate's decay now ends at step {end} (epoch {end / self.steps_per_epoch:g})")
-            self.schedule.decay_end.assign(float(end))
 
 
 class ResumableBackup(keras.callbacks.Callback):
