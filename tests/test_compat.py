@@ -113,3 +113,23 @@ def test_ctranslate2_marian_loader_still_has_the_conventions_our_converter_undoe
     assert {key: written[key] for key in special} == special, changed
     assert json.loads((tmp_path / "ct2" / "shared_vocabulary.json").read_text()) == vocabulary, changed
     assert ctranslate2.Translator(output).compute_type.startswith("int8")  # validated and quantized
+
+
+def test_keras_data_adapter_entries_exist_and_take_an_adapter_as_x():
+    import numpy as np
+
+    for module, name in (("keras.src.trainers.data_adapters", "get_data_adapter"),
+                         ("keras.src.trainers.data_adapters.array_slicing", "train_validation_split"),
+                         ("keras.src.trainers.data_adapters.data_adapter", "DataAdapter")):
+        import importlib
+
+        try:
+            found = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            found = None
+        assert found is not None, f"keras {keras.__version__} has no {module}.{name} {written_against('keras')}"
+    adapter = compat.keras_data_adapter(np.zeros((6, 2)), np.zeros(6), batch_size=4)
+    wrapped = compat.adapter_with_tf_dataset(adapter, lambda dataset: dataset)
+    from keras.src.trainers.data_adapters import get_data_adapter
+
+    assert get_data_adapter(wrapped) is wrapped, f"Keras no longer uses a DataAdapter given as x {written_against('keras')}"
