@@ -1,6 +1,7 @@
 """Padding and collation: lists of token ids -> padded ``(inputs, labels)`` batches for ``model.fit``.
 
-One padding implementation (:func:`pad_batch`, :func:`padding_mask`) serves every collator:
+One padding implementation (:func:`~vanilla_transformer.padding_and_random.pad_batch`,
+:func:`~vanilla_transformer.padding_and_random.padding_mask`) serves every collator:
 
 - :class:`Seq2SeqCollator`: teacher forcing for the encoder-decoder (section 5): decoder inputs are the
   labels shifted right behind the start token (:func:`shift_tokens_right`);
@@ -18,40 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .losses import IGNORE_INDEX
-
-
-def pad_batch(rows: Sequence[Sequence[int]], pad_value: int, length: int | None = None) -> np.ndarray:
-    """Right-pad lists of ids into an int32 array ``(len(rows), length or longest row)``; longer rows are cut.
-
-    >>> pad_batch([[5, 6, 7], [8]], pad_value=0)
-    array([[5, 6, 7],
-           [8, 0, 0]], dtype=int32)
-    """
-    length = length or max((len(row) for row in rows), default=0)
-    out = np.full((len(rows), length), pad_value, dtype="int32")
-    for i, row in enumerate(rows):
-        row = list(row)[:length]
-        out[i, : len(row)] = row
-    return out
-
-
-def padding_mask(lengths: Sequence[int], length: int) -> np.ndarray:
-    """int32 ``(len(lengths), length)``: 1 at the first ``lengths[i]`` positions of row i, 0 after (padding).
-
-    >>> padding_mask([3, 1], 4)
-    array([[1, 1, 1, 0],
-           [1, 0, 0, 0]], dtype=int32)
-    """
-    return (np.arange(length)[None, :] < np.asarray(lengths, dtype="int64").reshape(-1, 1)).astype("int32")
-
-
-def bucket_length(length: int, multiple: int = 8) -> int:
-    """Round a length up to a multiple (at least one multiple), so XLA sees few distinct shapes.
-
-    >>> bucket_length(13), bucket_length(0), bucket_length(5, multiple=4)
-    (16, 8, 8)
-    """
-    return max(multiple, -(-length // multiple) * multiple)
+from .padding_and_random import bucket_length, pad_batch, padding_mask
 
 
 def shift_tokens_right(labels: np.ndarray, decoder_start_token_id: int, pad_token_id: int) -> np.ndarray:

@@ -16,17 +16,18 @@ boundaries, which neither tensorflow-text (WordPiece, SentencePiece) nor KerasHu
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from .data_collators import bucket_length
 from .generation import (LENGTH_MULTIPLE, DecodingParams, batch_bucket, resolve_generation_config,
                          resolved_decoder_start_token_id, resolved_pad_token_id)
 from .generation.contract import check_generation_config
-from .generation.plan import make_plan
+from .generation.plan import check_positions_fit, make_plan
 from .generation.programs import decoding_function
+from .padding_and_random import bucket_length, fill_rows, pad_batch, padding_mask
 
 SIGNATURE = "serving_default"
 TOKENIZER_DIR = "assets.extra/tokenizer"
@@ -74,9 +75,8 @@ def decoding_setup(model, generation_config=None, **generation_kwargs):
                              room=model.config.max_position_embeddings - 1)
     if plan.do_sample:
         raise ValueError("do_sample=True: only greedy and beam search are exported (their ids are deterministic)")
-    if 1 + int(params.max_new_tokens) > model.config.max_position_embeddings:
-        raise ValueError(f"max_new_tokens={int(params.max_new_tokens)} exceeds max_position_embeddings="
-                         f"{model.config.max_position_embeddings}")
+    check_positions_fit(1, int(params.max_new_tokens), model.config.max_position_embeddings,
+                        prefix="the decoder start token")
     pad = resolved_pad_token_id(model, config)
     return plan, params, 0 if pad is None else int(pad), int(resolved_decoder_start_token_id(model, config))
 
@@ -94,12 +94,6 @@ def _decoder_from_start(tf, model, plan, params, start: int):
                    tf.constant(0, tf.int32), params, active)[:3]  # the plan records nothing per step
 
     return decode
-
-
-def _fill_rows(tf, x, rows: int):
-    """``x (batch, length)`` with copies of its last row appended up to ``rows`` (static) rows."""
-    extra = rows - tf.shape(x)[0]
-    return tf.ensure_shape(tf.concat([x, tf.repeat(x[-1:], extra, axis=0)], axis=0), (rows, None))
 
 
 def serving_function(model, plan, params, pad: int, start: int, max_batch_size: int = 32):
@@ -154,7 +148,7 @@ def serving_function(model, plan, params, pad: int, start: int, max_batch_size: 
         mask = tf.pad(attention_mask, [[0, 0], [0, width - length]])
 
         def branch(rows, program):
-            sequences, scores, used = program(_fill_rows(tf, ids, rows), _fill_rows(tf, mask, rows),
+            sequences, scores, used = program(fill_rows(ids, rows), fill_rows(mask, rows),
                                               tf.range(rows) < batch)
             return sequences[: batch * per_input, :used], scores[: batch * per_input]
 
@@ -319,22 +313,25 @@ def pad_source(ids, source_length: int, pad: int = 0) -> tuple[np.ndarray, np.nd
     ids = list(ids)
     if len(ids) > source_length:
         raise ValueError(f"{len(ids)} source tokens do not fit the translator's source_length={source_length}")
-    row = np.full((1, source_length), pad, "int32")
-    row[0, : len(ids)] = ids
-    mask = np.zeros((1, source_length), "int32")
-    mask[0, : len(ids)] = 1
-    return row, mask
+    return pad_batch([ids], pad, source_length), padding_mask([len(ids)], source_length)
 
 
-EXPORT_FORMATS = ("saved_model", "litert", "transformers", "ctranslate2")
+EXPORT_FORMATS = ("saved_model", "litert", "transformers", "ctranslate2")  # "transformers": deprecated
+TRANSFORMERS_EXPORT_DEPRECATION = (
+    "export(to='transformers') is deprecated: a transformers checkpoint is written by "
+    "model.save_pretrained(path, format='transformers') or vanilla_transformer.export_to_transformers "
+    "(command line: vanilla-transformer convert MODEL OUT --to transformers)")
 
 
 def export(model, path, to: str = "saved_model", tokenizer=None, **settings) -> Path:
     """Export a translator for deployment: ``to="saved_model"`` (TensorFlow Serving, decoding inside the
-    graph; :func:`export_saved_model`), ``"litert"`` (on-device greedy translator; :func:`export_litert`),
-    ``"transformers"`` (a ``MarianMTModel`` checkpoint for ``AutoModelForSeq2SeqLM``;
-    :func:`~vanilla_transformer.convert.export_to_transformers`) or ``"ctranslate2"`` (a CTranslate2 model
-    directory; :func:`~vanilla_transformer.convert.ctranslate2.export_to_ctranslate2`).
+    graph; :func:`export_saved_model`), ``"litert"`` (on-device greedy translator; :func:`export_litert`) or
+    ``"ctranslate2"`` (a CTranslate2 model directory;
+    :func:`~vanilla_transformer.convert.ctranslate2.export_to_ctranslate2`).
+
+    ``to="transformers"`` is deprecated (a ``FutureWarning``): a transformers checkpoint is not a serving
+    format; write it with ``model.save_pretrained(path, format="transformers")`` or
+    :func:`~vanilla_transformer.convert.export_to_transformers` (what it still calls).
 
     Args:
         model: a :class:`~vanilla_transformer.TransformerForSeq2SeqLM`.
@@ -357,7 +354,15 @@ def export(model, path, to: str = "saved_model", tokenizer=None, **settings) -> 
         >>> model = TransformerForSeq2SeqLM(TransformerConfig(
         ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
         ...     max_position_embeddings=32))
-        >>> sorted(os.listdir(export(model, tempfile.mkdtemp() + "/marian", to="transformers")))
+        >>> sorted(os.listdir(export(model, tempfile.mkdtemp() + "/translator", to="saved_model", max_new_tokens=4)))
+        ['assets', 'fingerprint.pb', 'saved_model.pb', 'variables']
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     folder = export(model, tempfile.mkdtemp() + "/marian", to="transformers")  # deprecated
+        >>> caught[0].category.__name__, "save_pretrained(path, format='transformers')" in str(caught[0].message)
+        ('FutureWarning', True)
+        >>> sorted(os.listdir(folder))
         ['config.json', 'generation_config.json', 'model.safetensors']
         >>> export(model, tempfile.mkdtemp(), to="onnx")
         Traceback (most recent call last):
@@ -382,6 +387,7 @@ def export(model, path, to: str = "saved_model", tokenizer=None, **settings) -> 
         from .convert.ctranslate2 import export_to_ctranslate2
 
         return export_to_ctranslate2(model, path, tokenizer, **settings)
+    warnings.warn(TRANSFORMERS_EXPORT_DEPRECATION, FutureWarning, stacklevel=2)
     if settings:
         raise ValueError(f"the transformers export takes no decoding settings (got {sorted(settings)}); "
                          f"set model.generation_config, which it writes as generation_config.json")

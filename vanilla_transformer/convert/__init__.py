@@ -284,7 +284,7 @@ def export_to_transformers(model, directory, tokenizer=None, *, allow_inexact: b
 
     model.build_weights()
     family = _family_of(model)
-    hf_config, tensors, architecture = family.export(model, allow_inexact=allow_inexact)
+    hf_config, tensors, architecture = family.to_transformers_checkpoint(model, allow_inexact=allow_inexact)
     hf_config.architectures = [architecture]
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

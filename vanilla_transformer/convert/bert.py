@@ -243,7 +243,7 @@ def _bert_config(config, name: str, activation: str, type_vocab_size: int, tied:
     return BertConfig(**kwargs)
 
 
-def export(model, allow_inexact: bool = False):
+def to_transformers_checkpoint(model, allow_inexact: bool = False):
     """``(BertConfig, torch-layout tensors, architecture name)`` of ``model``.
 
     Sinusoidal positions become a learned table, ``scale_embedding`` is folded into the word embeddings
@@ -270,7 +270,7 @@ def export(model, allow_inexact: bool = False):
         >>> config = TransformerConfig(architecture="encoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
         ...                            num_encoder_layers=1, num_decoder_layers=0, max_position_embeddings=32,
         ...                            embedding_layer_norm=True, add_pooler=True, type_vocab_size=2)
-        >>> hf, tensors, architecture = bert.export(TransformerEncoderModel(config).build_weights())
+        >>> hf, tensors, architecture = bert.to_transformers_checkpoint(TransformerEncoderModel(config).build_weights())
         >>> type(hf).__name__, architecture, hf.hidden_size, hf.type_vocab_size, len(tensors)
         ('BertConfig', 'BertModel', 8, 2, 23)
         >>> tensors["embeddings.position_embeddings.weight"].shape  # the sinusoids as a learned table

@@ -26,7 +26,7 @@ class _GptFamily:
     The module-level instances :data:`GPT` (``openai-gpt``, post-LN) and :data:`GPT2` (``gpt2``, pre-LN) are
     the converters; they expose the same interface as the ``bert`` and ``marian`` modules (``MODEL_TYPE``,
     ``ARCHITECTURES``, ``DEFAULT_CLASS``, ``SUPPORTED_CLASSES``, :meth:`config_from_transformers`,
-    :meth:`weight_map`, :meth:`export`).
+    :meth:`weight_map`, :meth:`to_transformers_checkpoint`).
 
     Args:
         model_type: transformers' ``model_type`` (``"openai-gpt"``, ``"gpt2"``).
@@ -194,9 +194,9 @@ class _GptFamily:
             config: our config.
 
         Returns:
-            None when :meth:`export` can represent the config: the family's normalisation (post-LN without
-            final LayerNorm for GPT, pre-LN with one for GPT-2), no embedding LayerNorm, ``d_ff == 4 * d_model``
-            for GPT, and a supported activation.
+            None when :meth:`to_transformers_checkpoint` can represent the config: the family's normalisation
+            (post-LN without final LayerNorm for GPT, pre-LN with one for GPT-2), no embedding LayerNorm,
+            ``d_ff == 4 * d_model`` for GPT, and a supported activation.
 
         Example:
             >>> from vanilla_transformer import TransformerConfig
@@ -221,7 +221,7 @@ class _GptFamily:
                     f"OpenAIGPTLMHeadModel's MLP width is fixed at 4 * d_model = {4 * config.d_model}")
         check_choice("activation", config.activation, self.export_activations, target)
 
-    def export(self, model, allow_inexact: bool = False):
+    def to_transformers_checkpoint(self, model, allow_inexact: bool = False):
         """``(OpenAIGPTConfig or GPT2Config, torch-layout tensors, architecture name)`` of ``model``.
 
         Sinusoidal positions become a learned table, a token-type row 0 is folded into the position table,
@@ -247,7 +247,8 @@ class _GptFamily:
             ...                            num_encoder_layers=0, num_decoder_layers=1, max_position_embeddings=32,
             ...                            norm_first=True, final_layer_norm=True, activation="gelu_new",
             ...                            scale_embedding=False)
-            >>> hf, tensors, architecture = GPT2.export(TransformerForCausalLM(config).build_weights())
+            >>> model = TransformerForCausalLM(config).build_weights()
+            >>> hf, tensors, architecture = GPT2.to_transformers_checkpoint(model)
             >>> type(hf).__name__, architecture, hf.n_inner, hf.tie_word_embeddings, len(tensors)
             ('GPT2Config', 'GPT2LMHeadModel', 32, True, 16)
             >>> tensors["transformer.h.0.attn.c_attn.weight"].shape  # Conv1D (d_model, 3 * d_model)

@@ -259,7 +259,7 @@ def _check_exportable(config, allow_inexact: bool) -> str:
     return activation
 
 
-def export(model, allow_inexact: bool = False):
+def to_transformers_checkpoint(model, allow_inexact: bool = False):
     """``(MarianConfig, state dict, architecture)`` for our encoder-decoder; raises for what Marian lacks.
 
     A model with interleaved sinusoids is re-expressed exactly in Marian's [sin | cos] layout by permuting the
@@ -282,13 +282,13 @@ def export(model, allow_inexact: bool = False):
         >>> from vanilla_transformer.convert import marian
         >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
         ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> hf, tensors, architecture = marian.export(TransformerForSeq2SeqLM(config).build_weights())
+        >>> hf, tensors, architecture = marian.to_transformers_checkpoint(TransformerForSeq2SeqLM(config).build_weights())
         >>> type(hf).__name__, architecture, hf.d_model, hf.scale_embedding, len(tensors)
         ('MarianConfig', 'MarianMTModel', 8, True, 44)
         >>> tensors["model.shared.weight"].shape, tensors["final_logits_bias"].shape
         ((20, 8), (1, 20))
         >>> config.layer_norm_eps = 1e-6
-        >>> marian.export(TransformerForSeq2SeqLM(config).build_weights())
+        >>> marian.to_transformers_checkpoint(TransformerForSeq2SeqLM(config).build_weights())
         Traceback (most recent call last):
         ...
         vanilla_transformer.convert.common.UnsupportedConfigError: layer_norm_eps=1e-06: MarianMTModel's ...

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 from keras import ops
 
-from ..data_collators import bucket_length, pad_batch, padding_mask
+from ..padding_and_random import bucket_length, fill_rows, pad_batch, padding_mask
 from .contract import REFUSED_ARGUMENTS, check_arguments, check_generation_config
 from .logits_process import blocked_top_k, top_p_filter
 from .outputs import compute_transition_scores, generate_output
-from .plan import DecodingParams, DecodingPlan, make_plan, resolve_generation_config
+from .plan import DecodingParams, DecodingPlan, check_positions_fit, make_plan, resolve_generation_config
 from .programs import ProgramCache, compiled_decoder
 from .streaming import stream_tokens
 
@@ -77,9 +77,8 @@ class _DecodingInputs:
     def filled_to(self, rows: int) -> tuple["_DecodingInputs", np.ndarray]:
         """The inputs with copies of the last row appended up to ``rows``, and ``active (rows,)`` bool, False
         for the copies (they are finished from the start and cut from the output)."""
-        extra = rows - self.prefix_ids.shape[0]
         active = np.arange(rows) < self.prefix_ids.shape[0]
-        return self.rows_mapped(lambda x: np.concatenate([x, np.repeat(x[-1:], extra, 0)])), active
+        return self.rows_mapped(lambda x: fill_rows(x, rows)), active
 
 
 def batch_bucket(rows: int) -> int:
@@ -258,9 +257,8 @@ def generate(model, input_ids, attention_mask=None, generation_config=None, seed
     width = inputs.prefix_ids.shape[1]
     prompt_length = width if inputs.given_ids is None else inputs.given_ids.shape[1]
     plan, params = make_plan(config, prompt_length, use_cache, room=model.config.max_position_embeddings - width)
-    if width + int(params.max_new_tokens) > model.config.max_position_embeddings:
-        raise ValueError(f"prompt ({prompt_length} tokens) + max_new_tokens ({int(params.max_new_tokens)}) "
-                         f"exceeds max_position_embeddings={model.config.max_position_embeddings}")
+    check_positions_fit(width, int(params.max_new_tokens), model.config.max_position_embeddings,
+                        prefix=f"prompt ({prompt_length} tokens)")
     seed_value = np.int32(np.random.randint(0, 2**31 - 1) if seed is None else seed % (2**31 - 1))
     params = DecodingParams(*(ops.convert_to_tensor(value) for value in params))  # tensors on every backend
     if streamer is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from ..layers.dropout import random_uniform
+from ..padding_and_random import random_uniform
 from .plan import DecodingParams, DecodingPlan
 
 NEG_INF = float("-inf")  # a token that may not be chosen (as transformers' processors write it)

@@ -16,7 +16,7 @@ from transformers import GenerationConfig
 
 from ..compat import default_generation_params
 from ..configuration import token_ids
-from ..data_collators import bucket_length
+from ..padding_and_random import bucket_length
 
 
 def resolve_generation_config(model, generation_config: GenerationConfig | None, kwargs: dict) -> GenerationConfig:
@@ -164,6 +164,22 @@ def new_token_capacity(max_new_tokens: int, room: int | None = None, multiple: i
     """
     capacity = bucket_length(max_new_tokens, multiple)
     return max(max_new_tokens, min(capacity, room)) if room is not None else capacity
+
+
+def check_positions_fit(prefix_width: int, max_new_tokens: int, max_position_embeddings: int,
+                        prefix: str) -> None:
+    """Raise ``ValueError`` when the decoder's prefix (``prefix_width`` positions: the prompt, a target prefix or
+    the decoder start token) and ``max_new_tokens`` new tokens need more than ``max_position_embeddings``
+    positions; ``prefix`` names the prefix in the message. ``generate`` and the exported translators check this.
+
+    >>> check_positions_fit(8, 24, 32, prefix="prompt (5 tokens)")
+    >>> check_positions_fit(8, 25, 32, prefix="prompt (5 tokens)")
+    Traceback (most recent call last):
+    ValueError: prompt (5 tokens) + max_new_tokens (25) exceeds max_position_embeddings=32
+    """
+    if prefix_width + max_new_tokens > max_position_embeddings:
+        raise ValueError(f"{prefix} + max_new_tokens ({max_new_tokens}) exceeds max_position_embeddings="
+                         f"{max_position_embeddings}")
 
 
 def integer(name: str, value, minimum: int = 1) -> int:

@@ -1,10 +1,8 @@
 """Section 5.4: dropout, with a counter-based random number generator.
 
-Keras' own ``Dropout`` draws its mask from the backend's Philox generator. Under XLA on a CPU that generator
-cost about a tenth of a d_model-256 training step (17 masks of 64 x 24 x 256; profile in docs/benchmarks.md).
-The mask here comes from hashing each element's index with the seed (murmur3's 32-bit finaliser): a few
-integer multiply / xor-shift operations that XLA fuses into the masking, with the same statistics that
-dropout needs (each element dropped independently with probability ``rate``).
+The mask comes from :func:`~vanilla_transformer.padding_and_random.random_bits` (hashing each element's index
+with the seed), which XLA fuses into the masking; Keras' own ``Dropout`` draws from the backend's Philox
+generator, which cost about a tenth of a training step under XLA on a CPU (see that module).
 """
 
 from __future__ import annotations
@@ -13,70 +11,7 @@ import keras
 import numpy as np
 from keras import ops
 
-
-def random_bits(shape, seed):
-    """Uniform 32-bit integers, stateless: the same ``shape`` and ``seed`` give the same bits on every backend.
-
-    Args:
-        shape: the output shape (static or dynamic dimensions).
-        seed: two integers (a tuple or a tensor of shape ``(2,)``), e.g. a ``keras.random.SeedGenerator`` draw.
-
-    Returns:
-        ``uint32`` tensor of ``shape``: murmur3's finaliser applied to ``index * phi + seed_0 * c1 + seed_1 * c2``
-        (wrapping arithmetic). Streams of different seeds are offsets of one another in a 2^32 counter space,
-        which is plenty for dropout masks and sampling noise (not for cryptography).
-
-    Example:
-        >>> from vanilla_transformer.layers import random_bits
-        >>> bits = keras.ops.convert_to_numpy(random_bits((2, 3), seed=(0, 1)))
-        >>> bits.shape, str(bits.dtype)
-        ((2, 3), 'uint32')
-        >>> bool(np.all(bits == keras.ops.convert_to_numpy(random_bits((2, 3), seed=(0, 1)))))  # stateless
-        True
-        >>> bool(np.any(bits != keras.ops.convert_to_numpy(random_bits((2, 3), seed=(0, 2)))))  # new seed
-        True
-    """
-    count = ops.prod(ops.convert_to_tensor(shape, "int32")) if not _is_static(shape) else int(np.prod(shape))
-    seed = _low_32_bits(ops.cast(ops.convert_to_tensor(seed), "uint32"))
-    x = _low_32_bits(ops.cast(ops.arange(count), "uint32") * np.uint32(0x9E3779B1))
-    x = _low_32_bits(x + _low_32_bits(seed[0] * np.uint32(0x85EBCA77)) + _low_32_bits(seed[1] * np.uint32(0xC2B2AE3D)))
-    for shift, multiplier in ((16, 0x85EBCA6B), (13, 0xC2B2AE35)):
-        x = _low_32_bits(ops.bitwise_xor(x, ops.right_shift(x, shift)) * np.uint32(multiplier))
-    x = ops.bitwise_xor(x, ops.right_shift(x, 16))
-    return ops.reshape(x, shape)
-
-
-def _low_32_bits(x):
-    """``x`` wrapped to 32 bits. A no-op for a real ``uint32`` (TensorFlow, JAX); PyTorch has no uint32 and Keras
-    gives it int64, where sums and products would grow past 32 bits (dropout then dropped half of everything)."""
-    if keras.backend.standardize_dtype(x.dtype) == "uint32":
-        return x
-    return ops.bitwise_and(x, 0xFFFFFFFF)
-
-
-def random_uniform(shape, seed):
-    """Uniform floats in the open interval (0, 1) (24-bit resolution) from :func:`random_bits`.
-
-    Args:
-        shape: the output shape.
-        seed: two integers, as for :func:`random_bits`.
-
-    Returns:
-        ``float32`` tensor of ``shape``: the top 24 bits of each draw, ``(bits + 0.5) / 2^24``.
-
-    Example:
-        >>> from vanilla_transformer.layers import random_uniform
-        >>> u = keras.ops.convert_to_numpy(random_uniform((10000,), seed=(0, 0)))
-        >>> u.shape, str(u.dtype)
-        ((10000,), 'float32')
-        >>> bool(u.min() > 0.0 and u.max() < 1.0), round(float(u.mean()), 1)
-        (True, 0.5)
-    """
-    return (ops.cast(ops.right_shift(random_bits(shape, seed), 8), "float32") + 0.5) * (1.0 / (1 << 24))
-
-
-def _is_static(shape):
-    return all(isinstance(dim, (int, np.integer)) for dim in shape)
+from ..padding_and_random import random_bits
 
 
 @keras.saving.register_keras_serializable(package="vanilla_transformer")

@@ -89,11 +89,11 @@ class EncoderLayer(_ResidualBlocks):
 
     Example:
         >>> from vanilla_transformer.layers import EncoderLayer
-        >>> from vanilla_transformer.layers.transformer import padding_mask
+        >>> from vanilla_transformer.layers.transformer import key_padding_mask
         >>> layer = EncoderLayer(d_model=8, num_heads=2, d_ff=16)
         >>> tuple(layer(np.zeros((1, 4, 8), "float32")).shape)
         (1, 4, 8)
-        >>> mask = padding_mask(np.array([[1, 1, 1, 0]]))  # the last position is padding
+        >>> mask = key_padding_mask(np.array([[1, 1, 1, 0]]))  # the last position is padding
         >>> tuple(layer(np.zeros((1, 4, 8), "float32"), attention_mask=mask).shape)
         (1, 4, 8)
     """
@@ -191,14 +191,14 @@ class DecoderLayer(_ResidualBlocks):
         return {**super().get_config(), "cross_attention": self.cross_attention}
 
 
-def padding_mask(attention_mask):
+def key_padding_mask(attention_mask):
     """``(batch, kv_len)`` 1/0 mask -> boolean ``(batch, 1, 1, kv_len)`` for every query and head.
 
     Padding positions (0) are never attended to; the result broadcasts against ``(batch, heads, q_len, kv_len)``.
 
     Example:
-        >>> from vanilla_transformer.layers.transformer import padding_mask
-        >>> mask = keras.ops.convert_to_numpy(padding_mask(np.array([[1, 1, 0]])))
+        >>> from vanilla_transformer.layers.transformer import key_padding_mask
+        >>> mask = keras.ops.convert_to_numpy(key_padding_mask(np.array([[1, 1, 0]])))
         >>> mask.shape, mask.tolist()
         ((1, 1, 1, 3), [[[[True, True, False]]]])
     """
@@ -329,7 +329,7 @@ class TransformerEncoder(_Stack):
         if segment_ids is not None:  # packed rows: attend within each sentence
             mask = segment_mask(segment_ids, segment_ids)
         else:
-            mask = None if attention_mask is None else padding_mask(attention_mask)
+            mask = None if attention_mask is None else key_padding_mask(attention_mask)
         for layer in self.layers:
             hidden = layer(hidden, attention_mask=mask, training=training)
         return self._final(hidden)
@@ -414,8 +414,8 @@ class TransformerDecoder(_Stack):
             cross_mask = segment_mask(segment_ids, encoder_segment_ids)
         else:
             if attention_mask is not None:
-                self_mask = ops.logical_and(self_mask, padding_mask(attention_mask))
-            cross_mask = None if encoder_attention_mask is None else padding_mask(encoder_attention_mask)
+                self_mask = ops.logical_and(self_mask, key_padding_mask(attention_mask))
+            cross_mask = None if encoder_attention_mask is None else key_padding_mask(encoder_attention_mask)
         new_self = []
         for i, layer in enumerate(self.layers):
             hidden, present = layer(
