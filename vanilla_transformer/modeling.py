@@ -2,12 +2,11 @@
 
 All are ``keras.Model`` subclasses built from one :class:`TransformerConfig` and the layers in
 :mod:`vanilla_transformer.layers`. Weights carry stable names (``encoder.layers.0.self_attn.q_proj.kernel``)
-given by the attribute path, which is what ``save_pretrained`` writes to safetensors.
+given by the attribute path (:mod:`vanilla_transformer.weight_names`), which is what ``save_pretrained`` writes
+to safetensors; every call's inputs are checked first (:mod:`vanilla_transformer.input_checks`).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import keras
 import numpy as np
@@ -18,78 +17,14 @@ from .configuration import TransformerConfig
 from .distribution import MultiWorkerTrainerFixes
 from .generation import GenerationMixin, translate_texts
 from .hub import HubMixin
+from .input_checks import ModelInputChecks
 from .input_pipeline import AutotuneOffInputs
 from .layers import Dropout, TokenEmbedding, TransformerDecoder, TransformerEncoder
 from .layers.feed_forward import activation_fn
 from .losses import CausalLMAccuracy, CausalLMLoss, MaskedAccuracy, MaskedSparseCrossEntropy
 from .optimization import language_model_optimizer, transformer_optimizer
 from .precision import cpu_bfloat16_units
-
-
-def named_variables(layer: keras.layers.Layer, prefix: str = "") -> dict[str, keras.Variable]:
-    """All weights of ``layer`` keyed by attribute path, e.g. ``decoder.layers.0.feed_forward.fc1.kernel``.
-
-    The walk follows attribute assignment order, so a layer shared by several owners (the token
-    embedding) is named by its first owner only; a layer's own weights are those of ``layer.weights`` that
-    none of its sub-layers holds. Sub-layers in lists are numbered: ``layers.0``, ``layers.1``, ...
-
-    Args:
-        layer: a built Keras layer or model (weights not yet created are not listed).
-        prefix: prepended to every name.
-
-    Returns:
-        A dict of name -> ``keras.Variable``, in walk order (each variable once).
-
-    Example:
-        >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM
-        >>> from vanilla_transformer.modeling import named_variables
-        >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
-        ...                            num_encoder_layers=1, num_decoder_layers=1,
-        ...                            max_position_embeddings=32)
-        >>> model = TransformerForCausalLM(config).build_weights()
-        >>> names = named_variables(model)
-        >>> list(names)[:3]
-        ['shared.embeddings', 'decoder.layers.0.self_attn.q_proj.kernel', 'decoder.layers.0.self_attn.q_proj.bias']
-        >>> tuple(names["decoder.layers.0.feed_forward.fc1.kernel"].shape)
-        (8, 16)
-        >>> list(named_variables(model.decoder.layers[0].feed_forward, prefix="ff."))
-        ['ff.fc1.kernel', 'ff.fc1.bias', 'ff.fc2.kernel', 'ff.fc2.bias']
-    """
-    names: dict[str, keras.Variable] = {}
-    seen: set[int] = set()
-
-    def visit(obj, path):
-        if id(obj) in seen:
-            return
-        seen.add(id(obj))
-        children = list(_sublayers(obj))
-        held_below = {id(weight) for _, child in children for weight in child.weights}
-        for variable in obj.weights:
-            if id(variable) not in held_below and id(variable) not in seen:
-                seen.add(id(variable))
-                names[f"{path}{variable.name}"] = variable
-        for name, child in children:
-            visit(child, f"{path}{name}.")
-
-    visit(layer, prefix)
-    return names
-
-
-def _sublayers(layer: keras.layers.Layer):
-    """``(name, sub-layer)`` pairs of the layers held in public attributes, in assignment order; layers in a
-    list or tuple are named ``attribute.index``."""
-    attributes = dict(vars(layer))
-    if hasattr(layer, "named_children"):  # the torch backend: torch.nn.Module keeps sub-modules out of __dict__
-        attributes.update((name, child) for name, child in layer.named_children() if name not in attributes)
-    for attr, value in attributes.items():
-        if attr.startswith("_"):
-            continue
-        if isinstance(value, keras.layers.Layer):
-            yield attr, value
-        elif isinstance(value, (list, tuple)) and value and all(
-                isinstance(item, keras.layers.Layer) for item in value):
-            for i, item in enumerate(value):
-                yield f"{attr}.{i}", item
+from .weight_names import named_variables
 
 
 def default_jit_compile(model: keras.Model, cpu_flags=None) -> bool:
@@ -144,17 +79,8 @@ def default_jit_compile(model: keras.Model, cpu_flags=None) -> bool:
     return not (on_cpu_only and (native_bf16 or multi_worker))
 
 
-def _as_numpy_if_concrete(x):
-    """The value of ``x`` as numpy when it is concrete (eager), None when it is symbolic (traced)."""
-    if isinstance(x, np.ndarray):
-        return x
-    try:
-        return np.asarray(ops.convert_to_numpy(x))
-    except Exception:  # symbolic tensors inside a traced function have no value
-        return None
-
-
-class TransformerPreTrainedModel(HubMixin, AutotuneOffInputs, MultiWorkerTrainerFixes, keras.Model):
+class TransformerPreTrainedModel(ModelInputChecks, HubMixin, AutotuneOffInputs, MultiWorkerTrainerFixes,
+                                 keras.Model):
     """Base of all model classes: config, input checks, naming, saving/loading and compile defaults.
 
     ``TransformerPreTrainedModel.from_pretrained`` (like ``AutoModel``) builds the class named in the
@@ -279,79 +205,6 @@ class TransformerPreTrainedModel(HubMixin, AutotuneOffInputs, MultiWorkerTrainer
         self.build_weights()
         return int(sum(np.prod(v.shape) for v in self.named_variables().values() if v.trainable))
 
-    # ---------------------------------------------------------------- input checks
-    def __call__(self, inputs, *args, **kwargs):
-        # Check before Keras converts the inputs, so ragged lists and bad dtypes get our clear errors.
-        return super().__call__(self.check_inputs(inputs), *args, **kwargs)
-
-    input_names: tuple[str, ...] = ()
-    optional_input_names: tuple[str, ...] = ()
-
-    def check_inputs(self, inputs, required: tuple[str, ...] | None = None) -> dict[str, Any]:
-        """Turn the call's inputs into a dict and reject what would be silently wrong.
-
-        Checks keys, dtype (integer ids), rank, length against ``max_position_embeddings``, mask shapes,
-        and (for concrete values) that ids lie in ``[0, vocab_size)``.
-        """
-        if not isinstance(inputs, dict):
-            if len(self.input_names) == 1:
-                inputs = {self.input_names[0]: inputs}
-            else:
-                raise TypeError(f"{type(self).__name__} takes a dict with keys {self.input_names}, "
-                                f"got {type(inputs).__name__}")
-        allowed = set(self.input_names) | set(self.optional_input_names)
-        unknown = set(inputs) - allowed
-        if unknown:
-            raise ValueError(f"Unknown inputs {sorted(unknown)}; expected keys among {sorted(allowed)}")
-        checked = {name: self.check_input(name, value) for name, value in inputs.items() if value is not None}
-        for name in self.input_names if required is None else required:
-            if name not in checked:
-                raise ValueError(f"Missing input {name!r}")
-        for name, value in checked.items():
-            if name.endswith("attention_mask") or name == "token_type_ids":
-                ids_name = "decoder_input_ids" if name.startswith("decoder_") else "input_ids"
-                ids = checked.get(ids_name)
-                if ids is not None and tuple(value.shape) != tuple(ids.shape):
-                    raise ValueError(f"{name} has shape {tuple(value.shape)} but {ids_name} has "
-                                     f"{tuple(ids.shape)}")
-        batches = {name: value.shape[0] for name, value in checked.items() if isinstance(value.shape[0], int)}
-        if len(set(batches.values())) > 1:  # attention would otherwise pair rows of different examples
-            raise ValueError(f"inputs have different batch sizes: {batches}")
-        return checked
-
-    def check_input(self, name: str, value):
-        """One input: lists become arrays (ragged ones are refused), then dtype, rank, length and id range."""
-        if isinstance(value, (list, tuple)):
-            try:
-                value = np.asarray(value)
-            except ValueError as err:
-                raise ValueError(f"{name} is ragged; pad the rows to one length ({err})") from None
-            if value.dtype == object:
-                raise ValueError(f"{name} is ragged; pad the rows to one length")
-        raw_dtype = getattr(value, "dtype", type(value))
-        try:
-            dtype = keras.backend.standardize_dtype(raw_dtype)
-        except ValueError:  # strings, objects: not a tensor dtype at all
-            dtype = str(raw_dtype)
-        # Concrete inputs (numpy, eager tensors, lists) are checked. Symbolic ones are not: Keras' symbolic
-        # build under tf.distribute describes every input as float64 whatever the data holds.
-        symbolic = isinstance(value, keras.KerasTensor) or _as_numpy_if_concrete(value) is None
-        if "int" not in dtype and dtype != "bool" and not symbolic:
-            raise TypeError(f"{name} must hold integer ids, got dtype {dtype}")
-        if len(value.shape) != 2:
-            raise ValueError(f"{name} must have shape (batch, sequence), got {tuple(value.shape)}")
-        length = value.shape[1]
-        if length is not None and length > self.config.max_position_embeddings:
-            raise ValueError(f"{name} has {length} positions, more than max_position_embeddings="
-                             f"{self.config.max_position_embeddings}")
-        concrete = _as_numpy_if_concrete(value) if name.endswith("input_ids") else None
-        if concrete is not None and concrete.size:
-            low, high = int(concrete.min()), int(concrete.max())
-            if low < 0 or high >= self.config.vocab_size:
-                raise ValueError(f"{name} holds ids outside [0, vocab_size={self.config.vocab_size}): "
-                                 f"min {low}, max {high}")
-        return value
-
     # ---------------------------------------------------------------- training defaults
     def compile(self, optimizer=None, loss=None, metrics=None, jit_compile="auto", **kwargs):
         """Keras ``compile`` with the paper's defaults (section 5.3, 5.4) when arguments are omitted.
@@ -373,21 +226,26 @@ class TransformerPreTrainedModel(HubMixin, AutotuneOffInputs, MultiWorkerTrainer
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile, **kwargs)
 
     # ---------------------------------------------------------------- shared head helpers
+    def _vocabulary_projection(self, hidden):
+        """``hidden (..., d_model)`` -> float32 ``(..., vocab_size)``: tied to the token embedding (3.4) or a
+        separate ``lm_head`` matrix (:meth:`_build_vocabulary_projection`); no bias."""
+        logits = self.shared.attend(hidden) if self.config.tie_word_embeddings else self.lm_head(hidden)
+        return ops.cast(logits, "float32")
+
+    def _build_vocabulary_projection(self):
+        if not self.config.tie_word_embeddings:
+            self.lm_head = keras.layers.Dense(self.config.vocab_size, use_bias=False, name="lm_head")
+            self.lm_head.build((None, None, self.config.d_model))
+
     def _logits(self, hidden):
-        """Pre-softmax projection, tied to the token embedding (3.4) or a separate matrix."""
-        if self.config.tie_word_embeddings:
-            logits = self.shared.attend(hidden)
-        else:
-            logits = self.lm_head(hidden)
-        logits = ops.cast(logits, "float32")
+        """The LM head: the vocabulary projection plus, with ``config.final_logits_bias``, Marian's fixed bias."""
+        logits = self._vocabulary_projection(hidden)
         if self.config.final_logits_bias:
             logits = logits + ops.cast(self.final_logits_bias, "float32")
         return logits
 
     def _build_lm_head(self):
-        if not self.config.tie_word_embeddings:
-            self.lm_head = keras.layers.Dense(self.config.vocab_size, use_bias=False, name="lm_head")
-            self.lm_head.build((None, None, self.config.d_model))
+        self._build_vocabulary_projection()
         if self.config.final_logits_bias:
             self.final_logits_bias = self.add_weight(
                 name="final_logits_bias", shape=(self.config.vocab_size,), initializer="zeros", trainable=False)
@@ -434,7 +292,7 @@ class TransformerForSeq2SeqLM(GenerationMixin, TransformerPreTrainedModel):
         return self.encoder(input_ids, attention_mask=attention_mask, training=training)
 
     def call(self, inputs, training=False):
-        inputs = self.check_inputs(inputs)
+        inputs = self.call_inputs(inputs)
         if ("segment_ids" in inputs) != ("decoder_segment_ids" in inputs):
             raise ValueError("packed rows need both segment_ids and decoder_segment_ids")
         attention_mask = inputs.get("attention_mask")
@@ -465,9 +323,9 @@ class TransformerForSeq2SeqLM(GenerationMixin, TransformerPreTrainedModel):
 
     def export_for_serving(self, path, to: str = "saved_model", tokenizer=None, **settings):
         """Export this translator for deployment: a TensorFlow Serving SavedModel with the decoding loop in
-        the graph (``to="saved_model"``), a LiteRT greedy translator (``"litert"``), a transformers
-        checkpoint (``"transformers"``) or a CTranslate2 model (``"ctranslate2"``); see
-        :func:`vanilla_transformer.serving.export` for the settings.
+        the graph (``to="saved_model"``), a LiteRT greedy translator (``"litert"``) or a CTranslate2 model
+        (``"ctranslate2"``); see :func:`vanilla_transformer.serving.export` for the settings. (``"transformers"``
+        is deprecated, with a ``FutureWarning``: use ``save_pretrained(path, format="transformers")``.)
 
         Returns the written path (a :class:`pathlib.Path`).
         """
@@ -479,7 +337,24 @@ class TransformerForSeq2SeqLM(GenerationMixin, TransformerPreTrainedModel):
         return translate_texts(self, texts, tokenizer, batch_size=batch_size, **generation_kwargs)
 
 
-class TransformerForCausalLM(GenerationMixin, TransformerPreTrainedModel):
+class _LanguageModelCompile:
+    """``compile`` defaults of the (pre)training language models (causal and masked)."""
+
+    def compile(self, optimizer=None, loss=None, metrics=None, jit_compile="auto", learning_rate=5e-4,
+                warmup_steps=0, decay_steps=None, **kwargs):
+        """Language-model (pre)training defaults when arguments are omitted.
+
+        - optimizer: Adam (beta_2 0.999, epsilon 1e-6, gradient norm clipped to 1) at ``learning_rate``, with
+          a linear warmup over ``warmup_steps`` and, given ``decay_steps`` (total steps), linear decay to 0;
+        - loss and metrics: the class's :meth:`default_loss_and_metrics`.
+        """
+        default_loss, default_metrics = self.default_loss_and_metrics()
+        super().compile(
+            optimizer=optimizer or language_model_optimizer(learning_rate, warmup_steps, decay_steps),
+            loss=loss or default_loss, metrics=metrics or default_metrics, jit_compile=jit_compile, **kwargs)
+
+
+class TransformerForCausalLM(_LanguageModelCompile, GenerationMixin, TransformerPreTrainedModel):
     """GPT-style decoder-only Transformer (no cross-attention) with a tied LM head.
 
     ``{"input_ids", "attention_mask"} -> logits (batch, seq, vocab_size)``; position t sees tokens <= t.
@@ -521,7 +396,7 @@ class TransformerForCausalLM(GenerationMixin, TransformerPreTrainedModel):
         self.built = True
 
     def call(self, inputs, training=False):
-        inputs = self.check_inputs(inputs)
+        inputs = self.call_inputs(inputs)
         hidden, _ = self.decoder(inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
                                  position_ids=inputs.get("position_ids"), training=training)
         return self._logits(hidden)
@@ -537,20 +412,10 @@ class TransformerForCausalLM(GenerationMixin, TransformerPreTrainedModel):
                                      cache_index=cache_index)
         return self._logits(hidden), cache
 
-    def compile(self, optimizer=None, loss=None, metrics=None, jit_compile="auto", learning_rate=5e-4,
-                warmup_steps=0, decay_steps=None, **kwargs):
-        """Language-model (pre)training defaults when arguments are omitted.
-
-        - optimizer: Adam (beta_2 0.999, epsilon 1e-6, gradient norm clipped to 1) at ``learning_rate``, with
-          a linear warmup over ``warmup_steps`` and, given ``decay_steps`` (total steps), linear decay to 0;
-        - loss: :class:`~vanilla_transformer.losses.CausalLMLoss`: logits at t against the label at
-          t + 1 (labels are the unshifted input ids, -100 ignored), no label smoothing;
-        - metrics: next-token accuracy over the same positions.
-        """
-        super().compile(
-            optimizer=optimizer or language_model_optimizer(learning_rate, warmup_steps, decay_steps),
-            loss=loss or CausalLMLoss(), metrics=metrics or [CausalLMAccuracy()], jit_compile=jit_compile,
-            **kwargs)
+    def default_loss_and_metrics(self):
+        """Causal LM: :class:`~vanilla_transformer.losses.CausalLMLoss` (logits at t against the label at t + 1;
+        labels are the unshifted input ids, -100 ignored; no label smoothing) and next-token accuracy."""
+        return CausalLMLoss(), [CausalLMAccuracy()]
 
 
 class _EncoderOnly(TransformerPreTrainedModel):
@@ -576,7 +441,7 @@ class _EncoderOnly(TransformerPreTrainedModel):
         pass
 
     def _encode(self, inputs, training):
-        inputs = self.check_inputs(inputs)
+        inputs = self.call_inputs(inputs)
         return self.encoder(inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
                             token_type_ids=inputs.get("token_type_ids"), training=training)
 
@@ -611,7 +476,7 @@ class TransformerEncoderModel(_EncoderOnly):
         return self._encode(inputs, training)
 
 
-class TransformerForMaskedLM(_EncoderOnly):
+class TransformerForMaskedLM(_LanguageModelCompile, _EncoderOnly):
     """BERT-style encoder + MLM head: dense + activation + LayerNorm + tied projection with its own bias.
 
     ``{"input_ids", "attention_mask", "token_type_ids"} -> logits (batch, seq, vocab_size)``.
@@ -647,29 +512,17 @@ class TransformerForMaskedLM(_EncoderOnly):
         self.mlm_dense.build((None, None, self.config.d_model))
         self.mlm_layer_norm.build((None, None, self.config.d_model))
         self.mlm_bias = self.add_weight(name="mlm_bias", shape=(self.config.vocab_size,), initializer="zeros")
-        if not self.config.tie_word_embeddings:
-            self.lm_head = keras.layers.Dense(self.config.vocab_size, use_bias=False, name="lm_head")
-            self.lm_head.build((None, None, self.config.d_model))
+        self._build_vocabulary_projection()
 
     def call(self, inputs, training=False):
         hidden = self._encode(inputs, training)
         hidden = self.mlm_layer_norm(self._mlm_activation(self.mlm_dense(hidden)))
-        logits = self.shared.attend(hidden) if self.config.tie_word_embeddings else self.lm_head(hidden)
-        return ops.cast(logits, "float32") + ops.cast(self.mlm_bias, "float32")
+        return self._vocabulary_projection(hidden) + ops.cast(self.mlm_bias, "float32")
 
-    def compile(self, optimizer=None, loss=None, metrics=None, jit_compile="auto", learning_rate=5e-4,
-                warmup_steps=0, decay_steps=None, **kwargs):
-        """Masked-LM (pre)training defaults when arguments are omitted.
-
-        - optimizer: Adam (beta_2 0.999, epsilon 1e-6, gradient norm clipped to 1) at ``learning_rate``, with
-          a linear warmup over ``warmup_steps`` and, given ``decay_steps`` (total steps), linear decay to 0;
-        - loss: cross-entropy over the masked positions only (labels != -100), no label smoothing;
-        - metrics: accuracy over the masked positions.
-        """
-        super().compile(
-            optimizer=optimizer or language_model_optimizer(learning_rate, warmup_steps, decay_steps),
-            loss=loss or MaskedSparseCrossEntropy(label_smoothing=0.0), metrics=metrics or [MaskedAccuracy()],
-            jit_compile=jit_compile, **kwargs)
+    def default_loss_and_metrics(self):
+        """Masked LM: cross-entropy and accuracy over the masked positions only (labels != -100), no label
+        smoothing."""
+        return MaskedSparseCrossEntropy(label_smoothing=0.0), [MaskedAccuracy()]
 
 
 class TransformerForSequenceClassification(_EncoderOnly):
