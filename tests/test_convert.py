@@ -596,6 +596,28 @@ def test_cli_round_trip_keeps_tokenizer(tmp_path):
     _record("BertForMaskedLM via CLI", _max_diff(got, expected, batch["attention_mask"]))
 
 
+def test_the_transformers_export_aliases_warn_and_name_the_checkpoint_writers(tmp_path):
+    """One way to write a transformers checkpoint: ``save_pretrained(format="transformers")`` /
+    ``export_to_transformers`` (and ``convert --to transformers``). The serving export's ``to="transformers"``
+    (Python and ``export --to transformers``) still writes the same files, with a FutureWarning naming them."""
+    from vanilla_transformer import serving
+    from vanilla_transformer.cli import main
+
+    config = TransformerConfig(vocab_size=VOCAB, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
+                               num_decoder_layers=1, max_position_embeddings=32)
+    model = TransformerForSeq2SeqLM(config).build_weights()
+    expected = sorted(os.listdir(export_to_transformers(model, tmp_path / "documented")))
+    with pytest.warns(FutureWarning, match=r"save_pretrained\(path, format='transformers'\)"):
+        written = serving.export(model, tmp_path / "serving", to="transformers")
+    with pytest.warns(FutureWarning, match="export_to_transformers"):
+        model.export_for_serving(tmp_path / "method", to="transformers")
+    assert sorted(os.listdir(written)) == sorted(os.listdir(tmp_path / "method")) == expected
+    source = model.save_pretrained(tmp_path / "ours")
+    with pytest.warns(FutureWarning, match="use vanilla-transformer convert MODEL OUT --to transformers"):
+        assert main(["export", str(source), str(tmp_path / "cli"), "--to", "transformers"]) == 0
+    assert sorted(os.listdir(tmp_path / "cli")) == expected
+
+
 # ------------------------------------------------------------------------------------------ from a Hub repo
 @pytest.mark.backends
 def test_marian_from_a_hub_repo(marian_dir, tmp_path, monkeypatch):

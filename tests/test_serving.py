@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vanilla_transformer import TransformerConfig, TransformerForCausalLM, TransformerForSeq2SeqLM, train_bpe_tokenizer
+from vanilla_transformer import (TransformerConfig, TransformerForCausalLM, TransformerForSeq2SeqLM, export_to_transformers,
+                                 train_bpe_tokenizer)
 from vanilla_transformer.cli import main
 from vanilla_transformer.data_collators import Seq2SeqCollator
 from vanilla_transformer.number_words import make_splits
@@ -187,7 +188,7 @@ def test_transformers_translates_to_the_same_strings(translator, settings, tmp_p
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     model, tokenizer, _ = translator
-    path = model.export_for_serving(tmp_path / "marian", to="transformers", tokenizer=tokenizer)
+    path = export_to_transformers(model, tmp_path / "marian", tokenizer)
     hf_tokenizer = AutoTokenizer.from_pretrained(path)
     hf_model = AutoModelForSeq2SeqLM.from_pretrained(path).eval()
     texts = read_lines("val.en", 12)
