@@ -30,8 +30,8 @@ def main(argv=None) -> int:
 
     from huggingface_hub.errors import HfHubHTTPError
 
-    from vanilla_transformer import AutoModel
-    from vanilla_transformer.hub import CheckpointError, load_tokenizer
+    from vanilla_transformer import AutoModel, CheckpointError
+    from vanilla_transformer.hub import load_tokenizer
 
     try:
         model = AutoModel.from_pretrained(args.model_dir)

@@ -377,7 +377,7 @@ def make_epoch_callback(model, tokenizer, splits, args, output_dir: Path, state:
     import keras
     import numpy as np
 
-    from vanilla_transformer.checkpoint_io import state_dict, write_weights
+    from vanilla_transformer.weight_files import state_dict, write_weights
 
     class EpochEnd(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -431,7 +431,7 @@ def average_checkpoints(model, paths):
     """Set ``model``'s weights to the mean of the checkpoints in ``paths`` (the paper's averaging)."""
     import numpy as np
 
-    from vanilla_transformer.checkpoint_io import assign_weights, read_weights
+    from vanilla_transformer.weight_files import assign_weights, read_weights
 
     tensors = [read_weights(str(p)) for p in paths]
     mean = {name: np.mean([t[name] for t in tensors], axis=0) for name in tensors[0]}

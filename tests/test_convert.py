@@ -44,6 +44,7 @@ from vanilla_transformer import (  # noqa: E402
 )
 from vanilla_transformer import hub  # noqa: E402
 from vanilla_transformer.convert import UnsupportedConfigError, export_to_transformers  # noqa: E402
+from vanilla_transformer.weight_files import read_weights  # noqa: E402
 from vanilla_transformer import CheckpointError  # noqa: E402
 
 torch.set_num_threads(1)
@@ -386,7 +387,7 @@ def test_half_precision_checkpoints_load(gpt2_dir, tmp_path):
     """bfloat16 / float16 safetensors are widened to float32 exactly."""
     for dtype in (torch.bfloat16, torch.float16):
         GPT2LMHeadModel.from_pretrained(gpt2_dir, dtype=dtype).save_pretrained(tmp_path / str(dtype))
-        stored = hub.read_weights(tmp_path / str(dtype))["transformer.wte.weight"].dtype
+        stored = read_weights(tmp_path / str(dtype))["transformer.wte.weight"].dtype
         assert np.dtype(stored).name == str(dtype).split(".")[1], stored
         reference = GPT2LMHeadModel.from_pretrained(tmp_path / str(dtype), dtype=torch.float32).eval()
         ours = TransformerForCausalLM.from_pretrained(tmp_path / str(dtype))

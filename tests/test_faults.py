@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-from vanilla_transformer import checkpoint_io
-from vanilla_transformer.checkpoint_io import CheckpointWriteError, exchange_paths, read_weights
+from vanilla_transformer import atomic_directories, weight_files
+from vanilla_transformer.atomic_directories import CheckpointWriteError, exchange_paths
+from vanilla_transformer.weight_files import read_weights
 from vanilla_transformer.training import BackupError, ResumableBackup
 
 CONFIG = dict(vocab_size=40, d_model=16, num_heads=2, d_ff=32, num_encoder_layers=1, num_decoder_layers=1,
@@ -98,7 +99,7 @@ def test_a_backup_that_cannot_be_written_stops_training(tmp_path, monkeypatch):
 
 def interrupt_the_second_rename(monkeypatch):
     """The two-rename swap (no atomic exchange), interrupted after its first rename retired the old folder."""
-    monkeypatch.setattr(checkpoint_io, "exchange_paths", lambda first, second: False)
+    monkeypatch.setattr(atomic_directories, "exchange_paths", lambda first, second: False)
     real_replace, renames = os.replace, []
 
     def replace(source, destination):
@@ -119,7 +120,7 @@ def test_a_save_interrupted_between_its_two_renames_loses_nothing(tmp_path, monk
     monkeypatch.undo()
     assert not (tmp_path / "model").exists() and any(p.startswith(".model.old-") for p in os.listdir(tmp_path))
     loaded = TransformerForSeq2SeqLM.from_pretrained(tmp_path / "model")  # puts the previous version back
-    after = checkpoint_io.state_dict(loaded)
+    after = weight_files.state_dict(loaded)
     assert_same_arrays(before, after)
     assert sorted(os.listdir(tmp_path)) == [".model.lock", "model"]
 
@@ -150,7 +151,7 @@ def test_a_save_over_a_folder_is_one_atomic_exchange_where_the_system_has_it(tmp
     second = model_with_seed(2)
     second.save_pretrained(tmp_path / "model")
     assert renames == []  # no moment without a complete "model": the folders were exchanged in one step
-    assert_same_arrays(read_weights(tmp_path / "model"), checkpoint_io.state_dict(second))
+    assert_same_arrays(read_weights(tmp_path / "model"), weight_files.state_dict(second))
     assert sorted(os.listdir(tmp_path)) == [".model.lock", "a", "b", "model"]  # the old folder deleted
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(num_beams=3, length_penalty=0.8),

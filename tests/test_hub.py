@@ -35,6 +35,7 @@ from vanilla_transformer import (
     TransformerForSeq2SeqLM,
     TransformerForSequenceClassification,
     hub,
+    hub_push,
 )
 from vanilla_transformer.cli import main as cli_main
 from vanilla_transformer import CheckpointError
@@ -571,11 +572,11 @@ def test_a_push_failing_midway_leaves_the_repo_as_it_was_and_a_retry_succeeds(hu
     hub_server.inject("status", failing, times=1, method="POST", status=status)
     with pytest.raises(CheckpointError, match=rf"push to .* failed during the (upload check|commit) \(HTTP {status}.*"
                                               r"the repo is unchanged"):
-        hub.push_folder_to_hub(local, repo_id, token=TOKEN)
+        hub_push.push_folder_to_hub(local, repo_id, token=TOKEN)
     assert hub_server.commits(repo_id)[0] == head  # still at its previous commit
     assert {p.name: p.read_bytes() for p in local.iterdir()} == before  # the local files are untouched
     sent_before = len(hub_server.uploads)
-    hub.push_folder_to_hub(local, repo_id, token=TOKEN)  # the retry
+    hub_push.push_folder_to_hub(local, repo_id, token=TOKEN)  # the retry
     assert hub_server.commits(repo_id)[1] == head
     sent = hub_server.uploads[sent_before]
     assert "model.safetensors" in sent and "tokenizer.json" not in sent  # unchanged files are not sent again

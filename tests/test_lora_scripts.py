@@ -168,7 +168,7 @@ def test_lora_fine_tuning_of_a_translator_goes_through_the_hub(write_number_word
     np.testing.assert_allclose(np.asarray(pulled(inputs)), np.asarray(local(inputs)), atol=1e-6)
     plain = TransformerForSeq2SeqLM.from_pretrained(base)
     assert not np.allclose(np.asarray(pulled(inputs)), np.asarray(plain(inputs)), atol=1e-4)
-    from vanilla_transformer.hub import push_folder_to_hub  # `vanilla-transformer push` of the adapter folder
+    from vanilla_transformer.hub_push import push_folder_to_hub  # `vanilla-transformer push` of the adapter folder
 
     push_folder_to_hub(tmp_path / "tuned" / "model", "alice/pushed-folder")
     np.testing.assert_allclose(np.asarray(TransformerForSeq2SeqLM.from_pretrained("alice/pushed-folder")(inputs)),

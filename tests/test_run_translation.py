@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from vanilla_transformer import TransformerForSeq2SeqLM
-from vanilla_transformer.checkpoint_io import read_weights
+from vanilla_transformer.weight_files import read_weights
 from vanilla_transformer.hub import load_tokenizer
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "run_translation.py"
@@ -242,7 +242,7 @@ def test_max_train_minutes_stops_the_run_and_decay_within_budget_ends_the_decay(
 def test_search_averages_keeps_the_best_scored_average(run_translation, tmp_path):
     """Each k averages the last k checkpoints; the model ends holding the average that scored best."""
     from vanilla_transformer import TransformerConfig
-    from vanilla_transformer.checkpoint_io import state_dict, write_weights
+    from vanilla_transformer.weight_files import state_dict, write_weights
 
     model = TransformerForSeq2SeqLM(TransformerConfig(vocab_size=40, d_model=32, num_heads=4, d_ff=64,
                                                       num_encoder_layers=1, num_decoder_layers=1)).build_weights()

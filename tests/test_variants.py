@@ -264,7 +264,7 @@ def test_classifier_from_mlm_checkpoint(tmp_path, caplog):
     mlm = TransformerForMaskedLM(encoder_config(num_encoder_layers=1)).build_weights()  # (trained: see the
     mlm.save_pretrained(tmp_path / "mlm")  # example-script test, run_mlm -> run_classification)
 
-    with caplog.at_level("WARNING", logger="vanilla_transformer.checkpoint_io"):
+    with caplog.at_level("WARNING", logger="vanilla_transformer.weight_files"):
         classifier = TransformerForSequenceClassification.from_pretrained(
             tmp_path / "mlm", id2label={0: "low", 1: "high"}, label2id={"low": 0, "high": 1})
     assert "newly initialized: ['classifier.bias', 'classifier.kernel']" in caplog.text

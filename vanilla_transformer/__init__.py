@@ -9,7 +9,7 @@ import os as _os
 
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from .checkpoint_io import CheckpointError  # noqa: E402
+from .hub_files import CheckpointError  # noqa: E402
 from .configuration import PRESETS, TransformerConfig  # noqa: E402
 from .convert import UnsupportedConfigError, export_to_transformers  # noqa: E402
 from .hub import AutoModel, load_tokenizer  # noqa: E402

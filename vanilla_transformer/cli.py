@@ -127,7 +127,7 @@ def _stream_translations(model, tokenizer, texts, kwargs, out) -> None:
 def push(args) -> int:
     """Upload a saved model directory (model, tokenizer, README.md) to the Hub in one commit.
 
-    The ``vanilla-transformer push DIR REPO_ID`` command (:func:`~vanilla_transformer.hub.push_folder_to_hub`
+    The ``vanilla-transformer push DIR REPO_ID`` command (:func:`~vanilla_transformer.hub_push.push_folder_to_hub`
     with ``--private``, ``--revision``, ``--commit-message`` and ``--create-pr``); prints the commit's URL.
 
     Args:
@@ -135,7 +135,7 @@ def push(args) -> int:
 
     Returns:
         The exit status: 0, or 2 when the Hub refuses the push (the message goes to stderr). A directory that
-        is not a saved model raises :class:`~vanilla_transformer.checkpoint_io.CheckpointError` before any
+        is not a saved model raises :class:`~vanilla_transformer.hub_files.CheckpointError` before any
         upload (:func:`main` turns it into status 2).
 
     Example:
@@ -147,15 +147,15 @@ def push(args) -> int:
         >>> push(args)  # an empty directory: refused locally
         Traceback (most recent call last):
         ...
-        vanilla_transformer.checkpoint_io.CheckpointError: /... is not a saved model directory (no config.json)
+        vanilla_transformer.hub_files.CheckpointError: /... is not a saved model directory (no config.json)
         >>> push(build_parser().parse_args(["push", "outputs/number-words", "user/number-words"]))  # doctest: +SKIP
         pushed outputs/number-words to user/number-words (commit ...): https://huggingface.co/...
         0
     """
     from huggingface_hub.errors import HfHubHTTPError
 
-    from .checkpoint_io import http_status
-    from .hub import push_folder_to_hub
+    from .hub_files import http_status
+    from .hub_push import push_folder_to_hub
 
     try:
         info = push_folder_to_hub(args.directory, args.repo_id, private=args.private, revision=args.revision,
@@ -398,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Run the command line: parse ``argv`` (default ``sys.argv[1:]``) and run the chosen sub-command.
 
-    A :class:`~vanilla_transformer.checkpoint_io.CheckpointError` (missing, unsafe or mismatched files) is
+    A :class:`~vanilla_transformer.hub_files.CheckpointError` (missing, unsafe or mismatched files) is
     printed as one ``error:`` line on stderr instead of a traceback.
 
     Args:
@@ -426,7 +426,7 @@ def main(argv=None) -> int:
     """
     _quiet_tensorflow()
     args = build_parser().parse_args(argv)
-    from .checkpoint_io import CheckpointError
+    from .hub_files import CheckpointError
 
     try:
         return args.func(args)

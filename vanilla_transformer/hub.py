@@ -1,48 +1,45 @@
-"""The Hugging Face Hub layout: ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub``.
+"""Saving and loading in the Hugging Face Hub layout: ``save_pretrained`` / ``from_pretrained`` /
+``load_tokenizer`` and :class:`AutoModel`.
 
 A saved model is a directory (or Hub repo) holding ``config.json``, ``model.safetensors`` (or
 ``model.safetensors.index.json`` + ``model-0000k-of-0000n.safetensors``), ``generation_config.json``, the
 tokenizer files when a tokenizer is saved with it, and ``README.md`` rendered from ``model_card.md``.
-Every model class gets these methods from :class:`HubMixin`; files are read and written by
-:mod:`.checkpoint_io`, transformers checkpoints are converted by :mod:`.convert`.
+Every model class gets these methods from :class:`~vanilla_transformer.hub_mixin.HubMixin`. Files are fetched
+by :mod:`.hub_files`, written atomically by :mod:`.atomic_directories`, read and assigned by
+:mod:`.weight_files`; LoRA adapter folders are :mod:`.adapter_files`, uploads :mod:`.hub_push`, and
+transformers checkpoints are converted by :mod:`.convert`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import constants
-
-from .checkpoint_io import (
+from .adapter_files import ADAPTER_CONFIG_NAME, load_adapter, read_adapter, save_adapter
+from .atomic_directories import atomic_directory
+from .configuration import TransformerConfig
+from .convert import SUPPORTED_MODEL_TYPES, export_to_transformers, load_transformers_checkpoint
+from .hub_files import Checkpoint, CheckpointError
+from .model_card import render_model_card
+from .model_class_resolution import resolve_native_model_class
+from .weight_files import (
     CONFIG_NAME,
     DEFAULT_MAX_SHARD_SIZE,
-    TOKENIZER_FILES,
-    WEIGHT_FILE_PATTERN,
-    WEIGHTS_INDEX_NAME,
-    WEIGHTS_NAME,
-    Checkpoint,
-    CheckpointError,
     assign_weights,
-    atomic_directory,
     finish_loading,
-    http_status,
     load_config,
     read_weights,
-    registered_model_class,
-    resolves_architecture,
     state_dict,
     write_weights,
 )
-from .configuration import TransformerConfig
-from .convert import SUPPORTED_MODEL_TYPES, export_to_transformers, load_transformers_checkpoint
-from .convert.peft import apply_peft_adapter, to_peft
-from .model_card import render_model_card
 
 logger = logging.getLogger(__name__)
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "chat_template.jinja", "vocab.txt", "vocab.json", "merges.txt", "source.spm", "target.spm",
+                   "sentencepiece.bpe.model", "spiece.model")
 
 
 # ------------------------------------------------------------------------------------------ saving
@@ -53,7 +50,7 @@ def save_pretrained(model, save_directory, tokenizer=None, max_shard_size: int |
     The files are written to a temporary directory beside ``save_directory`` and swapped in, so an
     interruption leaves either the previous complete checkpoint or the new complete one (and no stale
     shards of an earlier save remain). ``max_shard_size`` shards the weights (see
-    :func:`~vanilla_transformer.checkpoint_io.write_weights`). ``format="transformers"`` writes a checkpoint
+    :func:`~vanilla_transformer.weight_files.write_weights`). ``format="transformers"`` writes a checkpoint
     of the matching transformers class instead.
 
     Args:
@@ -111,141 +108,7 @@ def save_pretrained(model, save_directory, tokenizer=None, max_shard_size: int |
     return Path(save_directory)
 
 
-# ------------------------------------------------------------------------------------------ adapters
-ADAPTER_CONFIG_NAME = "adapter_config.json"
-ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
-
-
-def save_adapter(model, save_directory, tokenizer=None, model_card: dict[str, Any] | None = None,
-                 base_model_name_or_path: str | None = None) -> Path:
-    """Write ``model``'s LoRA adapters as PEFT does: ``adapter_config.json`` + ``adapter_model.safetensors``.
-
-    The tensors carry the names of the transformers model ours exports to, so ``peft.PeftModel.from_pretrained``
-    loads them onto that export (see :mod:`vanilla_transformer.convert.peft`); ``from_pretrained`` of the
-    folder loads ``base_model_name_or_path`` and puts the adapter on it. The model card says it is an adapter
-    and names its base. Written atomically, like :func:`save_pretrained` (which calls this for LoRA models).
-
-    Args:
-        model: one of our models with adapters.
-        save_directory: the folder to write (replaced as a whole).
-        tokenizer: saved beside the adapter when given.
-        model_card: extra model card fields (see :func:`~vanilla_transformer.model_card.render_model_card`).
-        base_model_name_or_path: the base recorded in the config; default: where the model was loaded from.
-
-    Returns:
-        ``save_directory`` as a ``pathlib.Path``.
-
-    Example:
-        >>> import os, tempfile
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> base = TransformerForSeq2SeqLM(config).save_pretrained(tempfile.mkdtemp())
-        >>> model = TransformerForSeq2SeqLM.from_pretrained(base)
-        >>> _ = model.enable_lora(4, verbose=False)
-        >>> folder = model.save_pretrained(os.path.join(tempfile.mkdtemp(), "adapter"))
-        >>> sorted(os.listdir(folder))
-        ['README.md', 'adapter_config.json', 'adapter_model.safetensors']
-        >>> reloaded = TransformerForSeq2SeqLM.from_pretrained(folder)  # the base, then the adapter
-        >>> reloaded.lora_config.r, reloaded.lora_config.base_model_name_or_path == str(base)
-        (4, True)
-    """
-    import json
-
-    from safetensors.numpy import save_file
-
-    adapter_config, tensors = to_peft(model, base_model_name_or_path)
-    base = adapter_config["base_model_name_or_path"]
-    card = {**(model_card or {}), "tags": ["lora", "peft", "adapter", *(model_card or {}).get("tags", [])]}
-    card["description"] = (f"A LoRA adapter (rank {adapter_config['r']}, alpha {adapter_config['lora_alpha']:g}, "
-                           f"on {', '.join(model.lora_config.target_modules)}) for the base model `{base}`, in "
-                           f"PEFT's format; `from_pretrained` of this repo loads the base and the adapter. "
-                           + card.get("description", ""))
-    if base and "/" in base and not os.path.exists(base):
-        card.setdefault("base_model", base)
-    with atomic_directory(save_directory) as staging:
-        (staging / ADAPTER_CONFIG_NAME).write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
-        save_file(tensors, str(staging / ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
-        if tokenizer is not None:
-            tokenizer.save_pretrained(staging)
-        render_model_card(model, card).save(staging / "README.md")
-    return Path(save_directory)
-
-
-def read_adapter(checkpoint: Checkpoint) -> tuple[dict, dict]:
-    """``(adapter_config, tensors)`` of an adapter folder or Hub repo; :class:`CheckpointError` when unreadable.
-
-    Example:
-        >>> import tempfile
-        >>> from vanilla_transformer.checkpoint_io import Checkpoint
-        >>> from vanilla_transformer.hub import read_adapter
-        >>> read_adapter(Checkpoint(tempfile.mkdtemp()))
-        Traceback (most recent call last):
-        ...
-        vanilla_transformer.checkpoint_io.CheckpointError: /tmp/... has no adapter_config.json
-    """
-    import json
-
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    config_path = checkpoint.fetch(ADAPTER_CONFIG_NAME, required=True)
-    try:
-        adapter_config = json.loads(Path(config_path).read_text())
-    except ValueError as err:
-        raise CheckpointError(f"{ADAPTER_CONFIG_NAME} of {checkpoint.describe()} is not valid JSON: {err}") from None
-    if not isinstance(adapter_config, dict):
-        raise CheckpointError(f"{ADAPTER_CONFIG_NAME} of {checkpoint.describe()} is not a JSON object")
-    weights_path = checkpoint.fetch(ADAPTER_WEIGHTS_NAME, required=True)
-    try:
-        tensors = load_file(weights_path)
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{ADAPTER_WEIGHTS_NAME} of {checkpoint.describe()} is corrupt: {err}") from None
-    return adapter_config, tensors
-
-
-def load_adapter(model, name_or_path, check_base: bool = True, **hub_kwargs):
-    """Put the PEFT LoRA adapter saved at ``name_or_path`` (a folder or Hub repo) on ``model``.
-
-    Args:
-        model: one of our models without adapters: the adapter's base (an adapter made by ``peft`` on a
-            transformers checkpoint loads onto that checkpoint imported with ``from_pretrained``).
-        name_or_path: a folder or Hub repo holding ``adapter_config.json`` and ``adapter_model.safetensors``.
-        check_base: refuse an adapter whose ``base_model_name_or_path`` names another source than the one
-            ``model`` was loaded from (when both are known).
-        **hub_kwargs: ``revision``, ``cache_dir``, ``token``, ``local_files_only``, ... of :class:`Checkpoint`.
-
-    Returns:
-        ``model``, with the adapter (``model.lora_config``).
-
-    Example:
-        >>> import tempfile
-        >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM
-        >>> from vanilla_transformer.hub import load_adapter
-        >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
-        ...                            num_encoder_layers=1, num_decoder_layers=1, max_position_embeddings=32)
-        >>> trained = TransformerForCausalLM(config)
-        >>> _ = trained.enable_lora(2, target_modules="o,ffn", verbose=False)
-        >>> folder = trained.save_adapter(tempfile.mkdtemp())
-        >>> load_adapter(TransformerForCausalLM(config), folder).lora_config.target_modules
-        ('o_proj', 'fc1', 'fc2')
-    """
-    checkpoint = Checkpoint.of(name_or_path, hub_kwargs)
-    adapter_config, tensors = read_adapter(checkpoint)
-    base, loaded_from = adapter_config.get("base_model_name_or_path"), getattr(model, "name_or_path", None)
-    if check_base and base and loaded_from and not _same_source(base, loaded_from):
-        raise CheckpointError(f"{checkpoint.describe()} is an adapter of {base!r}, but the model was loaded from "
-                              f"{loaded_from!r} (another base?); pass check_base=False if they are the same model")
-    apply_peft_adapter(model, adapter_config, tensors, checkpoint.describe())
-    return model
-
-
-def _same_source(first: str, second: str) -> bool:
-    def norm(name):
-        return os.path.realpath(name) if os.path.exists(name) else name.rstrip("/")
-    return norm(first) == norm(second)
-
-
+# ------------------------------------------------------------------------------------------ loading
 def _load_adapter_checkpoint(cls, checkpoint: Checkpoint, hub_kwargs: dict, **config_overrides):
     """Base model (``base_model_name_or_path``) + the adapter of ``checkpoint``."""
     adapter_config, _ = read_adapter(checkpoint)
@@ -255,42 +118,6 @@ def _load_adapter_checkpoint(cls, checkpoint: Checkpoint, hub_kwargs: dict, **co
                               f"base model and call load_adapter(model, {checkpoint.name!r})")
     model = from_pretrained(cls, base, **hub_kwargs, **config_overrides)
     return load_adapter(model, checkpoint)
-
-
-# ------------------------------------------------------------------------------------------ loading
-def resolve_model_class(cls, saved_class: str | None, raw: dict, source: str):
-    """The class to build: ``cls`` itself, or for ``AutoModel`` and the base class the one named in
-    ``config.architectures``.
-
-    Args:
-        cls: the class ``from_pretrained`` was called on.
-        saved_class: ``config.architectures[0]`` of the checkpoint (or None).
-        raw: the checkpoint's config dict (for the error message).
-        source: the checkpoint's name (for the error message).
-
-    Returns:
-        A model class; raises :class:`CheckpointError` when ``cls`` resolves the architecture and
-        ``saved_class`` names no model class of this package.
-
-    Example:
-        >>> from vanilla_transformer import AutoModel, TransformerForSeq2SeqLM
-        >>> from vanilla_transformer.hub import resolve_model_class
-        >>> resolve_model_class(AutoModel, "TransformerForCausalLM", {}, "dir").__name__
-        'TransformerForCausalLM'
-        >>> resolve_model_class(TransformerForSeq2SeqLM, "TransformerForCausalLM", {}, "dir").__name__
-        'TransformerForSeq2SeqLM'
-        >>> resolve_model_class(AutoModel, "BertModel", {"architectures": ["BertModel"]}, "dir")
-        Traceback (most recent call last):
-        ...
-        vanilla_transformer.checkpoint_io.CheckpointError: dir: config.architectures=['BertModel'] names no class ...
-    """
-    if not resolves_architecture(cls):
-        return cls
-    model_class = registered_model_class(saved_class)
-    if model_class is None:
-        raise CheckpointError(f"{source}: config.architectures={raw.get('architectures')} names no class of "
-                              f"this package; load it with a concrete model class")
-    return model_class
 
 
 def _load_native_checkpoint(cls, checkpoint: Checkpoint, raw: dict, strict: bool | None = None,
@@ -303,7 +130,7 @@ def _load_native_checkpoint(cls, checkpoint: Checkpoint, raw: dict, strict: bool
         raise CheckpointError(f"{CONFIG_NAME} of {checkpoint.describe()} is not a valid TransformerConfig: "
                               f"{err}") from None
     saved_class = (raw.get("architectures") or [None])[0]
-    model_class = resolve_model_class(cls, saved_class, raw, checkpoint.name)
+    model_class = resolve_native_model_class(cls, saved_class, raw, checkpoint.name)
     try:
         model = model_class(config)
     except ValueError as err:
@@ -327,8 +154,9 @@ def from_pretrained(cls, pretrained_model_name_or_path, *, revision=None, cache_
     weights (``model.safetensors``, or the index and its shards) and ``generation_config.json``.
 
     ``cls`` may be a concrete model class or :class:`AutoModel` (the class comes from ``architectures``).
-    A LoRA adapter (``adapter_config.json`` + ``adapter_model.safetensors``, see :func:`save_adapter`) loads its
-    base (``base_model_name_or_path``, with the same download settings) and puts the adapter on it.
+    A LoRA adapter (``adapter_config.json`` + ``adapter_model.safetensors``, see
+    :func:`~vanilla_transformer.adapter_files.save_adapter`) loads its base (``base_model_name_or_path``, with
+    the same download settings) and puts the adapter on it.
     A checkpoint of another head type loads the shared body; its report (``missing_keys`` and
     ``unexpected_keys``) is kept in ``model.loading_info``. transformers checkpoints (``marian``, ``bert``,
     ``openai-gpt``, ``gpt2``) are converted on the fly. Raises :class:`CheckpointError` on any problem.
@@ -473,167 +301,9 @@ class AutoModel:
     >>> model = AutoModel.from_pretrained("path/to/dir")  # doctest: +SKIP
     """
 
-    resolves_architecture = True
+    resolves_architecture = True  # read on this class only (not inherited): see resolves_architecture()
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """See :func:`from_pretrained`."""
         return from_pretrained(cls, pretrained_model_name_or_path, **kwargs)
-
-
-# ------------------------------------------------------------------------------------------ pushing
-def push_to_hub(model, repo_id: str, *, private: bool = False, token=None,
-                commit_message: str | None = None, revision: str | None = None, create_pr: bool = False,
-                max_shard_size: int | str | None = DEFAULT_MAX_SHARD_SIZE, tokenizer=None,
-                model_card: dict | None = None, commit_description: str | None = None):
-    """Create ``repo_id`` if needed and upload what :func:`save_pretrained` writes, in one commit.
-
-    - ``private``: visibility of a repo created here (an existing repo keeps its own);
-    - ``token``: defaults to ``HF_TOKEN`` / the saved login; the Hub is ``HF_ENDPOINT``;
-    - ``revision``: the branch to commit to (created from ``main`` when missing);
-    - ``create_pr``: open a pull request (``refs/pr/N``) instead of committing to the branch;
-    - ``max_shard_size``: shard the weights above this size, as transformers does;
-    - ``tokenizer``: saved and pushed beside the model (``load_tokenizer(repo_id)`` gets it back);
-    - ``model_card``: extra model card information (see :func:`render_model_card`).
-
-    Weight files of an earlier push that the new one does not write (old shards) are deleted in the same
-    commit. Files that did not change are not uploaded again; when nothing changed no commit is made.
-    Returns huggingface_hub's ``CommitInfo`` (``.oid`` is the commit id, ``.pr_url`` the pull request).
-
-    Example:
-        The push needs the Hub and a write token; what it uploads is what :func:`save_pretrained` writes
-        (with ``repo_id`` in the model card), which can be checked offline:
-
-        >>> import os, tempfile
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-        >>> from vanilla_transformer.hub import push_to_hub
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> model = TransformerForSeq2SeqLM(config)
-        >>> folder = model.save_pretrained(tempfile.mkdtemp(), model_card={"repo_id": "user/tiny-model"})
-        >>> sorted(os.listdir(folder))
-        ['README.md', 'config.json', 'generation_config.json', 'model.safetensors']
-        >>> "user/tiny-model" in (folder / "README.md").read_text()
-        True
-        >>> info = push_to_hub(model, "user/tiny-model", private=True)  # doctest: +SKIP
-        >>> info.oid  # doctest: +SKIP
-        '...'
-    """
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token, library_name="vanilla-transformer")
-    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "model"
-        save_pretrained(model, folder, tokenizer=tokenizer, max_shard_size=max_shard_size,
-                        model_card={"repo_id": repo_id, **(model_card or {})})
-        return _commit_folder(api, folder, repo_id, revision=revision, create_pr=create_pr,
-                              commit_message=commit_message or f"Upload {type(model).__name__}",
-                              commit_description=commit_description)
-
-
-def push_folder_to_hub(folder, repo_id: str, *, private: bool = False, token=None, commit_message=None,
-                       revision=None, create_pr: bool = False, commit_description: str | None = None):
-    """Upload an already saved model directory in one commit (the ``vanilla-transformer push`` command).
-
-    ``folder`` must hold ``config.json`` and safetensors weights, or be a LoRA adapter (``adapter_config.json``
-    and ``adapter_model.safetensors``, see :func:`save_adapter`) (checked before anything is sent, raising
-    :class:`CheckpointError`); every file in it is uploaded, and weight files of an earlier push that
-    ``folder`` lacks are deleted. The other arguments are those of :func:`push_to_hub`. Returns
-    huggingface_hub's ``CommitInfo``.
-
-    Example:
-        >>> import tempfile
-        >>> from vanilla_transformer.hub import push_folder_to_hub
-        >>> try:  # refused locally, before any network access
-        ...     push_folder_to_hub(tempfile.mkdtemp(), "user/tiny-model")
-        ... except ValueError as err:
-        ...     print(type(err).__name__, str(err).endswith("is not a saved model directory (no config.json)"))
-        CheckpointError True
-        >>> info = push_folder_to_hub("outputs/number-words", "user/number-words")  # doctest: +SKIP
-    """
-    from huggingface_hub import HfApi
-
-    folder = Path(folder)
-    is_adapter = (folder / ADAPTER_CONFIG_NAME).is_file()
-    if is_adapter and not (folder / ADAPTER_WEIGHTS_NAME).is_file():
-        raise CheckpointError(f"{folder} has {ADAPTER_CONFIG_NAME} but no {ADAPTER_WEIGHTS_NAME}")
-    if not is_adapter and not (folder / CONFIG_NAME).is_file():
-        raise CheckpointError(f"{folder} is not a saved model directory (no {CONFIG_NAME})")
-    if not is_adapter and not ((folder / WEIGHTS_NAME).is_file() or (folder / WEIGHTS_INDEX_NAME).is_file()):
-        raise CheckpointError(f"{folder} has no safetensors weights ({WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME})")
-    api = HfApi(token=token, library_name="vanilla-transformer")
-    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-    return _commit_folder(api, folder, repo_id, revision=revision, create_pr=create_pr,
-                          commit_message=commit_message or f"Upload {folder.resolve().name}",
-                          commit_description=commit_description)
-
-
-def _commit_folder(api, folder: Path, repo_id: str, *, revision, create_pr, commit_message, commit_description):
-    """One ``create_commit``: every file of ``folder``, and deletions of stale weight files."""
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
-
-    if revision is not None and not create_pr and revision != constants.DEFAULT_REVISION:
-        api.create_branch(repo_id, branch=revision, exist_ok=True)
-    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in files]
-    remote = api.list_repo_files(repo_id, revision=revision)
-    operations += [CommitOperationDelete(path_in_repo=name) for name in remote
-                   if WEIGHT_FILE_PATTERN.match(name) and name not in files]
-    from huggingface_hub.errors import HfHubHTTPError
-
-    try:
-        return api.create_commit(repo_id, operations, commit_message=commit_message,
-                                 commit_description=commit_description, revision=revision, create_pr=create_pr)
-    except HfHubHTTPError as err:
-        status = http_status(err) or "?"
-        stage = "the upload check" if "preupload" in str(err) else "the commit"
-        raise CheckpointError(f"push to {repo_id} failed during {stage} (HTTP {status}: "
-                              f"{str(err).strip().splitlines()[0]}); a commit is all or nothing, so the repo is "
-                              f"unchanged and the local files are untouched: push again") from err
-
-
-class HubMixin:
-    """``save_pretrained``, ``from_pretrained`` and ``push_to_hub`` for the model classes.
-
-    The methods call :func:`save_pretrained`, :func:`from_pretrained` and :func:`push_to_hub` of this
-    module with the model (or class) as first argument; see those for the arguments.
-
-    Example:
-        >>> import tempfile
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-        >>> from vanilla_transformer.hub import HubMixin
-        >>> issubclass(TransformerForSeq2SeqLM, HubMixin)
-        True
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> folder = TransformerForSeq2SeqLM(config).save_pretrained(tempfile.mkdtemp())
-        >>> model = TransformerForSeq2SeqLM.from_pretrained(folder)
-        >>> model.name_or_path == str(folder), model.num_parameters() > 0
-        (True, True)
-        >>> model.push_to_hub("user/tiny-model")  # doctest: +SKIP
-    """
-
-    def save_pretrained(self, save_directory, tokenizer=None, **kwargs) -> Path:
-        """Write the Hugging Face layout: config.json, model.safetensors, generation_config.json, README.md
-        (and the tokenizer when given). See :func:`vanilla_transformer.hub.save_pretrained`."""
-        return save_pretrained(self, save_directory, tokenizer=tokenizer, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """Load a model saved by :meth:`save_pretrained` (or a transformers checkpoint) from a directory or a
-        Hub repo id. See :func:`vanilla_transformer.hub.from_pretrained`."""
-        return from_pretrained(cls, pretrained_model_name_or_path, **kwargs)
-
-    def save_adapter(self, save_directory, tokenizer=None, **kwargs) -> Path:
-        """Write the LoRA adapters in PEFT's format. See :func:`vanilla_transformer.hub.save_adapter`."""
-        return save_adapter(self, save_directory, tokenizer=tokenizer, **kwargs)
-
-    def load_adapter(self, name_or_path, **kwargs):
-        """Put a PEFT LoRA adapter on this model. See :func:`vanilla_transformer.hub.load_adapter`."""
-        return load_adapter(self, name_or_path, **kwargs)
-
-    def push_to_hub(self, repo_id, **kwargs):
-        """Upload everything :meth:`save_pretrained` writes to the Hub in one commit. See
-        :func:`vanilla_transformer.hub.push_to_hub`."""
-        return push_to_hub(self, repo_id, **kwargs)

@@ -16,7 +16,7 @@ from . import lora, serving
 from .configuration import TransformerConfig
 from .distribution import MultiWorkerTrainerFixes
 from .generation import GenerationMixin, translate_texts
-from .hub import HubMixin
+from .hub_mixin import HubMixin
 from .input_checks import ModelInputChecks
 from .input_pipeline import AutotuneOffInputs
 from .layers import Dropout, TokenEmbedding, TransformerDecoder, TransformerEncoder

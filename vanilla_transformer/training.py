@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from .batching import EpochShuffledBatches
-from .checkpoint_io import atomic_directory, recover_interrupted_swap
+from .atomic_directories import atomic_directory, recover_interrupted_swap
 from .distribution import check_same_position_on_every_worker
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class ResumableBackup(keras.callbacks.Callback):
 
     Weights (``model.save_weights``, optimizer included) and the position (epoch, batches done in it) are
     written together into a fresh directory that is then swapped in
-    (:func:`~vanilla_transformer.checkpoint_io.atomic_directory`), so a kill mid-save leaves the previous
+    (:func:`~vanilla_transformer.atomic_directories.atomic_directory`), so a kill mid-save leaves the previous
     complete backup. Used by :func:`fit_resumable`, which restores and continues from the
     exact batch.
 

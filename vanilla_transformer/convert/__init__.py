@@ -29,18 +29,11 @@ import logging
 import os
 from pathlib import Path
 
-from ..checkpoint_io import (
-    WEIGHTS_NAME,
-    Checkpoint,
-    CheckpointError,
-    assign_weights,
-    finish_loading,
-    read_weights,
-    registered_model_class,
-    resolves_architecture,
-)
 from ..compat import mark_generation_config_explicit
 from ..configuration import TransformerConfig
+from ..hub_files import Checkpoint, CheckpointError
+from ..model_class_resolution import registered_model_class, resolves_architecture
+from ..weight_files import WEIGHTS_NAME, assign_weights, finish_loading, read_weights
 from . import bert, marian
 from .common import UnsupportedConfigError, WeightMap
 from .gpt import GPT, GPT2
@@ -108,7 +101,7 @@ def resolve_model_class(cls, family, architectures, name):
         >>> resolve_model_class(TransformerForSeq2SeqLM, bert, ["BertModel"], "tiny-bert")
         Traceback (most recent call last):
         ...
-        vanilla_transformer.checkpoint_io.CheckpointError: tiny-bert is a 'bert' checkpoint (BertModel); it loads into
+        vanilla_transformer.hub_files.CheckpointError: tiny-bert is a 'bert' checkpoint (BertModel); it loads into
         TransformerEncoderModel, TransformerForMaskedLM, TransformerForSequenceClassification,
         not TransformerForSeq2SeqLM
     """
@@ -140,7 +133,7 @@ def load_transformers_checkpoint(cls, name_or_checkpoint, raw_config: dict, **co
     Args:
         cls: our model class to load into, or ``AutoModel`` (see :func:`resolve_model_class`).
         name_or_checkpoint: a local directory, a Hub repo id, or a
-            :class:`~vanilla_transformer.checkpoint_io.Checkpoint`; weights are read from safetensors only.
+            :class:`~vanilla_transformer.hub_files.Checkpoint`; weights are read from safetensors only.
         raw_config: the checkpoint's parsed ``config.json`` (its ``model_type`` must be in
             ``SUPPORTED_MODEL_TYPES``).
         **config_overrides: fields of our config to set after conversion.

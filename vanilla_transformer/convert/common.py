@@ -19,7 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..checkpoint_io import CheckpointError, is_float_dtype, raise_if_mismatched, state_dict
+from ..hub_files import CheckpointError
+from ..weight_files import is_float_dtype, raise_if_mismatched, state_dict
 
 Arrays = tuple[np.ndarray, ...]
 
@@ -27,11 +28,11 @@ Arrays = tuple[np.ndarray, ...]
 class UnsupportedConfigError(CheckpointError):
     """A config (ours or a checkpoint's) that the other side cannot represent exactly; names the field.
 
-    A :class:`~vanilla_transformer.checkpoint_io.CheckpointError`, hence a ``ValueError``; its message reads
+    A :class:`~vanilla_transformer.hub_files.CheckpointError`, hence a ``ValueError``; its message reads
     ``"<field>=<value>: <reason>"`` (see :func:`unsupported`).
 
     Example:
-        >>> from vanilla_transformer.checkpoint_io import CheckpointError
+        >>> from vanilla_transformer.hub_files import CheckpointError
         >>> from vanilla_transformer.convert.common import UnsupportedConfigError
         >>> issubclass(UnsupportedConfigError, CheckpointError), issubclass(UnsupportedConfigError, ValueError)
         (True, True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..checkpoint_io import CheckpointError
+from ..hub_files import CheckpointError
 from ..lora import TARGET_NAMES, LoraConfig, adapter_sites, enable_adapters, target_of
 from . import marian, weight_map
 from .common import WeightMap, unsupported
@@ -257,7 +257,7 @@ def check_adapter_config(adapter_config: dict, source: str) -> None:
         >>> check_adapter_config({"peft_type": "LORA", "r": 8, "use_dora": True}, "adapter")
         Traceback (most recent call last):
         ...
-        vanilla_transformer.checkpoint_io.CheckpointError: adapter: use_dora=True is not supported (plain LoRA only)
+        vanilla_transformer.hub_files.CheckpointError: adapter: use_dora=True is not supported (plain LoRA only)
     """
     if adapter_config.get("peft_type") != "LORA":
         raise CheckpointError(f"{source}: peft_type={adapter_config.get('peft_type')!r} is not a LoRA adapter")
@@ -322,7 +322,7 @@ def apply_peft_adapter(model, adapter_config: dict, tensors: dict[str, np.ndarra
         >>> apply_peft_adapter(TransformerForSeq2SeqLM(config), adapter_config, tensors, "adapter")
         Traceback (most recent call last):
         ...
-        vanilla_transformer.checkpoint_io.CheckpointError: adapter: model.encoder.layers.0.self_attn.q_proj has rank 2 (lora_A (2, 8)) but adapter_config.json says r=4 (rank_pattern included); ...
+        vanilla_transformer.hub_files.CheckpointError: adapter: model.encoder.layers.0.self_attn.q_proj has rank 2 (lora_A (2, 8)) but adapter_config.json says r=4 (rank_pattern included); ...
     """
     check_adapter_config(adapter_config, source)
     sites = peft_sites(model.build_weights())
