@@ -72,3 +72,17 @@ def write_number_words():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+RUN_SLOW = os.environ.get("RUN_SLOW", "").lower() in ("1", "true", "yes")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slow`` (end-to-end training runs, exports, multi-process runs, soaks) run only with
+    ``RUN_SLOW=1``, as transformers' ``@slow`` tests do; CI sets it (.ci/run)."""
+    if RUN_SLOW:
+        return
+    skip = pytest.mark.skip(reason="slow: run with RUN_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
