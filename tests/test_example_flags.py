@@ -15,6 +15,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 _common = importlib.import_module("_common")
 run_translation = importlib.import_module("run_translation")
+translation_data = importlib.import_module("translation.data")  # run_translation.py's batching
 
 
 def parse(argv):
@@ -127,8 +128,8 @@ def test_filler_rows_count_for_nothing():
     collator = Seq2SeqCollator(pad_token_id=0, decoder_start_token_id=1, vocab_size=30)
     batch = collator([[5, 6, 7, 8, 9, 10, 11, 12, 13], [8, 9], [10]], [[11, 2], [12, 13, 2], [2]])
     assert batch[0]["input_ids"].shape == (3, 16) and batch[1].shape == (3, 8)  # source and target lengths differ
-    assert run_translation.fill_rows(batch, collator, 3) is batch
-    inputs, labels = run_translation.fill_rows(batch, collator, 2)
+    assert translation_data.fill_rows(batch, collator, 3) is batch
+    inputs, labels = translation_data.fill_rows(batch, collator, 2)
     assert labels.shape == (4, 8) and inputs["input_ids"].shape == inputs["attention_mask"].shape == (4, 16)
     assert inputs["decoder_input_ids"].shape == inputs["decoder_attention_mask"].shape == (4, 8)
     for key, value in inputs.items():

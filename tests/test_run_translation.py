@@ -3,6 +3,7 @@
 import copy
 import importlib.util
 import json
+import sys
 import types
 from collections import Counter
 from pathlib import Path
@@ -16,6 +17,11 @@ from vanilla_transformer.weight_files import read_weights
 from vanilla_transformer.hub import load_tokenizer
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "run_translation.py"
+sys.path.insert(0, str(SCRIPT.parent))  # the script's steps: examples/translation/ (and examples/_common.py)
+
+from translation.data import load_data, make_train_batches, tokenize  # noqa: E402
+from translation.selection import check_ensemble_members, evaluate_final, search_averages  # noqa: E402
+from translation.training import build_model_and_tokenizer, make_learning_rate  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -125,14 +131,14 @@ def test_end_to_end_with_interruption_resume_and_reload(run_translation, data_di
             return {"x": 0}
 
     with pytest.raises(SystemExit, match="has a vocabulary other than this run's tokenizer"):
-        run_translation.check_ensemble_members([str(output / "model")], model, OtherTokenizer())
+        check_ensemble_members([str(output / "model")], model, OtherTokenizer())
     with pytest.raises(SystemExit, match="logs has no tokenizer"):
-        run_translation.check_ensemble_members([str(output / "logs")], model, tokenizer)
+        check_ensemble_members([str(output / "logs")], model, tokenizer)
     other_config = copy.deepcopy(model.config)
     other_config.eos_token_id = 5
     this_run = types.SimpleNamespace(config=other_config)  # all the check reads of this run's model
     with pytest.raises(SystemExit, match=r"has eos_token_id=2 \(this run has 5\)"):
-        run_translation.check_ensemble_members([str(output / "model")], this_run, tokenizer)
+        check_ensemble_members([str(output / "model")], this_run, tokenizer)
 
 
 def test_pad_to_multiple_of_sets_the_batch_lengths(run_translation):
@@ -148,7 +154,7 @@ def test_pad_to_multiple_of_sets_the_batch_lengths(run_translation):
     for multiple in (8, 4):
         args = run_translation.parse_args(["--output_dir", "x", "--train_file", "t", "--max_tokens_per_batch",
                                            "256", "--pad_to_multiple_of", str(multiple)])
-        _, batches = run_translation.make_train_batches(tokenized, config, args)
+        _, batches = make_train_batches(tokenized, config, args)
         lengths[multiple] = {inputs["input_ids"].shape[1] for inputs, _ in batches.batches}
         assert all(length % multiple == 0 for length in lengths[multiple])
     assert any(length % 8 for length in lengths[4])  # the flag reaches the collator
@@ -165,12 +171,12 @@ def test_pack_length_packs_the_training_batches(run_translation, data_dir, tmp_p
     args = run_translation.parse_args(["--output_dir", "x", "--train_file", "t", "--max_tokens_per_batch", "256",
                                        "--pack_length", "32", "--max_source_length", "32", "--max_target_length",
                                        "32"])
-    _, batches = run_translation.make_train_batches(tokenized, config, args)
+    _, batches = make_train_batches(tokenized, config, args)
     assert {inputs["input_ids"].shape for inputs, _ in batches.batches} == {(8, 32)}  # 256 // 32 rows of 32
     real = sum(int((labels != -100).sum()) for _, labels in batches.batches)
     assert real == sum(map(len, rows))  # every target token once
     args.pack_length = None
-    _, bucketed = run_translation.make_train_batches(tokenized, config, args)
+    _, bucketed = make_train_batches(tokenized, config, args)
     computed = [sum(labels.size for _, labels in b.batches) for b in (batches, bucketed)]
     assert real / computed[0] > 0.85 and computed[0] < computed[1], computed  # fewer padded tokens than buckets
     with pytest.raises(SystemExit):
@@ -188,7 +194,7 @@ def test_learning_rate_schedules(run_translation):
     def schedule(*flags):
         args = run_translation.parse_args(["--output_dir", "x", "--train_file", "t", "--warmup_steps", "100",
                                            *flags])
-        return run_translation.make_learning_rate(args, d_model=64, total_steps=1000)
+        return make_learning_rate(args, d_model=64, total_steps=1000)
 
     def at(rate, step):  # `step` counts from 1, Keras' iterations from 0
         return float(rate(step - 1))
@@ -239,7 +245,7 @@ def test_max_train_minutes_stops_the_run_and_decay_within_budget_ends_the_decay(
     assert "give both --lr_decay linear and --max_train_minutes" in capsys.readouterr().err
 
 
-def test_search_averages_keeps_the_best_scored_average(run_translation, tmp_path):
+def test_search_averages_keeps_the_best_scored_average(tmp_path):
     """Each k averages the last k checkpoints; the model ends holding the average that scored best."""
     from vanilla_transformer import TransformerConfig
     from vanilla_transformer.weight_files import state_dict, write_weights
@@ -257,14 +263,14 @@ def test_search_averages_keeps_the_best_scored_average(run_translation, tmp_path
     def score(averaged):  # peaks at the average of the last 2 epochs (2.5)
         return -abs(float(np.asarray(probe.numpy()).flat[0]) - 2.5)
 
-    best_k, averages, scores = run_translation.search_averages(model, tmp_path, [2, 1, 3, 5], score)
+    best_k, averages, scores = search_averages(model, tmp_path, [2, 1, 3, 5], score)
     assert averages == {2: ["epoch-002", "epoch-003"], 1: ["epoch-003"],
                         3: ["epoch-001", "epoch-002", "epoch-003"]}  # k 5 is k 3 again: skipped
     assert scores == {2: 0.0, 1: -0.5, 3: -0.5} and best_k == 2
     for variable in variables.values():  # the model holds the winning average, not the last one tried
         np.testing.assert_allclose(np.asarray(variable.numpy()), 2.5)
 
-    best_k, _, scores = run_translation.search_averages(model, tmp_path, [1, 3])  # no score: the last listed
+    best_k, _, scores = search_averages(model, tmp_path, [1, 3])  # no score: the last listed
     assert (best_k, scores) == (3, {})
     np.testing.assert_allclose(np.asarray(probe.numpy()), 2.0)
 
@@ -276,7 +282,7 @@ def test_split_punctuation_flag_reaches_the_tokenizer(run_translation):
         args = run_translation.parse_args(["--output_dir", "x", "--train_file", "t", "--vocab_size", "200",
                                            "--d_model", "32", "--num_heads", "4", "--d_ff", "64", "--num_layers",
                                            "1", *flags])
-        _, tokenizer = run_translation.build_model_and_tokenizer(args, train)
+        _, tokenizer = build_model_and_tokenizer(args, train)
         assert tokenizer.tokenize("the street.")[-1] == last_token
 
 
@@ -284,10 +290,10 @@ def test_bpe_dropout_trains_on_several_segmentations(run_translation, data_dir, 
     argv = _argv(data_dir, tmp_path / "bpe-dropout", 2) + ["--pack_length", "24", "--max_source_length", "24",
                                                            "--bpe_dropout", "0.3", "--bpe_dropout_views", "3"]
     args = run_translation.parse_args(argv)
-    splits = run_translation.load_data(args)
-    model, tokenizer = run_translation.build_model_and_tokenizer(args, splits["train"])
-    tokenized = run_translation.tokenize(splits["train"], tokenizer, args)
-    _, data = run_translation.make_train_batches(tokenized, model.config, args, tokenizer=tokenizer)
+    splits = load_data(args)
+    model, tokenizer = build_model_and_tokenizer(args, splits["train"])
+    tokenized = tokenize(splits["train"], tokenizer, args)
+    _, data = make_train_batches(tokenized, model.config, args, tokenizer=tokenizer)
     assert len(data.views) == 3 and {len(view) for view in data.views} == {len(data)}
     targets, plain_tokens = Counter(splits["train"]["target"]), sum(map(len, tokenized["labels"]))
     for view in data.views:  # the same targets (but those of a cut batch) in more pieces than plain BPE's
@@ -343,7 +349,7 @@ def test_mbr_decoding_is_chosen_on_validation_and_used_for_test(run_translation)
     args = run_translation.parse_args(["--output_dir", "x", "--train_file", "t", "--mbr_candidates", "4",
                                        "--mbr_samples", "2", "--length_penalty_candidates", "1.0", "1.5"])
     model, results = ConsensusModel(sources, references), {}
-    run_translation.evaluate_final(model, None, splits, args, results)
+    evaluate_final(model, None, splits, args, results)
     assert results["length_penalty_search"]["1.0"] < 100.0 and results["length_penalty"] == 1.0  # first on a tie
     assert results["mbr_search"]["mbr"] == 100.0 > results["mbr_search"]["beam"]
     assert results["decoding"] == "MBR over the beam's 4-best, 2 samples"
@@ -353,6 +359,6 @@ def test_mbr_decoding_is_chosen_on_validation_and_used_for_test(run_translation)
 
     args.mbr_samples = 0  # the n-best's majority agrees on a wrong word: MBR scores lower, so beam search stays
     results = {}
-    run_translation.evaluate_final(ConsensusModel(sources, references, agreeing=False), None, splits, args, results)
+    evaluate_final(ConsensusModel(sources, references, agreeing=False), None, splits, args, results)
     assert results["mbr_search"]["mbr"] < results["mbr_search"]["beam"] and results["decoding"] == "beam 4"
     assert results["test"]["bleu"] == results["validation"]["bleu"] < 100.0

@@ -53,9 +53,9 @@ def test_labels_must_match_runs(tmp_path):
 def test_learning_curves_minutes_axis_runs_past_the_last_epoch():
     """run_translation.py's top axis maps epochs to training minutes through the epochs' times and, in the
     chart's margin past the last epoch, at the run's mean pace (not clamped onto the last epoch)."""
-    run_translation = importlib.import_module("run_translation")
+    report = importlib.import_module("translation.report")  # run_translation.py's learning curves
     history = [{"epoch": 1, "time_s": 60.0}, {"epoch": 2, "time_s": 180.0}, {"epoch": 3, "time_s": 270.0}]
-    to_minutes, to_epochs = run_translation.epoch_minute_functions(history)
+    to_minutes, to_epochs = report.epoch_minute_functions(history)
     assert float(to_minutes(1.5)) == pytest.approx(2.0) and float(to_epochs(2.0)) == pytest.approx(1.5)
     assert float(to_minutes(4.0)) == pytest.approx(4.5 + 1.5) and float(to_epochs(6.0)) == pytest.approx(4.0)
-    assert run_translation.epoch_minute_functions(history[:1]) is None
+    assert report.epoch_minute_functions(history[:1]) is None
