@@ -218,10 +218,10 @@ def test_max_train_minutes_stops_the_run_and_decay_within_budget_ends_the_decay(
                                                                                 tmp_path, monkeypatch, capsys):
     import re
 
-    from vanilla_transformer import training
+    from vanilla_transformer import time_budget
 
-    clock = iter(range(0, 10_000, 25))  # every epoch takes 25 s of the 60 s budget: two fit
-    monkeypatch.setattr(training, "time", types.SimpleNamespace(time=lambda: float(next(clock))))
+    clock = iter(range(0, 100_000, 3))  # every step takes 3 s: 20 fit the 60 s budget
+    monkeypatch.setattr(time_budget, "time", types.SimpleNamespace(monotonic=lambda: float(next(clock))))
     argv = _argv(data_dir, tmp_path / "budget", 5)[:-4] + ["--max_train_minutes", "1", "--lr_decay", "linear",
                                                            "--learning_rate", "1e-3", "--decay_within_budget"]
     test_flag = argv.index("--test_file")
@@ -230,15 +230,17 @@ def test_max_train_minutes_stops_the_run_and_decay_within_budget_ends_the_decay(
     argv += ["--eval_every", "10"]
     results = run_translation.main(argv)
     out = capsys.readouterr().out
-    assert results["epochs_completed"] == 2
     batches = int(re.search(r"in (\d+) batches", out).group(1))
-    assert f"the learning rate's decay now ends at step {2 * batches} (epoch 2)" in out
-    assert "stopping: another epoch would pass the 1 min budget" in out
+    assert 20 < 5 * batches  # the planned 5 epochs do not fit
+    assert results["epochs_completed"] == -(-20 // batches)  # the last one cut at the step that fills the budget
+    assert ("stopping after step 20: another step would pass the 1 min training budget (20 steps, 60 s); "
+            "the learning rate's decay ended at step 20") in out
     # without the flag the budget stops the run the same way and the decay keeps its end (epoch 5)
     argv.remove("--decay_within_budget")
     results = run_translation.main(argv + ["--output_dir", str(tmp_path / "budget-fixed-decay")])
     out = capsys.readouterr().out
-    assert results["epochs_completed"] == 2 and "decay now ends" not in out
+    assert results["epochs_completed"] == -(-20 // batches) and "decay ended" not in out
+    assert "stopping after step 20" in out
     with pytest.raises(SystemExit):  # the flag moves a linear decay's end: without one it would do nothing
         run_translation.parse_args(["--output_dir", "x", "--train_file", "t", "--max_train_minutes", "1",
                                     "--decay_within_budget"])

@@ -30,7 +30,7 @@ class TimeBudget(keras.callbacks.Callback):
         steps_per_epoch: steps in one epoch (the log line gives the end in epochs too).
         seconds_before: training time already spent (a resumed run's).
         timing_warmup_steps: first steps left out of the step time (they include compilation).
-        clock: the time source, ``time.monotonic`` unless a test fakes it.
+        clock: the time source in seconds (default ``time.monotonic``; tests pass a fake one).
 
     Example:
         >>> import keras, numpy as np
@@ -46,20 +46,21 @@ class TimeBudget(keras.callbacks.Callback):
         >>> history = model.fit(np.zeros((400, 3)), np.zeros(400), batch_size=4, epochs=10, verbose=0,
         ...                     callbacks=[budget])
         <BLANKLINE>
-        stopping after step 30: another step would pass the 1 min training budget (30 steps, 60 s)
+        stopping after step 30: another step would pass the 1 min training budget (30 steps, 60 s); the learning rate's decay ended at step 30
         >>> int(model.optimizer.iterations.numpy()), float(end.numpy()), float(schedule(29))
         (30, 30.0, 0.0)
     """
 
     def __init__(self, budget_seconds: float, schedule=None, steps_per_epoch: int = 1, seconds_before: float = 0.0,
-                 timing_warmup_steps: int = 10, clock=time.monotonic):
+                 timing_warmup_steps: int = 10, clock=None):
         super().__init__()
         if schedule is not None and getattr(schedule, "decay_end", None) is None:
             raise ValueError("the schedule's decay end is fixed: call schedule.make_decay_end_movable(optimizer) "
                              "first, or pass schedule=None to only stop at the budget")
         if budget_seconds <= 0:
             raise ValueError(f"budget_seconds must be positive, got {budget_seconds}")
-        self.budget_seconds, self.schedule, self.clock = float(budget_seconds), schedule, clock
+        self.budget_seconds, self.schedule = float(budget_seconds), schedule
+        self.clock = clock or time.monotonic
         self.steps_per_epoch, self.timing_warmup_steps = max(1, int(steps_per_epoch)), int(timing_warmup_steps)
         self.train_seconds = float(seconds_before)
         self.steps_seen = self.timed_steps = 0  # steps since this callback started; of those, timed
@@ -85,16 +86,17 @@ class TimeBudget(keras.callbacks.Callback):
             self.timed_seconds += seconds
             self.timed_steps += steps
         remaining = self.affordable_steps()
-        if remaining == 0:
-            self.model.stop_training = True
-            print(f"\nstopping after step {self.step}: another step would pass the "
-                  f"{self.budget_seconds / 60:g} min training budget ({self.steps_seen} steps, "
-                  f"{self.train_seconds:.0f} s)")
         if self.schedule is not None and remaining is not None:
             end = min(self.schedule.decay_steps, self.step + remaining)
             if end != self.end:  # a variable the compiled step reads: no retracing
                 self.schedule.decay_end.assign(float(end))
                 self.end = end
+        if remaining == 0:
+            self.model.stop_training = True
+            decay = "" if self.schedule is None else f"; the learning rate's decay ended at step {self.end}"
+            print(f"\nstopping after step {self.step}: another step would pass the "
+                  f"{self.budget_seconds / 60:g} min training budget ({self.steps_seen} steps, "
+                  f"{self.train_seconds:.0f} s){decay}")
 
     def affordable_steps(self) -> int | None:
         """Steps that still fit the budget at the measured step time (None before it is measured)."""
