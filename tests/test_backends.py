@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # end-to-end: runs with RUN_SLOW=1
+
 SCRIPT = Path(__file__).parent / "scripts" / "backend_roundtrip.py"
 OTHER_BACKENDS = [pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(module) is None,
                                                               reason=f"{module} is not installed"))

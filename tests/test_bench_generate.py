@@ -33,6 +33,7 @@ def test_children_take_turns_warm_up_each_turn_and_alternate_the_order(monkeypat
     assert medians == {"ours": 8.0, "transformers": 6.0}
 
 
+@pytest.mark.slow
 def test_a_child_process_answers_timing_requests():
     """The transformers child (torch only, a tiny request) started as the script starts it."""
     args = bench_generate.argparse.Namespace(threads=1)

@@ -40,6 +40,7 @@ def test_engines_take_turns_after_an_untimed_call_each(monkeypatch):
     assert bench_translate.percentile([1.0, 2.0, 3.0, 4.0, 5.0], 0.9) == pytest.approx(4.6)
 
 
+@pytest.mark.slow
 def test_quick_run_times_and_scores_every_engine(tmp_path):
     for module in ("ctranslate2", "sacrebleu", "torch"):
         pytest.importorskip(module)

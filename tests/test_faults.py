@@ -69,6 +69,7 @@ def test_a_read_only_folder_gives_a_clear_error(tmp_path, monkeypatch):
     assert not (tmp_path / "model").exists()
 
 
+@pytest.mark.slow
 def test_a_backup_that_cannot_be_written_stops_training(tmp_path, monkeypatch):
     from vanilla_transformer.batching import EpochShuffledBatches, seq2seq_batches
     from vanilla_transformer.data_collators import Seq2SeqCollator
@@ -154,6 +155,7 @@ def test_a_save_over_a_folder_is_one_atomic_exchange_where_the_system_has_it(tmp
     assert_same_arrays(read_weights(tmp_path / "model"), weight_files.state_dict(second))
     assert sorted(os.listdir(tmp_path)) == [".model.lock", "a", "b", "model"]  # the old folder deleted
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kwargs", [dict(), dict(num_beams=3, length_penalty=0.8),
                                     dict(do_sample=True, top_k=5, seed=4)])
 def test_four_threads_generating_at_once_get_the_serial_results(kwargs):
@@ -174,6 +176,7 @@ def test_four_threads_generating_at_once_get_the_serial_results(kwargs):
         np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.slow
 def test_two_processes_saving_into_one_folder_leave_one_complete_checkpoint(tmp_path):
     script = textwrap.dedent(f"""
         import sys, keras

@@ -51,6 +51,7 @@ def test_greedy_equals_a_step_by_step_argmax_loop(peaked_model):
         assert out[row].tolist() == prefix
 
 
+@pytest.mark.slow
 @pytest.mark.backends
 @pytest.mark.parametrize("kwargs", [dict(), dict(num_beams=3, num_return_sequences=2),
                                     dict(repetition_penalty=1.5, no_repeat_ngram_size=2)])
@@ -122,6 +123,7 @@ def test_eos_token_id_as_a_list_stops_at_either(peaked_model):
         np.testing.assert_array_equal(out[row, :stop], free[row, :stop])
 
 
+@pytest.mark.slow
 def test_batched_mixed_lengths_decode_like_one_by_one(peaked_model):
     for kwargs in (dict(), dict(num_beams=3)):
         batched = peaked_model.generate(SRC, MASK, max_new_tokens=7, **kwargs)
@@ -152,6 +154,7 @@ def _exhaustive_best(model, src, max_new, vocab, eos, length_penalty):
     return best, best_score
 
 
+@pytest.mark.slow
 @pytest.mark.backends
 @pytest.mark.parametrize("length_penalty", [1.0, 0.0, 2.0])
 def test_beam_search_with_enough_beams_finds_the_exhaustive_optimum(length_penalty):
@@ -185,6 +188,7 @@ def test_beam_scores_follow_the_length_penalty_definition(peaked_model):
             assert score == pytest.approx(total / length ** alpha, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_length_penalty_changes_the_ranking():
     """With a model that likes short outputs, alpha decides between a short and a long hypothesis."""
     keras.utils.set_random_seed(11)
@@ -202,6 +206,7 @@ def test_length_penalty_changes_the_ranking():
     assert short <= long and results[-2.0] != results[3.0]
 
 
+@pytest.mark.slow
 @pytest.mark.backends
 def test_sampling_top_k_1_equals_greedy_and_seeds_reproduce(peaked_model):
     greedy = peaked_model.generate(SRC, MASK, max_new_tokens=6)
@@ -333,6 +338,7 @@ def test_banned_suppressed_and_forced_tokens(peaked_model):
         peaked_model.generate(SRC, MASK, max_new_tokens=3, bad_words_ids=[[4, 5]])
 
 
+@pytest.mark.slow
 def test_translate_command_line(tmp_path, capsys):
     from vanilla_transformer.cli import main
     from vanilla_transformer.tokenization import train_bpe_tokenizer

@@ -217,6 +217,7 @@ def test_cutoff_values_are_runtime_values_of_one_program(tiny_seq2seq):
     assert tiny_seq2seq.decoding_programs.compilations == before
 
 
+@pytest.mark.slow
 @pytest.mark.backends
 @pytest.mark.parametrize("cutoff", [dict(min_p=1.0), dict(epsilon_cutoff=0.99), dict(typical_p=1e-6)],
                          ids=["min_p", "epsilon", "typical"])
@@ -233,6 +234,7 @@ def test_a_cutoff_leaving_one_token_samples_transformers_ids(pair, cutoff):
 PREFIX = np.array([[PAD, 20, 21], [PAD, 24, 25]], dtype="int32")
 
 
+@pytest.mark.slow
 @pytest.mark.backends
 @pytest.mark.parametrize("settings", [dict(), dict(num_beams=4, num_return_sequences=2),
                                       dict(do_sample=True, min_p=1.0)], ids=["greedy", "beam4", "sampling"])
@@ -244,6 +246,7 @@ def test_target_prefix_is_continued_as_transformers_does(pair, settings):
     np.testing.assert_array_equal(_ours(ours, decoder_input_ids=PREFIX[:, 1:], **settings), expected)
 
 
+@pytest.mark.slow
 def test_rows_continue_prefixes_of_different_lengths(pair):
     _, ours = pair
     prefixes = np.array([[PAD, 20, 21, 22], [PAD, PAD, PAD, 24]], dtype="int32")  # left-padded
@@ -290,6 +293,7 @@ def _assert_same_steps(got, expected, name):
                                    err_msg=f"{name} step {step}")
 
 
+@pytest.mark.slow
 @pytest.mark.backends
 @pytest.mark.parametrize("settings", [dict(repetition_penalty=1.3), dict(num_beams=3, num_return_sequences=2,
                                                                          length_penalty=0.6)], ids=["greedy", "beam3"])
@@ -329,6 +333,7 @@ class _RecordingStreamer:
         self.ended = True
 
 
+@pytest.mark.slow
 @pytest.mark.backends
 @pytest.mark.parametrize("settings", [dict(), dict(do_sample=True, top_k=10, seed=5)], ids=["greedy", "sampling"])
 def test_streamed_tokens_equal_the_returned_ids(pair, settings):
@@ -344,6 +349,7 @@ def test_streamed_tokens_equal_the_returned_ids(pair, settings):
     assert (trailing == PAD).all()  # what was not streamed is padding after eos
 
 
+@pytest.mark.slow
 def test_text_streamers_get_the_decoded_text_while_decoding_runs(pair):
     from transformers import PreTrainedTokenizerFast, TextIteratorStreamer
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -397,6 +403,7 @@ def translator(tmp_path_factory):
 TEXTS = ["a b c d e a b", "x", "b c", "x y z w x y", "a", "c a b"]
 
 
+@pytest.mark.slow
 def test_translate_batches_by_length_and_keeps_input_order(translator):
     from vanilla_transformer.generation import length_sorted_batches
 
@@ -412,6 +419,7 @@ def test_translate_batches_by_length_and_keeps_input_order(translator):
     assert [lengths[i] for i in sum(batches, [])] == sorted(lengths)
 
 
+@pytest.mark.slow
 def test_translate_continues_target_prefixes(translator):
     model, tokenizer, _ = translator
     prefixes = ["x y", None, "a b c"]
@@ -427,6 +435,7 @@ def test_translate_continues_target_prefixes(translator):
         model.translate(TEXTS[:3], tokenizer, target_prefixes=["x"])
 
 
+@pytest.mark.slow
 def test_translate_command_reads_a_file_writes_a_file_and_streams(translator, tmp_path, capsys):
     from vanilla_transformer.cli import main
 

@@ -45,6 +45,7 @@ def smoke(tmp_path_factory):
     return json.loads(output.read_text()), done.stdout, time.perf_counter() - started
 
 
+@pytest.mark.slow
 def test_the_cpu_smoke_run_reports_training_in_bfloat16_with_xla(smoke):
     result, stdout, wall = smoke
     assert result["mode"] == "cpu-smoke" and result["accelerators"] == [] and result["peak_bf16_flops_per_s"] is None
@@ -70,6 +71,7 @@ def test_the_cpu_smoke_run_reports_training_in_bfloat16_with_xla(smoke):
     assert "MFU: unknown peak" in stdout and "wrote" in stdout
 
 
+@pytest.mark.slow
 def test_the_cpu_smoke_run_reports_generate_throughput(smoke):
     result, _, _ = smoke
     assert result["generate_preset"] == "transformer-base"

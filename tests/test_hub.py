@@ -432,6 +432,7 @@ def _run_example(argv):
     return example.main(argv)
 
 
+@pytest.mark.slow
 def test_example_script(hub_server, tokenizer, tmp_path, capsys, monkeypatch):
     """``examples/push_to_hub.py`` in-process (``--hub_endpoint`` sets HF_ENDPOINT, already patched here)."""
     model = make_model(seed=15)
@@ -477,6 +478,7 @@ def test_environment_variables_in_fresh_interpreters(hub_server, tokenizer, tmp_
     assert run.stdout.split() == ["TransformerForSeq2SeqLM", str(len(tokenizer))]
 
 
+@pytest.mark.slow
 def test_two_processes_loading_one_repo_into_one_cache(hub_server, tmp_path):
     """Both get identical, complete files (huggingface_hub's cache locks), whichever downloads first."""
     model = make_model(seed=21)
@@ -559,6 +561,7 @@ def test_a_stalled_server_ends_within_the_timeout(hub_server, tmp_path):
 
 
 # huggingface_hub retries 500/502/503/504 of the upload check itself (not of the commit): 507 reaches us
+@pytest.mark.slow
 @pytest.mark.parametrize("failing, status", [("/preupload/", 507), ("/commit/", 500)])
 def test_a_push_failing_midway_leaves_the_repo_as_it_was_and_a_retry_succeeds(hub_server, tokenizer, tmp_path,
                                                                               failing, status):

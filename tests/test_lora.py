@@ -171,6 +171,7 @@ def test_lora_dropout_takes_effect_in_training_only():
     assert not np.allclose(to_numpy(model(batch, training=True)), to_numpy(model(batch)), atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.backends
 def test_mixed_precision_and_xla_fit_train_the_adapters():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -188,6 +189,7 @@ def test_mixed_precision_and_xla_fit_train_the_adapters():
         "lora_kernel_a", "lora_kernel_b", "lora_embeddings_a", "lora_embeddings_b"}
 
 
+@pytest.mark.slow
 @pytest.mark.backends
 def test_generate_sees_adapters_enabled_or_merged_after_a_first_call():
     model = build("causal", seed=3)
@@ -232,6 +234,7 @@ EXPORT_CASES = {  # kind, config overrides, targets
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [pytest.param(case, marks=[pytest.mark.backends] if case == "marian-interleaved" else [])
                                   for case in sorted(EXPORT_CASES)])  # one case on JAX / PyTorch too
 def test_peft_loads_our_adapter_onto_our_exported_model(case, tmp_path):
@@ -282,6 +285,7 @@ def test_an_adapter_made_by_peft_loads_onto_our_imported_model(tmp_path):
     np.testing.assert_allclose(our_logits(ours, batch), hf_logits(peft_model, ours, batch), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_peft_adapter_on_a_marian_checkpoint_loads_onto_our_import(tmp_path):
     from transformers import MarianConfig, MarianMTModel
 

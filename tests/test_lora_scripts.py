@@ -36,6 +36,7 @@ def classifier(seed=0):
     return TransformerForSequenceClassification(config).build_weights()
 
 
+@pytest.mark.slow
 @pytest.mark.backends
 @pytest.mark.parametrize("lora", [False])  # True (q, v, ffn adapters) passes too; one case keeps the suite short
 def test_accumulated_micro_batches_make_the_update_of_one_large_batch(lora):
@@ -79,6 +80,7 @@ def labelled_files(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_classification_with_lora_accumulation_and_early_stopping(labelled_files, tmp_path):
     run_classification = load_script("run_classification")
     _common = load_script("_common")
@@ -137,6 +139,7 @@ def hub(tmp_path):
     server.stop()
 
 
+@pytest.mark.slow
 def test_lora_fine_tuning_of_a_translator_goes_through_the_hub(write_number_words, hub, tmp_path):
     """run_translation.py --model_name_or_path <a translator> --lora_rank ...: the adapter is what is saved and
     pushed, its card says so and names the base, and from_pretrained of the Hub repo gives base + adapter."""

@@ -27,6 +27,7 @@ def test_products_are_the_flops_bench_train_counts(size_name):
     assert products[-1] == (1, size["batch"] * size["tgt_len"], d, size["vocab"])
 
 
+@pytest.mark.slow
 def test_tiny_run_splits_the_step(tmp_path):
     output = tmp_path / "ceiling.json"  # its own process: the script sets TensorFlow's thread counts first
     run = subprocess.run([sys.executable, mfu_ceiling.__file__, "--sizes", "tiny", "--steps", "2", "--matmul-n", "256",

@@ -11,6 +11,8 @@ from vanilla_transformer.data_collators import Seq2SeqCollator
 from vanilla_transformer.number_words import make_splits
 from vanilla_transformer.optimization import transformer_optimizer
 
+pytestmark = pytest.mark.slow  # end-to-end: runs with RUN_SLOW=1
+
 STEPS = 300
 # Same weights, the largest logit difference to float32 relative to the largest |logit|: bfloat16 keeps 8 bits
 # of mantissa (2^-8 = 0.4% per rounding, compounded over the layers), float16 11 bits.

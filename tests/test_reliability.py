@@ -160,6 +160,7 @@ SAVE_LOOP = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_save_pretrained_is_atomic_under_sigkill(tmp_path):
     """Kill a process that saves in a loop at random moments: the directory is always one complete save."""
     script = tmp_path / "save_loop.py"
@@ -221,6 +222,7 @@ RESUMABLE_FIT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow", pytest.param("jax", marks=pytest.mark.skipif(
     importlib.util.find_spec("jax") is None, reason="jax is not installed"))])
 def test_fit_killed_with_sigkill_and_resumed_equals_an_uninterrupted_run(tmp_path, backend):
@@ -302,6 +304,7 @@ def bpe_tokenizer():
     return train_bpe_tokenizer(corpus, vocab_size=1200, min_frequency=1)
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(num_beams=st.sampled_from([1, 2]), do_sample=st.booleans(), max_new_tokens=st.integers(1, 6),
        top_k=st.sampled_from([0, 3]), top_p=st.sampled_from([1.0, 0.7]), temperature=st.sampled_from([0.5, 1.0]),

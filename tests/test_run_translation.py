@@ -60,6 +60,7 @@ class Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_end_to_end_with_interruption_resume_and_reload(run_translation, data_dir, tmp_path, capsys):
     output = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
@@ -161,6 +162,7 @@ def test_pad_to_multiple_of_sets_the_batch_lengths(run_translation):
     assert run_translation.parse_args(["--output_dir", "x", "--train_file", "t"]).pad_to_multiple_of == 8
 
 
+@pytest.mark.slow
 def test_pack_length_packs_the_training_batches(run_translation, data_dir, tmp_path, capsys):
     from types import SimpleNamespace
 
@@ -214,6 +216,7 @@ def test_learning_rate_schedules(run_translation):
     assert at(linear, 1200) == 0.0
 
 
+@pytest.mark.slow
 def test_max_train_minutes_stops_the_run_and_decay_within_budget_ends_the_decay(run_translation, data_dir,
                                                                                 tmp_path, monkeypatch, capsys):
     import re
@@ -288,6 +291,7 @@ def test_split_punctuation_flag_reaches_the_tokenizer(run_translation):
         assert tokenizer.tokenize("the street.")[-1] == last_token
 
 
+@pytest.mark.slow
 def test_bpe_dropout_trains_on_several_segmentations(run_translation, data_dir, tmp_path, capsys):
     argv = _argv(data_dir, tmp_path / "bpe-dropout", 2) + ["--pack_length", "24", "--max_source_length", "24",
                                                            "--bpe_dropout", "0.3", "--bpe_dropout_views", "3"]
@@ -344,6 +348,7 @@ def test_mbr_flags_refuse_what_would_do_nothing(run_translation, flags, refusal,
     assert refusal in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_mbr_decoding_is_chosen_on_validation_and_used_for_test(run_translation):
     sources = [f"source {i}" for i in range(6)]
     references = [f"ein Hund läuft über die Wiese Nummer {i}" for i in range(6)]

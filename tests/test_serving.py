@@ -103,6 +103,7 @@ def served(saved_model, sources, tmp_path_factory):
     return dict(np.load(folder / "outputs.npz"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", SERVING_SETTINGS)
 def test_saved_model_returns_the_ids_of_generate(translator, saved_model, served, sources, kind):
     model, tokenizer, _ = translator
@@ -128,6 +129,7 @@ def test_saved_model_returns_the_ids_of_generate(translator, saved_model, served
     assert (path / "assets.extra" / "tokenizer" / "tokenizer.json").is_file()
 
 
+@pytest.mark.slow
 def test_saved_model_signature_is_what_tensorflow_serving_loads(saved_model):
     path = saved_model("beam4")
     cli = shutil.which("saved_model_cli")
@@ -162,6 +164,7 @@ def test_saved_model_refuses_requests_it_cannot_serve(translator, tmp_path):
         export_saved_model(decoder, tmp_path / "d")
 
 
+@pytest.mark.slow
 def test_litert_translator_returns_the_ids_of_generate(translator, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -182,6 +185,7 @@ def test_litert_translator_returns_the_ids_of_generate(translator, tmp_path):
         pad_source(list(range(70)), 64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("settings", [dict(num_beams=1), dict(num_beams=4)], ids=["greedy", "beam4"])
 def test_transformers_translates_to_the_same_strings(translator, settings, tmp_path):
     import torch
@@ -201,6 +205,7 @@ def test_transformers_translates_to_the_same_strings(translator, settings, tmp_p
     assert len(set(ours)) >= 10, ours
 
 
+@pytest.mark.slow
 def test_export_command(translator, tmp_path, capsys):
     from ai_edge_litert.interpreter import Interpreter
 

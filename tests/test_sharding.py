@@ -68,6 +68,7 @@ def _assert_same_weights(path, reference):
         np.testing.assert_allclose(trained[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.slow
 def test_data_parallel_over_two_devices_ends_with_the_weights_of_one_device(data_parallel):
     report, directory = data_parallel
     assert report["devices"] == ["cpu:0", "cpu:1"] and report["kernel_devices"] == 2 and report["kernel_replicated"]
@@ -106,6 +107,7 @@ def _two_processes(start, log_dir):
             log.close()
 
 
+@pytest.mark.slow
 def test_two_jax_processes_end_with_the_weights_of_one_device(data_parallel, tmp_path):
     port = _free_port()
     outs = _two_processes(lambda i, log: _start("sharding_two_processes.py", i, port, tmp_path, log=log), tmp_path)
@@ -138,6 +140,7 @@ def _expected_split(name):
     return None, None
 
 
+@pytest.mark.slow
 def test_model_parallel_shards_the_big_kernels_and_keeps_the_logits(tmp_path):
     report = _report(_start("sharding_model_parallel.py", tmp_path, env=JAX_TWO_DEVICES))
     config = TransformerConfig.from_preset("transformer-big", vocab_size=1000, num_encoder_layers=1,
@@ -250,6 +253,7 @@ def _assert_same_model(a, b):
     assert np.abs(logits[0] - logits[1]).max() <= 1e-5 * np.abs(logits[1]).max()  # the same function
 
 
+@pytest.mark.slow
 def test_run_translation_chooses_data_parallel_on_jax_and_trains_as_on_one_device(translation):
     directory, out = translation
     described = [line for line in out.splitlines() if "training pairs in" in line]
@@ -263,6 +267,7 @@ def test_run_translation_chooses_data_parallel_on_jax_and_trains_as_on_one_devic
     _assert_same_model(runs / "auto", runs / "none")
 
 
+@pytest.mark.slow
 def test_run_translation_as_two_jax_processes(translation, tmp_path):
     directory, _ = translation
     port = _free_port()

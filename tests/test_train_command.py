@@ -13,7 +13,8 @@ import pytest
 
 from vanilla_transformer.cli import main
 
-pytestmark = [pytest.mark.backends,
+pytestmark = [pytest.mark.slow,
+              pytest.mark.backends,
               pytest.mark.skipif(keras.backend.backend() != "jax", reason="the train command's JAX check")]
 
 
