@@ -4,6 +4,8 @@ them: the order of the calls, and a real child process answering requests."""
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_generate  # noqa: E402
 

@@ -35,7 +35,8 @@ from ..hub_files import Checkpoint, CheckpointError
 from ..model_class_resolution import registered_model_class, resolves_architecture
 from ..weight_files import WEIGHTS_NAME, assign_weights, finish_loading, read_weights
 from . import bert, marian
-from .common import UnsupportedConfigError, WeightMap
+from .common import WeightMap
+from .config_fields import UnsupportedConfigError
 from .gpt import GPT, GPT2
 
 logger = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .common import (WeightMap, check_choice, dense, fold_embedding_scale, layer_norm, linear, model_state,
-                     plain_token_id, position_table, require, same, unsupported)
+from .common import WeightMap, dense, fold_embedding_scale, layer_norm, linear, model_state, position_table, same
+from .config_fields import check_choice, plain_token_id, require, unsupported
 
 logger = logging.getLogger(__name__)
 

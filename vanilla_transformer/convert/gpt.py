@@ -16,8 +16,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .common import (WeightMap, check_choice, conv1d, fold_embedding_scale, fused, layer_norm, linear, model_state,
-                     plain_token_id, position_table, require, same, unsupported)
+from .common import (WeightMap, conv1d, fold_embedding_scale, fused, layer_norm, linear, model_state, position_table,
+                     same)
+from .config_fields import check_choice, plain_token_id, require, unsupported
 
 
 class _GptFamily:
@@ -188,7 +189,7 @@ class _GptFamily:
 
     # -------------------------------------------------------------------------------------- export
     def check_exportable(self, config) -> None:
-        """Raise :class:`~vanilla_transformer.convert.common.UnsupportedConfigError` for what the target lacks.
+        """Raise :class:`~vanilla_transformer.convert.config_fields.UnsupportedConfigError` for what the target lacks.
 
         Args:
             config: our config.
@@ -207,7 +208,7 @@ class _GptFamily:
             >>> GPT2.check_exportable(config)
             Traceback (most recent call last):
             ...
-            vanilla_transformer.convert.common.UnsupportedConfigError: norm_first=False: GPT2LMHeadModel is pre-LN
+            vanilla_transformer.convert.config_fields.UnsupportedConfigError: norm_first=False: GPT2LMHeadModel is pre-LN
         """
         target = self.EXPORT_ARCHITECTURE
         require(config.norm_first == self.norm_first, "norm_first", config.norm_first,

@@ -13,8 +13,8 @@ import logging
 
 import numpy as np
 
-from .common import (Entry, WeightMap, check_choice, dense, layer_norm, linear, model_state, plain_token_id,
-                     require, same, unsupported)
+from .common import Entry, WeightMap, dense, layer_norm, linear, model_state, same
+from .config_fields import check_choice, plain_token_id, require, unsupported
 
 logger = logging.getLogger(__name__)
 
@@ -291,7 +291,7 @@ def to_transformers_checkpoint(model, allow_inexact: bool = False):
         >>> marian.to_transformers_checkpoint(TransformerForSeq2SeqLM(config).build_weights())
         Traceback (most recent call last):
         ...
-        vanilla_transformer.convert.common.UnsupportedConfigError: layer_norm_eps=1e-06: MarianMTModel's ...
+        vanilla_transformer.convert.config_fields.UnsupportedConfigError: layer_norm_eps=1e-06: MarianMTModel's ...
     """
     from transformers import MarianConfig
 

@@ -27,7 +27,8 @@ import numpy as np
 from ..hub_files import CheckpointError
 from ..lora import TARGET_NAMES, LoraConfig, adapter_sites, enable_adapters, target_of
 from . import marian, weight_map
-from .common import WeightMap, unsupported
+from .common import WeightMap
+from .config_fields import unsupported
 
 PREFIX = "base_model.model."
 TASK_TYPES = {"TransformerForSeq2SeqLM": "SEQ_2_SEQ_LM", "TransformerForCausalLM": "CAUSAL_LM",
