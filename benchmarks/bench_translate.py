@@ -2,8 +2,8 @@
 transformers' PyTorch Marian, with the BLEU of each.
 
 A saved translator (our Hub layout with its tokenizer, ``--model``) is exported once to transformers' Marian and to
-CTranslate2 (``vanilla-transformer export --to transformers|ctranslate2 [--quantization int8]``, through the same
-functions). Each engine then runs in its own child process with the same thread count (``--threads``, default 2:
+CTranslate2 (``vanilla-transformer convert --to transformers`` and ``vanilla-transformer export --to ctranslate2
+[--quantization int8]``, through the same functions). Each engine then runs in its own child process with the same thread count (``--threads``, default 2:
 TensorFlow's intra-/inter-op pools, ``torch.set_num_threads``, CTranslate2's ``intra_threads``, and every child
 pinned to that many CPUs), and translates text to text (tokenizing and detokenizing included), in the order of the
 file, in batches of 32 (the last one smaller):
@@ -202,6 +202,7 @@ def prepare(args) -> None:
     transformers and CTranslate2 exports, and the source as plain text, all in ``args.workdir``."""
     from vanilla_transformer import (AutoModel, TransformerConfig, TransformerForSeq2SeqLM, load_tokenizer,
                                      train_bpe_tokenizer)
+    from vanilla_transformer.convert import export_to_transformers
 
     workdir = Path(args.workdir)
     sources = read_lines(args.source)[: args.limit or None]
@@ -218,7 +219,7 @@ def prepare(args) -> None:
         model = AutoModel.from_pretrained(args.model)
         model.save_pretrained(workdir / "model", tokenizer=load_tokenizer(args.model))
     model, tokenizer = AutoModel.from_pretrained(workdir / "model"), load_tokenizer(workdir / "model")
-    model.export_for_serving(workdir / "marian", to="transformers", tokenizer=tokenizer)
+    export_to_transformers(model, workdir / "marian", tokenizer=tokenizer)
     model.export_for_serving(workdir / "ct2_float32", to="ctranslate2", tokenizer=tokenizer)
     model.export_for_serving(workdir / "ct2_int8", to="ctranslate2", tokenizer=tokenizer, quantization="int8")
     from vanilla_transformer.precision import cpu_kind
