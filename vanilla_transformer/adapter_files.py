@@ -91,18 +91,10 @@ def read_adapter(checkpoint: Checkpoint) -> tuple[dict, dict]:
         ...
         vanilla_transformer.hub_files.CheckpointError: /tmp/... has no adapter_config.json
     """
-    import json
-
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    config_path = checkpoint.fetch(ADAPTER_CONFIG_NAME, required=True)
-    try:
-        adapter_config = json.loads(Path(config_path).read_text())
-    except ValueError as err:
-        raise CheckpointError(f"{ADAPTER_CONFIG_NAME} of {checkpoint.describe()} is not valid JSON: {err}") from None
-    if not isinstance(adapter_config, dict):
-        raise CheckpointError(f"{ADAPTER_CONFIG_NAME} of {checkpoint.describe()} is not a JSON object")
+    adapter_config, _ = checkpoint.fetch_json(ADAPTER_CONFIG_NAME)
     weights_path = checkpoint.fetch(ADAPTER_WEIGHTS_NAME, required=True)
     try:
         tensors = load_file(weights_path)

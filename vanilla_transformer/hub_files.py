@@ -125,6 +125,20 @@ class Checkpoint:
             self.pin_commit(path, filename)
         return path
 
+    def fetch_json(self, filename: str) -> tuple[dict, str]:
+        """A required JSON-object file, parsed, and its local path; :class:`CheckpointError` naming the file
+        when it is missing, not valid JSON, or not a JSON object."""
+        import json
+
+        path = self.fetch(filename, required=True)
+        try:
+            value = json.loads(Path(path).read_text())
+        except ValueError as err:
+            raise CheckpointError(f"{filename} of {self.describe()} is not valid JSON: {err}") from None
+        if not isinstance(value, dict):
+            raise CheckpointError(f"{filename} of {self.describe()} is not a JSON object")
+        return value, path
+
     def download_within(self, filename: str, required: bool) -> str | None:
         """:meth:`download` in a worker thread, given up after ``timeout`` seconds with a clear error (the
         worker may still finish in the background; the cache only ever receives complete files)."""

@@ -341,14 +341,7 @@ def load_config(name_or_path, hub_kwargs: dict | None = None) -> tuple[dict, str
         ('vanilla_transformer', 8, True)
     """
     checkpoint = Checkpoint.of(name_or_path, hub_kwargs)
-    path = checkpoint.fetch(CONFIG_NAME, required=True)
-    try:
-        raw = json.loads(Path(path).read_text())
-    except ValueError as err:
-        raise CheckpointError(f"{CONFIG_NAME} of {checkpoint.describe()} is not valid JSON: {err}") from None
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{CONFIG_NAME} of {checkpoint.describe()} is not a JSON object")
-    return raw, path
+    return checkpoint.fetch_json(CONFIG_NAME)
 
 
 def finish_loading(model, checkpoint: Checkpoint, loading_info: dict[str, list[str]],
