@@ -303,7 +303,7 @@ def greedy_or_sample(model, plan, params, context, prefix_ids, prefix_mask, pref
         >>> keras.ops.convert_to_numpy(sequences)[:, 0], bool(np.all(keras.ops.convert_to_numpy(scores) <= 0))
         (array([1, 1], dtype=int32), True)
     """
-    batch, prompt_length = prefix_ids.shape[0], prefix_ids.shape[1]
+    prompt_length = prefix_ids.shape[1]
     max_length, end = prompt_length + plan.max_new_tokens, prompt_length + params.max_new_tokens
     bounds = phase_bounds(plan, prompt_length, max_length)
     first, step = decode_functions(model, plan, context, prefix_mask, prefix_positions, max_length, bounds[0])
