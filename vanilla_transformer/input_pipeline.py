@@ -2,15 +2,15 @@
 
 ``tf.data`` autotunes a pipeline from a background thread that wakes on a timer whose period doubles up to a
 minute. Keras makes a new iterator over the training data every epoch (and over the validation data at every
-evaluation), and deleting the old iterator waits for that thread's current period to end: on a 2-core CPU we
-measured 8-12 s with every thread idle after each 30 s epoch, and up to 70 s (docs/benchmarks.md, "Fresh
-processes"). Whether a run lost a little or half its time depended on where the timer stood when an epoch
-ended, so identical fresh processes trained at two speeds.
+evaluation), and deleting the old iterator waits for that thread's current period to end, every thread idle
+meanwhile. How much time a run loses depends on where the timer stands when an epoch ends, so identical fresh
+processes would train at different speeds (measurements: docs/benchmarks.md, "Every fresh process at the same
+speed").
 
 Our pipelines prefetch a fixed number of batches and need no tuning, so they switch autotuning off
 (:func:`without_autotune`), and every model of this package does the same for what ``fit`` / ``evaluate`` are
 given on TensorFlow (:class:`AutotuneOffInputs`): arrays, ``tf.data.Dataset`` s, ``PyDataset`` s and generators
-go through Keras' own data adapter, as before, and only the ``tf.data.Dataset`` it reads from has
+go through Keras' own data adapter, and only the ``tf.data.Dataset`` it reads from has
 ``options.autotune.enabled = False``. Batches, their order and shuffling are Keras' own.
 """
 

@@ -31,18 +31,15 @@ def default_jit_compile(model: keras.Model, cpu_flags=None) -> bool:
     """Whether ``compile(jit_compile="auto")`` turns XLA on: yes, except under ``MultiWorkerMirroredStrategy``
     on CPUs, and for bfloat16 compute on a CPU that computes bfloat16 natively (AVX512-BF16, AMX).
 
-    XLA's CPU backend computes bfloat16 dots in float32 (a 2048x512 @ 512x2048 matmul on 2 cores: 194
-    GFLOP/s, the float32 rate), while TensorFlow's oneDNN kernels use the AVX512-BF16 instructions (376
-    GFLOP/s). So on such a CPU ``mixed_bfloat16`` trains faster without XLA (docs/benchmarks.md). On a CPU
-    without bfloat16 units (avx2 + fma only) TensorFlow's own kernels emulate bfloat16 and XLA's float32 dots
-    are the faster path, so XLA stays on (a d_model 256 training step with oneDNN off, as TensorFlow runs on
-    such a CPU, and XLA held to AVX2; two runs: bfloat16 1.60 / 1.81 s without XLA, 1.37 / 1.50 s with XLA,
-    float32 with XLA 1.30 / 1.42 s); ``precision.auto_policy`` picks float32 there. And XLA has no collectives for CPU devices ("Collectives are not yet implemented for CPU devices
-    when compiling with XLA"), which the multi-worker all-reduce needs.
+    XLA's CPU backend computes bfloat16 dots in float32, while TensorFlow's oneDNN kernels use the CPU's
+    bfloat16 units, so on such a CPU ``mixed_bfloat16`` trains faster without XLA. On a CPU without bfloat16
+    units TensorFlow's own kernels emulate bfloat16 and XLA's float32 dots are the faster path, so XLA stays on
+    (``precision.auto_policy`` picks float32 there). Measurements: docs/benchmarks.md, "bfloat16 on a CPU" and
+    "Which precision `auto` picks". And XLA has no collectives for CPU devices ("Collectives are not yet
+    implemented for CPU devices when compiling with XLA"), which the multi-worker all-reduce needs.
 
     On JAX always True (XLA is its only compiler). On PyTorch False: ``torch.compile`` recompiles for every new
-    batch shape, and eager steps measured faster (the reversal task of tests/test_backends.py, 12 epochs of 40
-    steps at d_model 64 on 2 cores: 7.3 s eager against 89.1 s compiled, recompilations included).
+    batch shape, and eager steps are faster (docs/benchmarks.md, "PyTorch: eager against torch.compile").
 
     Args:
         model: a Keras model (its dtype policy and distribution strategy are read).

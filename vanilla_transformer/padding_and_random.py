@@ -8,8 +8,8 @@ rounding lengths up to buckets, and stateless counter-based random numbers.
 - :func:`random_bits`, :func:`random_uniform`: uniform bits / floats from hashing each element's index with a
   seed (dropout masks in :mod:`vanilla_transformer.layers.dropout`, sampling noise in decoding).
 
-Keras' own ``Dropout`` draws its mask from the backend's Philox generator. Under XLA on a CPU that generator
-cost about a tenth of a d_model-256 training step (17 masks of 64 x 24 x 256; profile in docs/benchmarks.md).
+Keras' own ``Dropout`` draws its mask from the backend's Philox generator, which under XLA on a CPU is a
+sizeable share of a training step (docs/benchmarks.md, "Where the training step's time goes").
 The bits here come from hashing each element's index with the seed (murmur3's 32-bit finaliser): a few
 integer multiply / xor-shift operations that XLA fuses into their use, with the statistics that dropout and
 sampling need (independent, uniform).

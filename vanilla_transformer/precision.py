@@ -4,8 +4,7 @@ bfloat16 halves the bytes of every activation and, where the hardware has bfloat
 matmul rate: on a CPU with AVX512-BF16 (``avx512_bf16``), AMX (``amx_bf16``) or Arm's BF16 extension
 (``bf16``), on an NVIDIA GPU of compute capability 8.0 or newer (A100, H100, L4, RTX 30xx and later), on a
 TPU. Elsewhere it is emulated: every product is widened to float32 and rounded back, which is slower than
-float32 itself (issue #21: on a 2-core AMD EPYC with avx2 + fma only, the Multi30k recipe's first bfloat16
-epoch took over 5 minutes, against ~105 s where bfloat16 is native). So :func:`auto_policy` picks
+float32 itself (docs/benchmarks.md, "Which precision `auto` picks"). So :func:`auto_policy` picks
 ``"mixed_bfloat16"`` only where :func:`native_bfloat16` says so, else ``"float32"``.
 
 Reading the CPU needs no framework; :func:`find_accelerators` asks the Keras backend in use, on first call.

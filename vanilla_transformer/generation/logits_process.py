@@ -336,8 +336,8 @@ def blocked_top_k(scores, k: int):
 
     The k largest entries of a row lie in the k blocks (of ``TOP_K_BLOCK`` entries) with the largest
     maxima, so only those k blocks reach the sort. Beam search ranks ``num_beams * vocab`` candidates per
-    row each step; XLA's CPU TopK sorts a row on one thread (~1.5 ms a step for 32 rows x 32,000), a
-    blockwise max is a vectorised reduction. The chosen blocks are taken in index order, so ties resolve to
+    row each step; XLA's CPU TopK sorts a row on one thread, a blockwise max is a vectorised reduction
+    (docs/benchmarks.md, "Where beam search's time goes"). The chosen blocks are taken in index order, so ties resolve to
     the lower index as ``top_k`` does. Exact for any scores but NaN (under XLA also -0.0 vs +0.0, which
     XLA's TopK orders and a max does not; log-probabilities never hold either). Returns ``values (rows, k)``,
     ``indices (rows, k)`` int32.

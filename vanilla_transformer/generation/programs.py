@@ -22,9 +22,8 @@ MAX_PROGRAMS_PER_MODEL = 128
 
 
 def compile_function(fn: Callable) -> Callable:
-    """``fn`` as one compiled program: XLA on TensorFlow, ``jax.jit`` on JAX; eager on PyTorch, measured faster
-    than ``torch.compile`` (d_model 256, 3+3 layers, batch 32, 24 new tokens, 2 CPU cores: greedy 0.45 s eager
-    against 1.90 s compiled, beam 4 0.89 s against 1.06 s, after a first compiled call of 30-105 s).
+    """``fn`` as one compiled program: XLA on TensorFlow, ``jax.jit`` on JAX; eager on PyTorch, where decoding
+    runs faster than under ``torch.compile`` (docs/benchmarks.md, "PyTorch: eager against torch.compile").
 
     >>> add_one = compile_function(lambda x: x + 1)
     >>> int(keras.ops.convert_to_numpy(add_one(np.int32(1))))
