@@ -7,6 +7,11 @@ and Adam's bias correction read it: the k-th micro-batch would be scheduled as s
 step k, where one large batch is step 1. :func:`accumulate_gradients` returns the optimizer with Keras' option
 set and both counting updates: ``optimizer.iterations`` is the number of updates made (micro-batches // k) and
 the schedule is read at that count (:class:`PerUpdateSchedule`).
+
+On TensorFlow an embedding's gradient is an ``IndexedSlices`` (one row per looked-up token) in a plain step but
+dense once accumulated, and Keras' Adam does not treat the two alike (:class:`DenseSparseGradients`): the
+optimizer :func:`accumulate_gradients` returns sums the rows first, in every step, so both paths (and every
+backend) make the update of PyTorch's dense Adam.
 """
 
 from __future__ import annotations
@@ -67,6 +72,50 @@ class UpdateCountingIterations:
         return ops.floor_divide(self._iterations, steps) if steps else self._iterations
 
 
+class DenseSparseGradients:
+    """Mixin for a Keras optimizer: a sparse gradient (TensorFlow's ``IndexedSlices``, what an embedding lookup
+    gives) is made dense, its repeated rows summed, before the update.
+
+    Keras' Adam on TensorFlow squares an ``IndexedSlices`` slice by slice before its subtraction densifies it
+    (summing the slices), so a token looked up n times in a batch gets the sum of n squared slices in its second
+    moment where the dense gradient (JAX, PyTorch, PyTorch's own Adam, or an accumulated gradient, which Keras
+    sums densely) gives the square of their sum; ``clipnorm`` likewise measures the unsummed slices. The dense
+    gradient costs one table-sized tensor, which Adam's update makes anyway.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> from vanilla_transformer.gradient_accumulation import accumulate_gradients
+        >>> table = keras.Variable(np.zeros((4, 2), "float32"))
+        >>> optimizer = accumulate_gradients(keras.optimizers.Adam(0.1), 1)
+        >>> optimizer.apply([keras.ops.ones((4, 2))], [table])  # a dense gradient passes unchanged
+        >>> table.numpy()[0].round(3).tolist()
+        [-0.1, -0.1]
+    """
+
+    def apply(self, grads, trainable_variables=None):
+        return super().apply([dense_gradient(gradient) for gradient in grads], trainable_variables)
+
+
+def dense_gradient(gradient):
+    """``gradient`` as a dense tensor when it is a TensorFlow ``IndexedSlices`` (repeated rows summed); any other
+    gradient (or None) unchanged.
+
+    Example:
+        >>> import keras
+        >>> from vanilla_transformer.gradient_accumulation import dense_gradient
+        >>> dense_gradient(None) is None
+        True
+        >>> gradient = keras.ops.ones((2, 3))
+        >>> dense_gradient(gradient) is gradient
+        True
+    """
+    if gradient is None or keras.backend.backend() != "tensorflow":
+        return gradient
+    import tensorflow as tf
+
+    return tf.convert_to_tensor(gradient) if isinstance(gradient, tf.IndexedSlices) else gradient
+
+
 _CLASSES: dict[type, type] = {}
 
 
@@ -75,10 +124,11 @@ def accumulate_gradients(optimizer, steps: int):
 
     Args:
         optimizer: a Keras optimizer, not yet built (no training step taken).
-        steps: micro-batches per update; 1 returns ``optimizer`` unchanged.
+        steps: micro-batches per update; 1 for none (the optimizer still sums sparse gradients' rows).
 
     Returns:
-        An optimizer of the same class (a subclass with :class:`UpdateCountingIterations`) and configuration, with
+        An optimizer of the same class (a subclass with :class:`UpdateCountingIterations` and
+        :class:`DenseSparseGradients`) and configuration; for ``steps`` > 1 with
         ``gradient_accumulation_steps=steps`` and its schedule wrapped in :class:`PerUpdateSchedule`.
 
     Example:
@@ -94,18 +144,18 @@ def accumulate_gradients(optimizer, steps: int):
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"gradient_accumulation_steps={steps!r} must be a positive integer")
-    if steps == 1:
-        return optimizer
     if optimizer.built:
         raise ValueError("gradient_accumulation_steps: the optimizer has already taken steps; pass a new one")
     base = type(optimizer)
     if base not in _CLASSES:
-        _CLASSES[base] = type(f"Accumulating{base.__name__}", (UpdateCountingIterations, base), {})
+        _CLASSES[base] = type(f"Accumulating{base.__name__}", (UpdateCountingIterations, DenseSparseGradients, base),
+                              {})
     config = optimizer.get_config()
     config.pop("learning_rate")
     rate = optimizer._learning_rate  # the schedule itself (Keras keeps it there)
     if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
-        rate = PerUpdateSchedule(rate, steps)
+        rate = PerUpdateSchedule(rate, steps) if steps > 1 else rate
     else:
         rate = float(ops.convert_to_numpy(rate))
-    return _CLASSES[base](learning_rate=rate, **{**config, "gradient_accumulation_steps": steps})
+    config["gradient_accumulation_steps"] = steps if steps > 1 else None
+    return _CLASSES[base](learning_rate=rate, **config)
