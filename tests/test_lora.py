@@ -249,7 +249,9 @@ def test_peft_loads_our_adapter_onto_our_exported_model(case, tmp_path):
     if kind == "classifier":
         model.classifier.kernel.assign(np.ones_like(model.classifier.kernel.numpy()))
     adapter_dir = model.save_pretrained(tmp_path / "adapter")
-    assert sorted(os.listdir(adapter_dir)) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    generation = ["generation_config.json"] if kind in ("seq2seq", "causal") else []  # peft ignores it
+    assert sorted(os.listdir(adapter_dir)) == ["README.md", "adapter_config.json", "adapter_model.safetensors",
+                                               *generation]
     auto = {"seq2seq": AutoModelForSeq2SeqLM, "causal": AutoModelForCausalLM, "mlm": AutoModelForMaskedLM,
             "classifier": AutoModelForSequenceClassification, "encoder": AutoModel}[kind]
     hf_model = peft.PeftModel.from_pretrained(auto.from_pretrained(base_dir), str(adapter_dir)).eval()
@@ -346,3 +348,30 @@ def test_a_broken_or_mismatched_adapter_is_refused_by_name(saved_adapter, tmp_pa
     (adapter / "adapter_model.safetensors").write_bytes(b"\x00" * 20)
     with pytest.raises(CheckpointError, match="adapter_model.safetensors of .* is corrupt"):
         TransformerForSeq2SeqLM.from_pretrained(base).load_adapter(adapter)
+
+
+def test_an_adapter_folder_keeps_the_generation_settings(tmp_path):
+    """A generative model's adapter folder carries generation_config.json (peft writes none and ignores it):
+    from_pretrained(adapter) and load_adapter apply it; a folder without one (as peft writes) keeps the base's
+    settings; an invalid one is refused by name."""
+    model = build("seq2seq")
+    model.generation_config.num_beams, model.generation_config.max_new_tokens = 3, 7
+    base = model.save_pretrained(tmp_path / "base")
+    tuned = TransformerForSeq2SeqLM.from_pretrained(base)
+    tuned.enable_lora(2, verbose=False)
+    tuned.generation_config.max_new_tokens = 11  # changed while fine-tuning: the adapter keeps it
+    adapter = tuned.save_pretrained(tmp_path / "adapter")
+    saved = json.loads((adapter / "generation_config.json").read_text())
+    assert saved["num_beams"] == 3 and saved["max_new_tokens"] == 11
+    for loaded in (TransformerForSeq2SeqLM.from_pretrained(adapter),
+                   TransformerForSeq2SeqLM.from_pretrained(base).load_adapter(adapter)):
+        assert (loaded.generation_config.num_beams, loaded.generation_config.max_new_tokens) == (3, 11)
+    (adapter / "generation_config.json").unlink()  # an adapter as peft writes it: the base's settings
+    loaded = TransformerForSeq2SeqLM.from_pretrained(adapter)
+    assert (loaded.generation_config.num_beams, loaded.generation_config.max_new_tokens) == (3, 7)
+    (adapter / "generation_config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="generation_config.json of .* is invalid"):
+        TransformerForSeq2SeqLM.from_pretrained(adapter)
+    classifier = build("classifier")
+    classifier.enable_lora(2, verbose=False)
+    assert not (classifier.save_adapter(tmp_path / "classifier") / "generation_config.json").exists()

@@ -2,9 +2,9 @@
 
 An adapter folder (or Hub repo) holds ``adapter_config.json`` and ``adapter_model.safetensors`` with the tensor
 names of the transformers model ours exports to, so ``peft.PeftModel.from_pretrained`` reads it too
-(the conversion is :mod:`vanilla_transformer.convert.peft`). :func:`save_adapter` writes one atomically,
-:func:`read_adapter` reads one, :func:`load_adapter` puts one on a model; ``from_pretrained`` of an adapter
-folder loads its base and then the adapter (:mod:`.hub`).
+(the conversion is :mod:`vanilla_transformer.convert.peft`), and a generative model's ``generation_config.json``.
+:func:`save_adapter` writes one atomically, :func:`read_adapter` reads one, :func:`load_adapter` puts one on a
+model; ``from_pretrained`` of an adapter folder loads its base and then the adapter (:mod:`.hub`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from .atomic_directories import atomic_directory
 from .convert.peft import apply_peft_adapter, to_peft
 from .hub_files import Checkpoint, CheckpointError
 from .model_card import render_model_card
+from .weight_files import read_generation_config
 
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
@@ -29,8 +30,10 @@ def save_adapter(model, save_directory, tokenizer=None, model_card: dict[str, An
     The tensors carry the names of the transformers model ours exports to, so ``peft.PeftModel.from_pretrained``
     loads them onto that export (see :mod:`vanilla_transformer.convert.peft`); ``from_pretrained`` of the
     folder loads ``base_model_name_or_path`` and puts the adapter on it. The model card says it is an adapter
-    and names its base. Written atomically, like :func:`~vanilla_transformer.hub.save_pretrained` (which calls
-    this for LoRA models).
+    and names its base. A model that generates (seq2seq, causal LM) also writes its ``generation_config.json``,
+    which peft does not write and ignores: loading the folder (``from_pretrained`` or :func:`load_adapter`)
+    applies it, so base + adapter decode as the saved model did. Written atomically, like
+    :func:`~vanilla_transformer.hub.save_pretrained` (which calls this for LoRA models).
 
     Args:
         model: one of our models with adapters.
@@ -52,7 +55,7 @@ def save_adapter(model, save_directory, tokenizer=None, model_card: dict[str, An
         >>> _ = model.enable_lora(4, verbose=False)
         >>> folder = model.save_pretrained(os.path.join(tempfile.mkdtemp(), "adapter"))
         >>> sorted(os.listdir(folder))
-        ['README.md', 'adapter_config.json', 'adapter_model.safetensors']
+        ['README.md', 'adapter_config.json', 'adapter_model.safetensors', 'generation_config.json']
         >>> reloaded = TransformerForSeq2SeqLM.from_pretrained(folder)  # the base, then the adapter
         >>> reloaded.lora_config.r, reloaded.lora_config.base_model_name_or_path == str(base)
         (4, True)
@@ -73,6 +76,8 @@ def save_adapter(model, save_directory, tokenizer=None, model_card: dict[str, An
     with atomic_directory(save_directory) as staging:
         (staging / ADAPTER_CONFIG_NAME).write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
         save_file(tensors, str(staging / ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
+        if callable(getattr(model, "generate", None)):  # peft writes none; ours keeps the decoding settings
+            model.generation_config.save_pretrained(staging)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
         render_model_card(model, card).save(staging / "README.md")
@@ -104,7 +109,9 @@ def read_adapter(checkpoint: Checkpoint) -> tuple[dict, dict]:
 
 
 def load_adapter(model, name_or_path, check_base: bool = True, **hub_kwargs):
-    """Put the PEFT LoRA adapter saved at ``name_or_path`` (a folder or Hub repo) on ``model``.
+    """Put the PEFT LoRA adapter saved at ``name_or_path`` (a folder or Hub repo) on ``model``; a
+    ``generation_config.json`` beside it (see :func:`save_adapter`) becomes ``model.generation_config``, else the
+    model keeps its own (the base's).
 
     Args:
         model: one of our models without adapters: the adapter's base (an adapter made by ``peft`` on a
@@ -135,7 +142,10 @@ def load_adapter(model, name_or_path, check_base: bool = True, **hub_kwargs):
     if check_base and base and loaded_from and not _same_source(base, loaded_from):
         raise CheckpointError(f"{checkpoint.describe()} is an adapter of {base!r}, but the model was loaded from "
                               f"{loaded_from!r} (another base?); pass check_base=False if they are the same model")
+    generation_config = read_generation_config(checkpoint)  # first: an invalid one refuses the whole adapter
     apply_peft_adapter(model, adapter_config, tensors, checkpoint.describe())
+    if generation_config is not None:
+        model.generation_config = generation_config
     return model
 
 

@@ -381,15 +381,30 @@ def finish_loading(model, checkpoint: Checkpoint, loading_info: dict[str, list[s
     if loading_info.get("unexpected_keys"):
         logger.warning("Some weights of the checkpoint at %s were not used when initializing %s: %s",
                        checkpoint.describe(), target, loading_info["unexpected_keys"])
-    path = checkpoint.fetch(GENERATION_CONFIG_NAME)
-    if path is not None:
-        from transformers import GenerationConfig
-
-        try:
-            model.generation_config = GenerationConfig.from_pretrained(os.path.dirname(path))
-        except (OSError, ValueError) as err:
-            raise CheckpointError(f"{GENERATION_CONFIG_NAME} of {checkpoint.describe()} is invalid: {err}") from None
-    elif default_generation_config is not None:
-        model.generation_config = default_generation_config
+    generation_config = read_generation_config(checkpoint)
+    if generation_config is not None or default_generation_config is not None:
+        model.generation_config = default_generation_config if generation_config is None else generation_config
     model.record_origin(checkpoint.name, checkpoint.commit_hash, loading_info)
     return model
+
+
+def read_generation_config(checkpoint: Checkpoint):
+    """The ``transformers.GenerationConfig`` of the checkpoint's ``generation_config.json``; None without one;
+    :class:`CheckpointError` naming the file when it is invalid.
+
+    Example:
+        >>> import tempfile
+        >>> from vanilla_transformer.hub_files import Checkpoint
+        >>> from vanilla_transformer.weight_files import read_generation_config
+        >>> read_generation_config(Checkpoint(tempfile.mkdtemp())) is None
+        True
+    """
+    path = checkpoint.fetch(GENERATION_CONFIG_NAME)
+    if path is None:
+        return None
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(os.path.dirname(path))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{GENERATION_CONFIG_NAME} of {checkpoint.describe()} is invalid: {err}") from None
