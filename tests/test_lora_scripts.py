@@ -214,3 +214,4 @@ def test_the_train_command_refuses_fine_tuning_flags_that_cannot_act(tmp_path):
     assert "give --base-model" in refusal("--lora-rank", "4")
     assert "--d-model size a new model" in refusal("--base-model", "b", "--d-model", "64")
     assert "at least 1" in refusal("--gradient-accumulation-steps", "0")
+    assert "--early-stopping-patience must be at least 1" in refusal("--early-stopping-patience", "0")

@@ -85,7 +85,8 @@ def _fit_number_words(model, tokenizer, train_pairs, args) -> int:
             model.set_weights(callbacks[0].best_weights)  # Keras restores only when it stops the run itself
         args.finetuning["early_stopping"] = {"monitor": "val_loss", "patience": args.early_stopping_patience,
                                              "epochs_run": len(losses), "best_epoch": best + 1,
-                                             "best_value": float(losses[best])}
+                                             "best_value": float(losses[best]),
+                                             "stopped_early": bool(callbacks[0].stopped_epoch)}
     return warmup
 
 
@@ -188,6 +189,8 @@ def _check_finetuning_flags(args) -> None:
             raise SystemExit(f"error: {', '.join(given)} size a new model; --base-model brings its own")
     if args.gradient_accumulation_steps < 1:
         raise SystemExit("error: --gradient-accumulation-steps must be at least 1")
+    if args.early_stopping_patience is not None and args.early_stopping_patience < 1:
+        raise SystemExit("error: --early-stopping-patience must be at least 1")
 
 
 TRAIN_DEFAULTS = {"vocab_size": 400, "d_model": 128, "layers": 2}
