@@ -3,6 +3,16 @@ ecosystem (``from_pretrained``, ``save_pretrained``, ``push_to_hub``, ``Generati
 
 >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
 >>> model = TransformerForSeq2SeqLM(TransformerConfig.from_preset("transformer-base"))  # doctest: +SKIP
+
+The examples in the docstrings run as tests, with ``np`` (numpy) and ``keras`` at hand and two names from the
+repository's conftest.py: ``example_sizes``, the sizes of a tiny model, and ``example_config``, an encoder-decoder
+of those sizes, ``TransformerConfig(**example_sizes)``:
+
+>>> example_sizes
+{'vocab_size': 20, 'd_model': 8, 'num_heads': 2, 'd_ff': 16, 'num_encoder_layers': 1, 'num_decoder_layers': 1,
+ 'max_position_embeddings': 32}
+>>> example_config.architecture, example_config.d_model
+('encoder-decoder', 8)
 """
 
 import os as _os

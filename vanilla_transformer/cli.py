@@ -44,11 +44,9 @@ def translate(args) -> int:
 
     Example:
         >>> import tempfile
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
         >>> from vanilla_transformer.cli import build_parser, translate
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> folder = TransformerForSeq2SeqLM(config).save_pretrained(tempfile.mkdtemp())  # no tokenizer
+        >>> folder = TransformerForSeq2SeqLM(example_config).save_pretrained(tempfile.mkdtemp())  # no tokenizer
         >>> args = build_parser().parse_args(["translate", "--model", str(folder), "--num-beams", "1",
         ...                                   "three hundred", "twelve"])
         >>> args.texts, args.num_beams, args.max_new_tokens, args.stream
@@ -187,11 +185,9 @@ def convert(args) -> int:
 
     Example:
         >>> import json, os, tempfile
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
         >>> from vanilla_transformer.cli import build_parser, convert
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> source = TransformerForSeq2SeqLM(config).save_pretrained(tempfile.mkdtemp())
+        >>> source = TransformerForSeq2SeqLM(example_config).save_pretrained(tempfile.mkdtemp())
         >>> destination = os.path.join(tempfile.mkdtemp(), "marian")
         >>> convert(build_parser().parse_args(["convert", str(source), destination, "--to", "transformers"]))
         wrote /... (transformers format)
@@ -232,11 +228,9 @@ def export(args) -> int:
 
     Example:
         >>> import os, tempfile
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
         >>> from vanilla_transformer.cli import build_parser, export
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> source = TransformerForSeq2SeqLM(config).save_pretrained(tempfile.mkdtemp())
+        >>> source = TransformerForSeq2SeqLM(example_config).save_pretrained(tempfile.mkdtemp())
         >>> out = os.path.join(tempfile.mkdtemp(), "translator")
         >>> export(build_parser().parse_args(["export", str(source), out, "--to", "saved_model",
         ...                                   "--num-beams", "2", "--max-new-tokens", "6", "--max-batch-size", "2"]))
@@ -410,11 +404,9 @@ def main(argv=None) -> int:
 
     Example:
         >>> import os, tempfile
-        >>> from vanilla_transformer import AutoModel, TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import AutoModel, TransformerForSeq2SeqLM
         >>> from vanilla_transformer.cli import main
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> source = TransformerForSeq2SeqLM(config).save_pretrained(tempfile.mkdtemp())
+        >>> source = TransformerForSeq2SeqLM(example_config).save_pretrained(tempfile.mkdtemp())
         >>> destination = os.path.join(tempfile.mkdtemp(), "copy")
         >>> main(["convert", str(source), destination, "--to", "keras"])
         wrote /... (vanilla_transformer format)

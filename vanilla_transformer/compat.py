@@ -40,13 +40,11 @@ class TrainerBuildHook:
     multi-worker training.
 
     Example:
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
         >>> from vanilla_transformer.compat import TrainerBuildHook
         >>> issubclass(TransformerForSeq2SeqLM, TrainerBuildHook)
         True
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> TransformerForSeq2SeqLM(config).replaces_symbolic_build()  # one device: Keras builds as usual
+        >>> TransformerForSeq2SeqLM(example_config).replaces_symbolic_build()  # one device: Keras builds as usual
         False
     """
 

@@ -71,11 +71,9 @@ class MultiWorkerTrainerFixes(TrainerBuildHook):
     metrics that ``train_step`` / ``test_step`` return.
 
     Example:
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
         >>> from vanilla_transformer.distribution import MultiWorkerTrainerFixes
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> model = TransformerForSeq2SeqLM(config)
+        >>> model = TransformerForSeq2SeqLM(example_config)
         >>> isinstance(model, MultiWorkerTrainerFixes)
         True
         >>> model.replaces_symbolic_build()  # one process, no multi-worker strategy: Keras' own build
@@ -126,11 +124,9 @@ def check_same_position_on_every_worker(model, position: tuple[int, int]) -> Non
         None; raises ``RuntimeError`` listing every replica's position when they differ.
 
     Example:
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
         >>> from vanilla_transformer.distribution import check_same_position_on_every_worker
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> model = TransformerForSeq2SeqLM(config)
+        >>> model = TransformerForSeq2SeqLM(example_config)
         >>> print(check_same_position_on_every_worker(model, (1, 0)))  # a single process: nothing to compare
         None
     """

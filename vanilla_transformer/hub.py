@@ -67,11 +67,9 @@ def save_pretrained(model, save_directory, tokenizer=None, max_shard_size: int |
 
     Example:
         >>> import os, tempfile
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
         >>> from vanilla_transformer.hub import save_pretrained
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> model = TransformerForSeq2SeqLM(config)
+        >>> model = TransformerForSeq2SeqLM(example_config)
         >>> folder = save_pretrained(model, os.path.join(tempfile.mkdtemp(), "tiny"))
         >>> sorted(os.listdir(folder))
         ['README.md', 'config.json', 'generation_config.json', 'model.safetensors']
@@ -188,11 +186,9 @@ def from_pretrained(cls, pretrained_model_name_or_path, *, revision=None, cache_
 
         >>> import tempfile
         >>> import numpy as np
-        >>> from vanilla_transformer import AutoModel, TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import AutoModel, TransformerForSeq2SeqLM
         >>> from vanilla_transformer.hub import from_pretrained
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> model = TransformerForSeq2SeqLM(config)
+        >>> model = TransformerForSeq2SeqLM(example_config)
         >>> folder = model.save_pretrained(tempfile.mkdtemp())
         >>> loaded = from_pretrained(TransformerForSeq2SeqLM, folder, dropout=0.0)
         >>> loaded.loading_info, loaded.config.dropout

@@ -21,13 +21,11 @@ class HubMixin:
 
     Example:
         >>> import tempfile
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
         >>> from vanilla_transformer.hub_mixin import HubMixin
         >>> issubclass(TransformerForSeq2SeqLM, HubMixin)
         True
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> folder = TransformerForSeq2SeqLM(config).save_pretrained(tempfile.mkdtemp())
+        >>> folder = TransformerForSeq2SeqLM(example_config).save_pretrained(tempfile.mkdtemp())
         >>> model = TransformerForSeq2SeqLM.from_pretrained(folder)
         >>> model.name_or_path == str(folder), model.num_parameters() > 0
         (True, True)

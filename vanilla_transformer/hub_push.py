@@ -48,11 +48,9 @@ def push_to_hub(model, repo_id: str, *, private: bool = False, token=None,
         (with ``repo_id`` in the model card), which can be checked offline:
 
         >>> import os, tempfile
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
         >>> from vanilla_transformer.hub_push import push_to_hub
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> model = TransformerForSeq2SeqLM(config)
+        >>> model = TransformerForSeq2SeqLM(example_config)
         >>> folder = model.save_pretrained(tempfile.mkdtemp(), model_card={"repo_id": "user/tiny-model"})
         >>> sorted(os.listdir(folder))
         ['README.md', 'config.json', 'generation_config.json', 'model.safetensors']

@@ -35,8 +35,7 @@ class ModelInputChecks:
 
     Example:
         >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM
-        >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
-        ...                            num_encoder_layers=1, num_decoder_layers=1, max_position_embeddings=32)
+        >>> config = TransformerConfig(**example_sizes, architecture="decoder")
         >>> model = TransformerForCausalLM(config)
         >>> sorted(model.check_inputs([[1, 2, 3]]))  # a lone input: put in a dict
         ['input_ids']

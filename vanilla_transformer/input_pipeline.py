@@ -56,8 +56,7 @@ class AutotuneOffInputs:
         >>> import numpy as np
         >>> from vanilla_transformer import TransformerConfig, TransformerForSequenceClassification
         >>> from vanilla_transformer.input_pipeline import AutotuneOffInputs
-        >>> config = TransformerConfig(architecture="encoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
-        ...                            num_encoder_layers=1, max_position_embeddings=8, num_labels=2)
+        >>> config = TransformerConfig(**example_sizes, architecture="encoder", num_labels=2)
         >>> model = TransformerForSequenceClassification(config)
         >>> isinstance(model, AutotuneOffInputs)
         True

@@ -41,11 +41,9 @@ def render_model_card(model, info: dict[str, Any] | None = None) -> ModelCard:
         README.md text.
 
     Example:
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
         >>> from vanilla_transformer.model_card import render_model_card
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> card = render_model_card(TransformerForSeq2SeqLM(config), {"repo_id": "user/tiny-translator",
+        >>> card = render_model_card(TransformerForSeq2SeqLM(example_config), {"repo_id": "user/tiny-translator",
         ...                                                            "results": {"BLEU": 12.5}})
         >>> 'library_name: vanilla-transformer' in str(card), card.data.pipeline_tag, card.data.metrics
         (True, 'translation', ['bleu'])

@@ -50,14 +50,11 @@ def default_jit_compile(model: keras.Model, cpu_flags=None) -> bool:
 
     Example:
         >>> import keras
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
         >>> from vanilla_transformer.modeling import default_jit_compile
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16,
-        ...                            num_encoder_layers=1, num_decoder_layers=1,
-        ...                            max_position_embeddings=32)
-        >>> default_jit_compile(TransformerForSeq2SeqLM(config))  # float32: XLA on every device
+        >>> default_jit_compile(TransformerForSeq2SeqLM(example_config))  # float32: XLA on every device
         True
-        >>> bf16 = TransformerForSeq2SeqLM(config, dtype="mixed_bfloat16")
+        >>> bf16 = TransformerForSeq2SeqLM(example_config, dtype="mixed_bfloat16")
         >>> cpu_only = all(device.lower().startswith("cpu") for device in keras.distribution.list_devices())
         >>> default_jit_compile(bf16, cpu_flags={"avx2", "fma"})  # bfloat16 emulated: XLA's float32 dots
         True
@@ -94,9 +91,7 @@ class TransformerPreTrainedModel(ModelInputChecks, HubMixin, AutotuneOffInputs, 
     Example:
         >>> import tempfile
         >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM, TransformerPreTrainedModel
-        >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
-        ...                            num_encoder_layers=1, num_decoder_layers=1,
-        ...                            max_position_embeddings=32)
+        >>> config = TransformerConfig(**example_sizes, architecture="decoder")
         >>> model = TransformerForCausalLM(config)
         >>> model.num_parameters()  # embeddings 20 x 8 + one decoder layer (sinusoidal positions: no weights)
         760
@@ -364,9 +359,7 @@ class TransformerForCausalLM(_LanguageModelCompile, GenerationMixin, Transformer
         >>> import keras
         >>> import numpy as np
         >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM
-        >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
-        ...                            num_encoder_layers=1, num_decoder_layers=1,
-        ...                            max_position_embeddings=32)
+        >>> config = TransformerConfig(**example_sizes, architecture="decoder")
         >>> model = TransformerForCausalLM(config)
         >>> logits = model({"input_ids": np.array([[5, 6, 7, 8], [9, 10, 0, 0]], "int32"),
         ...                 "attention_mask": np.array([[1, 1, 1, 1], [1, 1, 0, 0]], "int32")})
@@ -458,9 +451,7 @@ class TransformerEncoderModel(_EncoderOnly):
     Example:
         >>> import numpy as np
         >>> from vanilla_transformer import TransformerConfig, TransformerEncoderModel
-        >>> config = TransformerConfig(architecture="encoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
-        ...                            num_encoder_layers=1, num_decoder_layers=1,
-        ...                            max_position_embeddings=32)
+        >>> config = TransformerConfig(**example_sizes, architecture="encoder")
         >>> model = TransformerEncoderModel(config)
         >>> hidden = model({"input_ids": np.array([[1, 5, 6, 2]], "int32")})
         >>> tuple(hidden.shape)
@@ -486,9 +477,7 @@ class TransformerForMaskedLM(_LanguageModelCompile, _EncoderOnly):
         >>> import keras
         >>> import numpy as np
         >>> from vanilla_transformer import TransformerConfig, TransformerForMaskedLM
-        >>> config = TransformerConfig(architecture="encoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
-        ...                            num_encoder_layers=1, num_decoder_layers=1,
-        ...                            max_position_embeddings=32, mask_token_id=4)
+        >>> config = TransformerConfig(**example_sizes, architecture="encoder", mask_token_id=4)
         >>> model = TransformerForMaskedLM(config)
         >>> logits = model({"input_ids": np.array([[1, 5, 4, 2]], "int32")})  # 4: the mask token
         >>> tuple(logits.shape), keras.backend.standardize_dtype(logits.dtype)
@@ -534,9 +523,7 @@ class TransformerForSequenceClassification(_EncoderOnly):
     Example:
         >>> import numpy as np
         >>> from vanilla_transformer import TransformerConfig, TransformerForSequenceClassification
-        >>> config = TransformerConfig(architecture="encoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
-        ...                            num_encoder_layers=1, num_decoder_layers=1,
-        ...                            max_position_embeddings=32, num_labels=3)
+        >>> config = TransformerConfig(**example_sizes, architecture="encoder", num_labels=3)
         >>> model = TransformerForSequenceClassification(config)
         >>> logits = model({"input_ids": np.array([[1, 5, 6, 2], [1, 7, 2, 0]], "int32"),
         ...                 "attention_mask": np.array([[1, 1, 1, 1], [1, 1, 1, 0]], "int32")})

@@ -61,8 +61,8 @@ def decoding_setup(model, generation_config=None, **generation_kwargs):
             set a field that ``generate`` refuses (see :mod:`vanilla_transformer.generation.contract`).
 
     Example:
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-        >>> model = TransformerForSeq2SeqLM(TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16))
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
+        >>> model = TransformerForSeq2SeqLM(example_config)
         >>> plan, params, pad, start = decoding_setup(model, max_new_tokens=5, num_beams=2)
         >>> plan.mode, plan.num_beams, int(params.max_new_tokens), pad, start
         ('beam', 2, 5, 0, 1)
@@ -113,10 +113,8 @@ def serving_function(model, plan, params, pad: int, start: int, max_batch_size: 
         A ``tf.function`` with the input signature ``(None, None)`` int32 twice.
 
     Example:
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-        >>> model = TransformerForSeq2SeqLM(TransformerConfig(
-        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
-        ...     max_position_embeddings=32)).build_weights()
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
+        >>> model = TransformerForSeq2SeqLM(example_config).build_weights()
         >>> serve = serving_function(model, *decoding_setup(model, max_new_tokens=4), max_batch_size=4)
         >>> ids = np.array([[5, 6, 2], [7, 2, 0]], "int32")
         >>> out = serve(ids, (ids != 0).astype("int32"))
@@ -182,10 +180,8 @@ def export_saved_model(model, path, tokenizer=None, *, max_batch_size: int = 32,
 
     Example:
         >>> import tempfile, tensorflow as tf
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-        >>> model = TransformerForSeq2SeqLM(TransformerConfig(
-        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
-        ...     max_position_embeddings=32))
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
+        >>> model = TransformerForSeq2SeqLM(example_config)
         >>> path = export_saved_model(model, tempfile.mkdtemp() + "/translator", max_batch_size=2,
         ...                           max_new_tokens=4, num_beams=2)
         >>> serve = tf.saved_model.load(str(path)).signatures["serving_default"]
@@ -222,10 +218,8 @@ def litert_function(model, plan, params, start: int, source_length: int):
         A ``tf.function`` with a fixed input signature (no XLA: LiteRT converts plain TensorFlow ops).
 
     Example:
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-        >>> model = TransformerForSeq2SeqLM(TransformerConfig(
-        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
-        ...     max_position_embeddings=32)).build_weights()
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
+        >>> model = TransformerForSeq2SeqLM(example_config).build_weights()
         >>> plan, params, _, start = decoding_setup(model, max_new_tokens=4)
         >>> out = litert_function(model, plan, params, start, 8)(np.array([[5, 6, 2, 0, 0, 0, 0, 0]], "int32"),
         ...                                                     np.array([[1, 1, 1, 0, 0, 0, 0, 0]], "int32"))
@@ -269,10 +263,8 @@ def export_litert(model, path, *, source_length: int = 64, generation_config=Non
     Example:
         >>> import tempfile
         >>> from ai_edge_litert.interpreter import Interpreter
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-        >>> model = TransformerForSeq2SeqLM(TransformerConfig(
-        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
-        ...     max_position_embeddings=32))
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
+        >>> model = TransformerForSeq2SeqLM(example_config)
         >>> path = export_litert(model, tempfile.mkdtemp() + "/translator.tflite", source_length=8,
         ...                      max_new_tokens=4)
         >>> translate = Interpreter(model_path=str(path)).get_signature_runner()
@@ -350,10 +342,8 @@ def export(model, path, to: str = "saved_model", tokenizer=None, **settings) -> 
 
     Example:
         >>> import os, tempfile
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-        >>> model = TransformerForSeq2SeqLM(TransformerConfig(
-        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
-        ...     max_position_embeddings=32))
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
+        >>> model = TransformerForSeq2SeqLM(example_config)
         >>> sorted(os.listdir(export(model, tempfile.mkdtemp() + "/translator", to="saved_model", max_new_tokens=4)))
         ['assets', 'fingerprint.pb', 'saved_model.pb', 'variables']
         >>> import warnings

@@ -216,13 +216,11 @@ def fit_resumable(model, batches: EpochShuffledBatches, epochs: int, backup_dir,
 
     Example:
         >>> import os, tempfile
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
         >>> from vanilla_transformer.batching import EpochShuffledBatches, seq2seq_batches
         >>> from vanilla_transformer.data_collators import Seq2SeqCollator
         >>> from vanilla_transformer.training import fit_resumable
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> model = TransformerForSeq2SeqLM(config)
+        >>> model = TransformerForSeq2SeqLM(example_config)
         >>> model.compile(optimizer="adam", jit_compile=False, run_eagerly=True)  # eager: starts fast
         >>> collator = Seq2SeqCollator(pad_token_id=0, decoder_start_token_id=1, vocab_size=20)
         >>> sources, targets = [[3, 4, 5], [6, 7], [8, 9], [10]], [[5, 4, 2], [7, 2], [9, 2], [10, 2]]

@@ -46,11 +46,9 @@ def state_dict(model) -> dict[str, np.ndarray]:
     stable name (``encoder.layers.0.feed_forward.fc1.kernel``) -> C-contiguous numpy array in the weight's dtype.
 
     Example:
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
         >>> from vanilla_transformer.weight_files import state_dict
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> tensors = state_dict(TransformerForSeq2SeqLM(config))
+        >>> tensors = state_dict(TransformerForSeq2SeqLM(example_config))
         >>> len(tensors)
         43
         >>> tensors["shared.embeddings"].shape, tensors["shared.embeddings"].dtype
@@ -291,12 +289,10 @@ def assign_weights(model, tensors: dict[str, np.ndarray], strict: bool = True,
         ``{"missing_keys": [...], "unexpected_keys": [...]}``, sorted names.
 
     Example:
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
         >>> from vanilla_transformer.weight_files import assign_weights, state_dict
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> tensors = state_dict(TransformerForSeq2SeqLM(config))
-        >>> model = TransformerForSeq2SeqLM(config)
+        >>> tensors = state_dict(TransformerForSeq2SeqLM(example_config))
+        >>> model = TransformerForSeq2SeqLM(example_config)
         >>> assign_weights(model, tensors)
         {'missing_keys': [], 'unexpected_keys': []}
         >>> bool((model.named_variables()["shared.embeddings"].numpy() == tensors["shared.embeddings"]).all())
@@ -332,10 +328,9 @@ def load_config(name_or_path, hub_kwargs: dict | None = None) -> tuple[dict, str
 
     Example:
         >>> import tempfile
-        >>> from vanilla_transformer import TransformerConfig
         >>> from vanilla_transformer.weight_files import load_config
         >>> folder = tempfile.mkdtemp()
-        >>> TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16).save_pretrained(folder)
+        >>> example_config.save_pretrained(folder)
         >>> raw, path = load_config(folder)
         >>> raw["model_type"], raw["d_model"], path.endswith("config.json")
         ('vanilla_transformer', 8, True)
@@ -361,13 +356,11 @@ def finish_loading(model, checkpoint: Checkpoint, loading_info: dict[str, list[s
 
     Example:
         >>> import tempfile
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
         >>> from vanilla_transformer.hub_files import Checkpoint
         >>> from vanilla_transformer.weight_files import finish_loading
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> folder = str(TransformerForSeq2SeqLM(config).save_pretrained(tempfile.mkdtemp()))
-        >>> model = TransformerForSeq2SeqLM(config)
+        >>> folder = str(TransformerForSeq2SeqLM(example_config).save_pretrained(tempfile.mkdtemp()))
+        >>> model = TransformerForSeq2SeqLM(example_config)
         >>> report = {"missing_keys": [], "unexpected_keys": []}
         >>> finish_loading(model, Checkpoint(folder), report) is model
         True

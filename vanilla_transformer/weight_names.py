@@ -24,9 +24,7 @@ def named_variables(layer: keras.layers.Layer, prefix: str = "") -> dict[str, ke
     Example:
         >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM
         >>> from vanilla_transformer.weight_names import named_variables
-        >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
-        ...                            num_encoder_layers=1, num_decoder_layers=1,
-        ...                            max_position_embeddings=32)
+        >>> config = TransformerConfig(**example_sizes, architecture="decoder")
         >>> model = TransformerForCausalLM(config).build_weights()
         >>> names = named_variables(model)
         >>> list(names)[:3]

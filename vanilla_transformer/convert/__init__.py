@@ -149,11 +149,9 @@ def load_transformers_checkpoint(cls, name_or_checkpoint, raw_config: dict, **co
 
     Example:
         >>> import json, tempfile
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM, export_to_transformers
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM, export_to_transformers
         >>> from vanilla_transformer.convert import load_transformers_checkpoint
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> directory = export_to_transformers(TransformerForSeq2SeqLM(config), tempfile.mkdtemp())
+        >>> directory = export_to_transformers(TransformerForSeq2SeqLM(example_config), tempfile.mkdtemp())
         >>> raw_config = json.loads((directory / "config.json").read_text())
         >>> raw_config["model_type"], raw_config["architectures"]
         ('marian', ['MarianMTModel'])
@@ -221,11 +219,9 @@ def weight_map(model) -> WeightMap:
         UnsupportedConfigError: ``model``'s class has no transformers counterpart.
 
     Example:
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
         >>> from vanilla_transformer.convert import weight_map
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> weights = weight_map(TransformerForSeq2SeqLM(config))
+        >>> weights = weight_map(TransformerForSeq2SeqLM(example_config))
         >>> len(weights.entries), weights.prefix
         (44, 'model.')
         >>> entry = weights.entries[1]
@@ -260,10 +256,8 @@ def export_to_transformers(model, directory, tokenizer=None, *, allow_inexact: b
 
     Example:
         >>> import json, os, tempfile
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM, export_to_transformers
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> directory = export_to_transformers(TransformerForSeq2SeqLM(config), tempfile.mkdtemp())
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM, export_to_transformers
+        >>> directory = export_to_transformers(TransformerForSeq2SeqLM(example_config), tempfile.mkdtemp())
         >>> sorted(os.listdir(directory))
         ['config.json', 'generation_config.json', 'model.safetensors']
         >>> hf_config = json.loads((directory / "config.json").read_text())

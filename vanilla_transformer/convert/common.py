@@ -456,9 +456,7 @@ def model_state(model) -> dict[str, np.ndarray]:
     Example:
         >>> from vanilla_transformer import TransformerConfig, TransformerEncoderModel
         >>> from vanilla_transformer.convert.common import model_state
-        >>> config = TransformerConfig(architecture="encoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
-        ...                            num_encoder_layers=1, num_decoder_layers=0, max_position_embeddings=32)
-        >>> state = model_state(TransformerEncoderModel(config))
+        >>> state = model_state(TransformerEncoderModel(TransformerConfig(**example_sizes, architecture="encoder")))
         >>> len(state), state["shared.embeddings"].shape, state["shared.embeddings"].dtype
         (17, (20, 8), dtype('float32'))
         >>> state["encoder.layers.0.feed_forward.fc1.kernel"].shape  # (d_model, d_ff)

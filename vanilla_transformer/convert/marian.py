@@ -133,11 +133,8 @@ def weight_map(config, model_class=None, prefix: str = "model.") -> WeightMap:
         ``final_logits_bias`` (ours ``(vocab,)`` <-> ``(1, vocab)``, zeros when the checkpoint lacks it).
 
     Example:
-        >>> from vanilla_transformer import TransformerConfig
         >>> from vanilla_transformer.convert import marian
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> weights = marian.weight_map(config)
+        >>> weights = marian.weight_map(example_config)
         >>> len(weights.entries), weights.prefix, weights.entries[0].source, weights.entries[-1].source
         (44, 'model.', 'shared.weight', 'final_logits_bias')
         >>> weights.entries[-1].to_source((np.zeros(20, np.float32),)).shape
@@ -280,15 +277,14 @@ def to_transformers_checkpoint(model, allow_inexact: bool = False):
     Example:
         >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
         >>> from vanilla_transformer.convert import marian
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> hf, tensors, architecture = marian.to_transformers_checkpoint(TransformerForSeq2SeqLM(config).build_weights())
+        >>> model = TransformerForSeq2SeqLM(example_config).build_weights()
+        >>> hf, tensors, architecture = marian.to_transformers_checkpoint(model)
         >>> type(hf).__name__, architecture, hf.d_model, hf.scale_embedding, len(tensors)
         ('MarianConfig', 'MarianMTModel', 8, True, 44)
         >>> tensors["model.shared.weight"].shape, tensors["final_logits_bias"].shape
         ((20, 8), (1, 20))
-        >>> config.layer_norm_eps = 1e-6
-        >>> marian.to_transformers_checkpoint(TransformerForSeq2SeqLM(config).build_weights())
+        >>> other_eps = TransformerConfig(**example_sizes, layer_norm_eps=1e-6)
+        >>> marian.to_transformers_checkpoint(TransformerForSeq2SeqLM(other_eps).build_weights())
         Traceback (most recent call last):
         ...
         vanilla_transformer.convert.config_fields.UnsupportedConfigError: layer_norm_eps=1e-06: MarianMTModel's ...

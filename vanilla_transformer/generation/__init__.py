@@ -157,8 +157,8 @@ def resolved_pad_token_id(model, config) -> int | None:
     """The generation config's pad id, else the model config's (None when neither has one).
 
     >>> from transformers import GenerationConfig
-    >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-    >>> model = TransformerForSeq2SeqLM(TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16))
+    >>> from vanilla_transformer import TransformerForSeq2SeqLM
+    >>> model = TransformerForSeq2SeqLM(example_config)
     >>> resolved_pad_token_id(model, GenerationConfig()), resolved_pad_token_id(model, GenerationConfig(pad_token_id=3))
     (0, 3)
     """
@@ -169,8 +169,8 @@ def resolved_decoder_start_token_id(model, config) -> int:
     """The generation config's decoder start id, else the model config's.
 
     >>> from transformers import GenerationConfig
-    >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-    >>> model = TransformerForSeq2SeqLM(TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16))
+    >>> from vanilla_transformer import TransformerForSeq2SeqLM
+    >>> model = TransformerForSeq2SeqLM(example_config)
     >>> resolved_decoder_start_token_id(model, GenerationConfig())
     1
     """
@@ -235,10 +235,8 @@ def generate(model, input_ids, attention_mask=None, generation_config=None, seed
         output object (see :func:`.outputs.generate_output`).
 
     Example:
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
-        >>> model = TransformerForSeq2SeqLM(config)
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
+        >>> model = TransformerForSeq2SeqLM(example_config)
         >>> generate(model, np.array([[5, 6, 2]]), max_new_tokens=4, num_beams=2).shape[0]
         1
         >>> out = generate(model, np.array([[5, 6, 2]]), max_new_tokens=4, return_dict_in_generate=True,
@@ -338,9 +336,7 @@ def translate_texts(model, texts, tokenizer, batch_size: int = 64, max_batch_tok
         ...     def batch_decode(self, ids, skip_special_tokens):
         ...         return [f"{len(row)} ids" for row in ids]
         >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-        >>> model = TransformerForSeq2SeqLM(TransformerConfig(
-        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
-        ...     max_position_embeddings=32, eos_token_id=None))
+        >>> model = TransformerForSeq2SeqLM(TransformerConfig(**example_sizes, eos_token_id=None))
         >>> translate_texts(model, ["abc", "a", "ab"], Tokenizer(), batch_size=2, max_new_tokens=3)
         ['4 ids', '4 ids', '4 ids']
     """
@@ -431,11 +427,9 @@ class GenerationMixin:
       new, vocab)`` of ``token_ids (batch, new)`` written at ``cache_index``, and the updated cache.
 
     Example:
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
         >>> from vanilla_transformer.generation import GenerationMixin
-        >>> model = TransformerForSeq2SeqLM(TransformerConfig(
-        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
-        ...     max_position_embeddings=32))
+        >>> model = TransformerForSeq2SeqLM(example_config)
         >>> isinstance(model, GenerationMixin), len(model.decoding_programs)
         (True, 0)
         >>> ids = model.generate(np.array([[5, 6, 7, 2]]), max_new_tokens=2)  # greedy: one compiled program

@@ -198,11 +198,9 @@ def beam_search(model, plan: DecodingPlan, params: DecodingParams, context, pref
 
     Example:
         >>> from transformers import GenerationConfig
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
         >>> from vanilla_transformer.generation.plan import make_plan
-        >>> model = TransformerForSeq2SeqLM(TransformerConfig(
-        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
-        ...     max_position_embeddings=32))
+        >>> model = TransformerForSeq2SeqLM(example_config)
         >>> _ = model.build_weights()  # as generate does before decoding
         >>> context = model.decoding_context(np.array([[5, 6, 7, 2]]), np.array([[1, 1, 1, 1]]))  # B = 1
         >>> plan, params = make_plan(GenerationConfig(max_new_tokens=3, num_beams=2, num_return_sequences=2,

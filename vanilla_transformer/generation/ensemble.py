@@ -13,10 +13,8 @@ the ensemble's log-probabilities: temperature, top-k and top-p act as for one mo
 scales log-probabilities rather than logits.
 
 Example:
-    >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-    >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-    ...                            num_decoder_layers=1, max_position_embeddings=32)
-    >>> ensemble = Ensemble([TransformerForSeq2SeqLM(config), TransformerForSeq2SeqLM(config)])
+    >>> from vanilla_transformer import TransformerForSeq2SeqLM
+    >>> ensemble = Ensemble([TransformerForSeq2SeqLM(example_config), TransformerForSeq2SeqLM(example_config)])
     >>> ensemble.generate(np.array([[5, 6, 2]]), max_new_tokens=4, num_beams=2).shape[0]
     1
 """
@@ -68,8 +66,7 @@ class Ensemble(GenerationMixin):
 
     Example:
         >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_decoder_layers=1,
-        ...                            max_position_embeddings=32, architecture="decoder")
+        >>> config = TransformerConfig(**example_sizes, architecture="decoder")
         >>> ensemble = Ensemble([TransformerForCausalLM(config), TransformerForCausalLM(config)])
         >>> ensemble.generate(np.array([[5, 6]]), max_new_tokens=3, eos_token_id=None).shape  # prompt, 3 new
         (1, 5)

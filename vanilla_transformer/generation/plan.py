@@ -40,10 +40,8 @@ def resolve_generation_config(model, generation_config: GenerationConfig | None,
 
     Example:
         >>> from transformers import GenerationConfig
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-        >>> model = TransformerForSeq2SeqLM(TransformerConfig(
-        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
-        ...     max_position_embeddings=32))
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
+        >>> model = TransformerForSeq2SeqLM(example_config)
         >>> config = resolve_generation_config(model, GenerationConfig(num_beams=4, max_new_tokens=9),
         ...                                    {"max_new_tokens": 5})
         >>> config.num_beams, config.max_new_tokens, config.eos_token_id  # eos from the model's config

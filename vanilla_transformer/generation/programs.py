@@ -50,11 +50,9 @@ def decoding_function(model, plan: DecodingPlan) -> Callable:
 
     Example:
         >>> from transformers import GenerationConfig
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
         >>> from vanilla_transformer.generation.plan import make_plan
-        >>> model = TransformerForSeq2SeqLM(TransformerConfig(
-        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
-        ...     max_position_embeddings=32)).build_weights()
+        >>> model = TransformerForSeq2SeqLM(example_config).build_weights()
         >>> plan, params = make_plan(GenerationConfig(max_new_tokens=3), prompt_length=1, use_cache=True)
         >>> run = decoding_function(model, plan)
         >>> ones = np.ones((1, 1), "int32")
@@ -143,11 +141,9 @@ def compiled_decoder(model, plan: DecodingPlan, shapes: tuple = ()) -> Callable:
 
     Example:
         >>> from transformers import GenerationConfig
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
         >>> from vanilla_transformer.generation.plan import make_plan
-        >>> model = TransformerForSeq2SeqLM(TransformerConfig(
-        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
-        ...     max_position_embeddings=32))
+        >>> model = TransformerForSeq2SeqLM(example_config)
         >>> plan, _ = make_plan(GenerationConfig(max_new_tokens=3), prompt_length=1, use_cache=True)
         >>> run = compiled_decoder(model, plan)  # built, not yet run (nor traced)
         >>> compiled_decoder(model, plan) is run, model.decoding_programs.compilations

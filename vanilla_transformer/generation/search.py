@@ -125,9 +125,7 @@ def decode_functions(model, plan: DecodingPlan, context, prefix_mask, prefix_pos
         >>> from transformers import GenerationConfig
         >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM
         >>> from vanilla_transformer.generation.plan import make_plan
-        >>> model = TransformerForCausalLM(TransformerConfig(
-        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_decoder_layers=1, max_position_embeddings=32,
-        ...     architecture="decoder"))
+        >>> model = TransformerForCausalLM(TransformerConfig(**example_sizes, architecture="decoder"))
         >>> _ = model.build_weights()  # as generate does before decoding
         >>> plan, _ = make_plan(GenerationConfig(max_new_tokens=3), prompt_length=2, use_cache=True)
         >>> prefix_ids = np.array([[0, 5], [4, 6]], "int32")  # the first row is left-padded
@@ -285,11 +283,9 @@ def greedy_or_sample(model, plan, params, context, prefix_ids, prefix_mask, pref
 
     Example:
         >>> from transformers import GenerationConfig
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
         >>> from vanilla_transformer.generation.plan import make_plan
-        >>> model = TransformerForSeq2SeqLM(TransformerConfig(
-        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
-        ...     max_position_embeddings=32))
+        >>> model = TransformerForSeq2SeqLM(example_config)
         >>> _ = model.build_weights()  # as generate does before decoding
         >>> context = model.decoding_context(np.array([[5, 6, 7, 2], [8, 9, 2, 0]]), np.array([[1, 1, 1, 1],
         ...                                                                                 [1, 1, 1, 0]]))

@@ -39,11 +39,9 @@ def streaming_programs(model, plan: DecodingPlan, shapes: tuple):
 
     Example:
         >>> from transformers import GenerationConfig
-        >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
+        >>> from vanilla_transformer import TransformerForSeq2SeqLM
         >>> from vanilla_transformer.generation.plan import make_plan
-        >>> model = TransformerForSeq2SeqLM(TransformerConfig(
-        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
-        ...     max_position_embeddings=32)).build_weights()
+        >>> model = TransformerForSeq2SeqLM(example_config).build_weights()
         >>> plan, _ = make_plan(GenerationConfig(max_new_tokens=3), prompt_length=1, use_cache=True)
         >>> start, advance = streaming_programs(model, plan, ((1, 8), (1, 1)))
         >>> streaming_programs(model, plan, ((1, 8), (1, 1)))[0] is start  # built once, kept by the model
@@ -92,9 +90,7 @@ def stream_tokens(model, plan: DecodingPlan, params: DecodingParams, arrays: tup
         >>> from transformers import GenerationConfig
         >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
         >>> from vanilla_transformer.generation.plan import DecodingParams, make_plan
-        >>> model = TransformerForSeq2SeqLM(TransformerConfig(
-        ...     vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1, num_decoder_layers=1,
-        ...     max_position_embeddings=32, eos_token_id=None)).build_weights()
+        >>> model = TransformerForSeq2SeqLM(TransformerConfig(**example_sizes, eos_token_id=None)).build_weights()
         >>> plan, params = make_plan(GenerationConfig(max_new_tokens=3, eos_token_id=None), 1, use_cache=True)
         >>> params = DecodingParams(*(keras.ops.convert_to_tensor(value) for value in params))
         >>> class Printer:

@@ -307,11 +307,8 @@ class TransformerEncoder(_Stack):
         token_embedding: the shared :class:`TokenEmbedding`.
 
     Example:
-        >>> from vanilla_transformer.configuration import TransformerConfig
         >>> from vanilla_transformer.layers import TokenEmbedding, TransformerEncoder
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1)
-        >>> encoder = TransformerEncoder(config, TokenEmbedding(20, 8))
+        >>> encoder = TransformerEncoder(example_config, TokenEmbedding(20, 8))
         >>> hidden = encoder(np.array([[5, 6, 7, 0]]), attention_mask=np.array([[1, 1, 1, 0]]))
         >>> tuple(hidden.shape)
         (1, 4, 8)
@@ -356,11 +353,8 @@ class TransformerDecoder(_Stack):
         cross_attention: attend over an encoder output (encoder-decoder); False for decoder-only models.
 
     Example:
-        >>> from vanilla_transformer.configuration import TransformerConfig
         >>> from vanilla_transformer.layers import TokenEmbedding, TransformerDecoder
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1)
-        >>> decoder = TransformerDecoder(config, TokenEmbedding(20, 8))
+        >>> decoder = TransformerDecoder(example_config, TokenEmbedding(20, 8))
         >>> memory = np.zeros((1, 5, 8), "float32")  # encoder output (batch, src, d_model)
         >>> hidden, cache = decoder(np.array([[1, 5, 6]]), encoder_hidden_states=memory)
         >>> tuple(hidden.shape), cache
