@@ -32,6 +32,7 @@ def main(argv=None) -> int:
 
     from vanilla_transformer import AutoModel, CheckpointError
     from vanilla_transformer.hub import load_tokenizer
+    from vanilla_transformer.hub_files import describe_http_error
 
     try:
         model = AutoModel.from_pretrained(args.model_dir)
@@ -54,7 +55,8 @@ def main(argv=None) -> int:
             if not same:
                 return 1
     except (CheckpointError, HfHubHTTPError) as err:  # one readable line, no traceback
-        message = err if isinstance(err, CheckpointError) else str(err).strip().splitlines()[0]
+        refused = not isinstance(err, CheckpointError)
+        message = f"the Hub refused {args.repo_id} {describe_http_error(err)}" if refused else err
         print(f"error: {message}", file=sys.stderr)
         return 2
     return 0

@@ -152,17 +152,15 @@ def push(args) -> int:
     """
     from huggingface_hub.errors import HfHubHTTPError
 
-    from .hub_files import http_status
+    from .hub_files import describe_http_error
     from .hub_push import push_folder_to_hub
 
     try:
         info = push_folder_to_hub(args.directory, args.repo_id, private=args.private, revision=args.revision,
                                   commit_message=args.commit_message, create_pr=args.create_pr)
     except HfHubHTTPError as err:  # no token, no write access, ...: one line, no traceback
-        status = http_status(err) or "?"
-        print(f"error: the Hub refused the push to {args.repo_id} (HTTP {status}): "
-              f"{str(err).strip().splitlines()[0]}. Is HF_TOKEN set to a token with write access?",
-              file=sys.stderr)
+        print(f"error: the Hub refused the push to {args.repo_id} {describe_http_error(err)}. Is HF_TOKEN set to "
+              "a token with write access?", file=sys.stderr)
         return 2
     url = info.pr_url or info.commit_url
     print(f"pushed {args.directory} to {args.repo_id} (commit {info.oid}): {url}")
