@@ -266,7 +266,7 @@ def peer_keras_hub(args, size, xla):
     import tensorflow as tf
 
     from vanilla_transformer.losses import MaskedAccuracy, MaskedSparseCrossEntropy
-    from vanilla_transformer.optimization import TransformerSchedule
+    from vanilla_transformer.optimization import PAPER_ADAM, TransformerSchedule
 
     set_tf_threads(args.threads)
     keras.utils.set_random_seed(args.seed)
@@ -290,7 +290,7 @@ def peer_keras_hub(args, size, xla):
     logits = keras.layers.Dense(vocab, name="lm_head")(y)
     model = keras.Model({"input_ids": encoder_inputs, "decoder_input_ids": decoder_inputs}, logits)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=TransformerSchedule(d, WARMUP_SCHEDULE_STEPS),
-                                                  beta_1=0.9, beta_2=0.98, epsilon=1e-9),
+                                                  **PAPER_ADAM),
                   loss=MaskedSparseCrossEntropy(label_smoothing=LABEL_SMOOTHING), metrics=[MaskedAccuracy()],
                   jit_compile=xla)
     batches = synthetic_batches(size, min(args.warmup + args.steps, 8), args.seed)

@@ -4,10 +4,15 @@ warm-up / decay used to (pre)train and fine-tune the BERT-style and GPT-style va
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 import keras
 from keras import ops
+
+#: The paper's Adam settings (section 5.3): beta_2 0.98 rather than Keras' 0.999, epsilon 1e-9 rather than 1e-7;
+#: ``keras.optimizers.Adam(learning_rate, **PAPER_ADAM)``.
+PAPER_ADAM = MappingProxyType({"beta_1": 0.9, "beta_2": 0.98, "epsilon": 1e-9})
 
 
 @keras.saving.register_keras_serializable(package="vanilla_transformer")
@@ -45,7 +50,8 @@ class TransformerSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def transformer_optimizer(d_model: int, warmup_steps: int = 4000, scale: float = 1.0) -> keras.optimizers.Adam:
-    """The paper's optimizer (section 5.3): Adam(beta_1=0.9, beta_2=0.98, epsilon=1e-9) on equation 3.
+    """The paper's optimizer (section 5.3): Adam with :data:`PAPER_ADAM` (beta_1 0.9, beta_2 0.98, epsilon 1e-9)
+    on equation 3.
 
     Args:
         d_model, warmup_steps, scale: as for :class:`TransformerSchedule`.
@@ -62,7 +68,7 @@ def transformer_optimizer(d_model: int, warmup_steps: int = 4000, scale: float =
         (0.98, 1e-09)
     """
     return keras.optimizers.Adam(learning_rate=TransformerSchedule(d_model, warmup_steps=warmup_steps, scale=scale),
-                                 beta_1=0.9, beta_2=0.98, epsilon=1e-9)
+                                 **PAPER_ADAM)
 
 
 @keras.saving.register_keras_serializable(package="vanilla_transformer")

@@ -19,10 +19,6 @@ import _common
 from translation.data import make_train_batches, tokenize
 from translation.report import card_info, evaluate_bleu, plot_history
 
-# The paper's Adam (section 5.3): beta_2 0.98 rather than 0.999, epsilon 1e-9 rather than 1e-7.
-PAPER_ADAM = {"beta_1": 0.9, "beta_2": 0.98, "epsilon": 1e-9}
-
-
 def set_precision(args) -> str:
     """Set Keras' global dtype policy from ``--mixed_precision`` and print what was chosen and why. ``auto``:
     bfloat16 only where the hardware computes it natively, else float32 (with XLA); float32 when nothing is
@@ -76,6 +72,7 @@ def build_and_compile(args, strategy, train, distribution=None):
 
     from vanilla_transformer.gradient_accumulation import accumulate_gradients
     from vanilla_transformer.losses import MaskedAccuracy, MaskedSparseCrossEntropy
+    from vanilla_transformer.optimization import PAPER_ADAM
 
     with strategy.scope() if strategy else contextlib.nullcontext():
         model, tokenizer = build_model_and_tokenizer(args, train)
