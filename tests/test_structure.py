@@ -95,8 +95,9 @@ def test_only_the_public_package_and_the_cli_import_the_model_classes():
 
 def test_no_module_imports_another_modules_underscore_names():
     modules = package_modules()
-    scripts = {path.stem: path for path in [*ROOT.glob("examples/*.py"), *ROOT.glob("benchmarks/*.py"),
-                                            *ROOT.glob("tests/**/*.py")]}
+    scripts = {path.relative_to(ROOT).as_posix(): path  # keyed by path: file names repeat across folders
+               for pattern in ("examples/**/*.py", "benchmarks/*.py", "tests/**/*.py")
+               for path in ROOT.glob(pattern)}
     offenders = []
     for name, path in [*modules.items(), *scripts.items()]:
         for target, names in imports_of(name, path, modules):
@@ -114,7 +115,7 @@ def test_no_module_imports_another_modules_underscore_names():
 
 def test_functions_fit_on_a_screen():
     long = []
-    for path in [*PACKAGE.rglob("*.py"), *ROOT.glob("examples/*.py")]:
+    for path in [*PACKAGE.rglob("*.py"), *ROOT.glob("examples/**/*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 body = node.body[1:] if ast.get_docstring(node) is not None and len(node.body) > 1 else node.body
@@ -158,3 +159,39 @@ def test_one_name_one_meaning_across_modules():
                 defined.setdefault(node.name, []).append(name)
     repeated = {name: modules for name, modules in defined.items() if len(modules) > 1 and name not in SHARED_NAMES}
     assert not repeated, f"public names defined in several modules (give each meaning its own name): {repeated}"
+
+
+# ------------------------------------------------------------------------------------------ the example scripts
+EXAMPLES = ROOT / "examples"
+
+
+def example_imports(path: Path) -> set[str]:
+    """The example modules (``_common``, ``translation.*``, the scripts) that an example file imports."""
+    local = {script.stem for script in EXAMPLES.glob("*.py")} | {"translation"}
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.split(".")[0] in local}
+        elif isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] in local:
+            found.add(node.module)
+    return found
+
+
+def test_the_examples_import_one_way():
+    """Scripts (run_translation.py, ...) -> the recipe's modules (examples/translation/) -> _common ->
+    vanilla_transformer: no lower layer imports a higher one, and the recipe's modules import each other
+    without a cycle."""
+    scripts = {script.stem for script in EXAMPLES.glob("*.py")} - {"_common"}
+    graph = {f"translation.{path.stem}": example_imports(path) for path in EXAMPLES.glob("translation/*.py")}
+    graph["_common"] = example_imports(EXAMPLES / "_common.py")
+    assert graph["translation.training"] >= {"_common", "translation.data"}  # the scan sees the imports
+    upward = [f"{name} imports {target}" for name, targets in graph.items() for target in targets
+              if target.split(".")[0] in scripts or (name == "_common" and target.startswith("translation"))]
+    assert not upward, "imports against the direction scripts -> translation -> _common:\n" + "\n".join(upward)
+    assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
+
+
+def test_the_translation_recipe_modules_fit_one_job():
+    too_long = {path.name: length for path in EXAMPLES.glob("translation/*.py")
+                if (length := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not too_long, f"examples/translation modules over {MAX_MODULE_LINES} lines (split by job): {too_long}"
