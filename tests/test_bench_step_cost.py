@@ -5,6 +5,8 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_step_cost  # noqa: E402
 
@@ -26,6 +28,7 @@ def test_matmul_cost_is_every_kernel_once_plus_the_output_projection_and_attenti
     assert bench_step_cost.matmul_cost(32, 48, 2, 50, length) == kernels + 32 * 50 + attention
 
 
+@pytest.mark.slow  # compiles a training step (~40 s on 2 shared cores)
 def test_packed_batch_fills_the_rows_and_a_step_is_timed():
     inputs, labels = bench_step_cost.packed_batch(vocab=40, rows=3, length=24)
     assert labels.shape == (3, 24) and inputs["input_ids"].shape == (3, 24)
