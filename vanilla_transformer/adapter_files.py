@@ -48,8 +48,7 @@ def save_adapter(model, save_directory, tokenizer=None, model_card: dict[str, An
     Example:
         >>> import os, tempfile
         >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> config = TransformerConfig(**example_sizes)
         >>> base = TransformerForSeq2SeqLM(config).save_pretrained(tempfile.mkdtemp())
         >>> model = TransformerForSeq2SeqLM.from_pretrained(base)
         >>> _ = model.enable_lora(4, verbose=False)
@@ -128,8 +127,7 @@ def load_adapter(model, name_or_path, check_base: bool = True, **hub_kwargs):
         >>> import tempfile
         >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM
         >>> from vanilla_transformer.adapter_files import load_adapter
-        >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
-        ...                            num_encoder_layers=1, num_decoder_layers=1, max_position_embeddings=32)
+        >>> config = TransformerConfig(**example_sizes, architecture="decoder")
         >>> trained = TransformerForCausalLM(config)
         >>> _ = trained.enable_lora(2, target_modules="o,ffn", verbose=False)
         >>> folder = trained.save_adapter(tempfile.mkdtemp())

@@ -123,8 +123,7 @@ def adapter_sites(model) -> dict:
     Example:
         >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM
         >>> from vanilla_transformer.lora import adapter_sites
-        >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
-        ...                            num_encoder_layers=1, num_decoder_layers=1, max_position_embeddings=32)
+        >>> config = TransformerConfig(**example_sizes, architecture="decoder")
         >>> list(adapter_sites(TransformerForCausalLM(config)))
         ['decoder.layers.0.self_attn.q_proj', 'decoder.layers.0.self_attn.k_proj',
          'decoder.layers.0.self_attn.v_proj', 'decoder.layers.0.self_attn.o_proj',
@@ -170,8 +169,7 @@ def forget_compiled_programs(model) -> None:
     Example:
         >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM
         >>> from vanilla_transformer.lora import forget_compiled_programs
-        >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
-        ...                            num_encoder_layers=1, num_decoder_layers=1, max_position_embeddings=32)
+        >>> config = TransformerConfig(**example_sizes, architecture="decoder")
         >>> model = TransformerForCausalLM(config)
         >>> _ = model.decoding_programs.get("a plan", lambda: "a compiled program")  # as generate() caches one
         >>> forget_compiled_programs(model)
@@ -203,8 +201,7 @@ def enable_adapters(model, settings: dict, lora_dropout: float = 0.0) -> None:
     Example:
         >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM
         >>> from vanilla_transformer.lora import enable_adapters, parameter_counts
-        >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
-        ...                            num_encoder_layers=1, num_decoder_layers=1, max_position_embeddings=32)
+        >>> config = TransformerConfig(**example_sizes, architecture="decoder")
         >>> model = TransformerForCausalLM(config)
         >>> enable_adapters(model, {"decoder.layers.0.self_attn.q_proj": (2, 4.0)})  # one site, rank 2
         >>> parameter_counts(model)[0]  # 2 * (8 + 8)
@@ -250,8 +247,7 @@ def enable_lora(model, rank: int, lora_alpha: float | None = None, lora_dropout:
 
     Example:
         >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> config = TransformerConfig(**example_sizes)
         >>> model = TransformerForSeq2SeqLM(config)
         >>> lora_config = model.enable_lora(2, lora_alpha=4)  # q and v of 3 attention blocks: 6 * 2 * (8 + 8)
         trainable params: 192 || all params: 1,856 || trainable%: 10.3448
@@ -290,8 +286,7 @@ def parameter_counts(model) -> tuple[int, int]:
     Example:
         >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM
         >>> from vanilla_transformer.lora import parameter_counts
-        >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
-        ...                            num_encoder_layers=1, num_decoder_layers=1, max_position_embeddings=32)
+        >>> config = TransformerConfig(**example_sizes, architecture="decoder")
         >>> parameter_counts(TransformerForCausalLM(config))
         (760, 760)
     """
@@ -306,8 +301,7 @@ def trainable_parameters_line(model) -> str:
     Example:
         >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM
         >>> from vanilla_transformer.lora import trainable_parameters_line
-        >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
-        ...                            num_encoder_layers=1, num_decoder_layers=1, max_position_embeddings=32)
+        >>> config = TransformerConfig(**example_sizes, architecture="decoder")
         >>> trainable_parameters_line(TransformerForCausalLM(config))
         'trainable params: 760 || all params: 760 || trainable%: 100.0000'
     """
@@ -321,8 +315,7 @@ def lora_sites(model) -> dict:
     Example:
         >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM
         >>> from vanilla_transformer.lora import lora_sites
-        >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
-        ...                            num_encoder_layers=1, num_decoder_layers=1, max_position_embeddings=32)
+        >>> config = TransformerConfig(**example_sizes, architecture="decoder")
         >>> model = TransformerForCausalLM(config)
         >>> _ = model.enable_lora(2, target_modules="v", verbose=False)
         >>> list(lora_sites(model))
@@ -345,8 +338,7 @@ def merge_lora(model):
 
     Example:
         >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM
-        >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
-        ...                            num_encoder_layers=1, num_decoder_layers=1, max_position_embeddings=32)
+        >>> config = TransformerConfig(**example_sizes, architecture="decoder")
         >>> model = TransformerForCausalLM(config)
         >>> _ = model.enable_lora(2, verbose=False)
         >>> model.merge_lora().lora_config, model.num_parameters()
@@ -376,8 +368,7 @@ def lora_weights(model) -> dict[str, np.ndarray]:
     Example:
         >>> from vanilla_transformer import TransformerConfig, TransformerForCausalLM
         >>> from vanilla_transformer.lora import lora_weights
-        >>> config = TransformerConfig(architecture="decoder", vocab_size=20, d_model=8, num_heads=2, d_ff=16,
-        ...                            num_encoder_layers=1, num_decoder_layers=1, max_position_embeddings=32)
+        >>> config = TransformerConfig(**example_sizes, architecture="decoder")
         >>> model = TransformerForCausalLM(config)
         >>> _ = model.enable_lora(2, target_modules="q", verbose=False)
         >>> {name: array.shape for name, array in lora_weights(model).items()}

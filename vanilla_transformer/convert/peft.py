@@ -165,8 +165,7 @@ def to_peft(model, base_model_name_or_path: str | None = None) -> tuple[dict, di
     Example:
         >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
         >>> from vanilla_transformer.convert.peft import to_peft
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> config = TransformerConfig(**example_sizes)
         >>> model = TransformerForSeq2SeqLM(config)
         >>> _ = model.enable_lora(2, lora_alpha=4, target_modules="q", verbose=False)
         >>> adapter_config, tensors = to_peft(model, "user/base")
@@ -311,8 +310,7 @@ def apply_peft_adapter(model, adapter_config: dict, tensors: dict[str, np.ndarra
     Example:
         >>> from vanilla_transformer import TransformerConfig, TransformerForSeq2SeqLM
         >>> from vanilla_transformer.convert.peft import apply_peft_adapter, to_peft
-        >>> config = TransformerConfig(vocab_size=20, d_model=8, num_heads=2, d_ff=16, num_encoder_layers=1,
-        ...                            num_decoder_layers=1, max_position_embeddings=32)
+        >>> config = TransformerConfig(**example_sizes)
         >>> trained = TransformerForSeq2SeqLM(config)
         >>> _ = trained.enable_lora(2, target_modules="q,v", verbose=False)
         >>> adapter_config, tensors = to_peft(trained)
